@@ -1,0 +1,3 @@
+//! heptap agent library.
+
+#![forbid(unsafe_code)]
