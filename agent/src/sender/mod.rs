@@ -1,0 +1,1 @@
+//! Destinations: one task per named destination behind a bounded, never-blocking queue.
