@@ -1,0 +1,126 @@
+//! What a tracer hands to the encoder, and the HEP version it is encoded in.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// HEP protocol version of a packet or a destination (OpenSIPS `hep_id ... version=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HEPv1: fixed header, addresses, payload. No timestamp, no capture id.
+    V1 = 1,
+    /// HEPv2: HEPv1 plus a 12-byte little-endian time header with a 16-bit capture id.
+    V2 = 2,
+    /// HEPv3: "HEP3" + length + type-length-value chunks.
+    V3 = 3,
+}
+
+impl Version {
+    /// The version number as written in configs and dumps.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+impl TryFrom<u8> for Version {
+    type Error = u8;
+
+    /// Accepts 1, 2 or 3; hands back any other number.
+    fn try_from(n: u8) -> Result<Self, u8> {
+        match n {
+            1 => Ok(Version::V1),
+            2 => Ok(Version::V2),
+            3 => Ok(Version::V3),
+            other => Err(other),
+        }
+    }
+}
+
+/// A key/value pair of a payload or an extra correlation; keys are mostly static names.
+pub type Part = (Cow<'static, str>, Cow<'static, str>);
+
+/// What a tracer hands over: OpenSIPS's create_trace_message + add_payload_part +
+/// add_extra_correlation. One `TraceMessage` can be encoded for many destinations, each with its
+/// own [`crate::Encoder`] settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceMessage {
+    /// Chunk 0x000B: what the payload is (see [`crate::proto_type`]).
+    pub proto_type: u8,
+    /// Chunk 0x0002: the IP protocol, or OpenSIPS's stand-in for TLS/WS (see [`crate::ip_proto`]).
+    pub ip_proto: u8,
+    /// Source address and port (for connection events: the remote peer, as OpenSIPS does).
+    pub src: SocketAddr,
+    /// Destination address and port.
+    pub dst: SocketAddr,
+    /// Chunk 0x0009: capture time, seconds since the epoch.
+    pub ts_sec: u32,
+    /// Chunk 0x000A: capture time, microseconds within the second.
+    pub ts_usec: u32,
+    /// Chunk 0x0011: the join key in Homer (Call-ID for SIP, connection id for net events).
+    pub correlation_id: Option<Cow<'static, str>>,
+    /// Raw payload, used when `parts` is empty (e.g. a SIP message as Homer expects it).
+    pub payload: Option<Bytes>,
+    /// Ordered payload parts; when non-empty they ARE the payload (JSON object or homer5 values).
+    pub parts: Vec<Part>,
+    /// Ordered extra correlations (JSON: chunk 0x0065; homer5: only a "sip*" key survives as
+    /// 0x0011).
+    pub extra_correlation: Vec<Part>,
+}
+
+impl TraceMessage {
+    /// A message with addresses, protocol numbers and time, and nothing else yet.
+    pub fn new(
+        proto_type: u8,
+        ip_proto: u8,
+        src: SocketAddr,
+        dst: SocketAddr,
+        ts_sec: u32,
+        ts_usec: u32,
+    ) -> Self {
+        TraceMessage {
+            proto_type,
+            ip_proto,
+            src,
+            dst,
+            ts_sec,
+            ts_usec,
+            correlation_id: None,
+            payload: None,
+            parts: Vec::new(),
+            extra_correlation: Vec::new(),
+        }
+    }
+
+    /// Appends a payload part (OpenSIPS `add_payload_part`); duplicate keys are kept.
+    pub fn part(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        self.parts.push((key.into(), value.into()));
+        self
+    }
+
+    /// Appends an extra correlation (OpenSIPS `add_extra_correlation`).
+    pub fn extra_correlation(
+        mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        self.extra_correlation.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the correlation id (chunk 0x0011).
+    pub fn correlation(mut self, id: impl Into<Cow<'static, str>>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the raw payload (used only while there are no payload parts).
+    pub fn payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+}
