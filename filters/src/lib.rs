@@ -1,3 +1,44 @@
-//! placeholder
+//! heptap-filters decides what is traced. It owns the filter route language (the subset of the
+//! OpenSIPS script that `trace_filter_route` routes use: `route[name]` blocks with `if`/`else`,
+//! `exit`, `drop`, `return`, `route()`, `xlog`, the connection variables `$si $sp $Ri $Rp
+//! $proto $socket_in(..)`, comparisons, `is_in_subnet()` and `check_source_address()`), the
+//! named address groups behind `check_source_address`, and the black/white lists
+//! (`trace_bwlist` command lists, SIP method lists, IP/CIDR lists).
+//!
+//! Routes are parsed and compiled once, at load time, into a typed tree: every error is reported
+//! then, with file, line, column and a caret excerpt, and a source with any error is refused
+//! whole. Evaluation reads the connection through the [`Inspect`] trait and does not allocate.
+//! It does not own configuration parsing (heptap-config hands over texts, groups and list
+//! names), when routes run (the taps), or what a verdict triggers (the tracer).
+//!
+//! Modules: `lexer` (text to tokens), `parser` (tokens to syntax tree), `compile` (syntax tree
+//! to typed program), `program` (typed program and evaluator), `routes` (the public
+//! [`Routes`]/[`Route`] API), `groups`, `lists`, `conn` (the connection view and verdict),
+//! `error`.
 
 #![forbid(unsafe_code)]
+
+mod ast;
+mod cidr;
+mod compile;
+mod conn;
+mod error;
+mod groups;
+mod lexer;
+mod lists;
+mod parser;
+mod program;
+mod routes;
+mod text;
+
+pub use conn::{ConnInfo, Inspect, Proto, UnknownProto, Verdict};
+pub use error::{CompileError, CompileErrors};
+pub use groups::AddressGroups;
+pub use lists::{IpList, ListError, ListKind, NameList};
+pub use routes::{Route, Routes, Source};
+
+/// How deep blocks, parentheses and `!` may nest in a route.
+pub const MAX_NESTING: usize = parser::MAX_NESTING;
+
+/// How long a chain of `route(...)` calls may be, counting the first route.
+pub const MAX_ROUTE_DEPTH: usize = compile::MAX_ROUTE_DEPTH;
