@@ -1,0 +1,456 @@
+//! Where a destination's bytes go: connecting (names resolved on every attempt, IPv4 and IPv6)
+//! and the connected link of each transport.
+//!
+//! [`Endpoint`] is what was checked at start (addresses to resolve, the TLS configuration, the
+//! file); [`Link`] is one live connection, socket or open output, dropped on the first error.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use heptap_hep::Encoder;
+use nix::sys::socket::MsgFlags;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{SenderError, Target, Transport, needs_datagrams, tls};
+
+/// How a destination cuts its output into units that are sent or lost whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// One HEP packet per UDP datagram.
+    Datagram,
+    /// HEP3 frames back to back on a byte stream.
+    Stream,
+    /// One `hep-dump` JSON line per packet.
+    JsonLine,
+}
+
+/// A destination's address and settings, checked when it starts.
+#[derive(Debug)]
+pub(crate) enum Endpoint {
+    /// A capture node reached over UDP, TCP or TLS.
+    Hep {
+        /// Host name or address, without IPv6 brackets.
+        host: String,
+        /// Port of the capture node.
+        port: u16,
+        /// UDP, TCP or TLS.
+        transport: Transport,
+        /// For TLS: the client configuration and the SNI name.
+        tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    },
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl Endpoint {
+    /// Checks the target of destination `name` and loads its files.
+    pub(crate) fn prepare(
+        name: &str,
+        target: &Target,
+        encoder: &Encoder,
+    ) -> Result<Self, SenderError> {
+        match target {
+            Target::Hep {
+                host,
+                port,
+                transport,
+                tls: settings,
+            } => {
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                if *transport != Transport::Udp && needs_datagrams(encoder.version) {
+                    return Err(SenderError::StreamNeedsHep3 {
+                        name: name.to_owned(),
+                        version: encoder.version.number(),
+                    });
+                }
+                let tls = match transport {
+                    Transport::Tls => Some(tls::client_config(name, &host, settings)?),
+                    Transport::Udp | Transport::Tcp => None,
+                };
+                Ok(Endpoint::Hep {
+                    host,
+                    port: *port,
+                    transport: *transport,
+                    tls,
+                })
+            }
+            Target::Stdout => Ok(Endpoint::Stdout),
+            Target::File(path) => {
+                open_file(path).map_err(|source| SenderError::File {
+                    name: name.to_owned(),
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Endpoint::File(path.clone()))
+            }
+        }
+    }
+
+    /// The checks of [`Endpoint::prepare`] without its side effect: a missing output file is not
+    /// created, only its directory is looked at.
+    pub(crate) fn check(name: &str, target: &Target, encoder: &Encoder) -> Result<(), SenderError> {
+        match target {
+            Target::File(path) => {
+                let result = if path.exists() {
+                    OpenOptions::new().append(true).open(path).map(drop)
+                } else {
+                    let dir = match path.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => Path::new("."),
+                    };
+                    std::fs::metadata(dir).and_then(|m| {
+                        if m.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(io::Error::new(
+                                io::ErrorKind::NotADirectory,
+                                "not a directory",
+                            ))
+                        }
+                    })
+                };
+                result.map_err(|source| SenderError::File {
+                    name: name.to_owned(),
+                    path: path.clone(),
+                    source,
+                })
+            }
+            Target::Hep { .. } | Target::Stdout => Self::prepare(name, target, encoder).map(drop),
+        }
+    }
+
+    /// `host:port` (IPv6 in brackets), `stdout` or `file:<path>`.
+    pub(crate) fn destination(&self) -> String {
+        match self {
+            Endpoint::Hep { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Hep { host, port, .. } => format!("{host}:{port}"),
+            Endpoint::Stdout => "stdout".to_owned(),
+            Endpoint::File(path) => format!("file:{}", path.display()),
+        }
+    }
+
+    /// "udp", "tcp", "tls", "stdout" or "file".
+    pub(crate) fn transport_name(&self) -> &'static str {
+        match self {
+            Endpoint::Hep { transport, .. } => transport.as_str(),
+            Endpoint::Stdout => "stdout",
+            Endpoint::File(_) => "file",
+        }
+    }
+
+    pub(crate) fn framing(&self) -> Framing {
+        match self {
+            Endpoint::Hep {
+                transport: Transport::Udp,
+                ..
+            } => Framing::Datagram,
+            Endpoint::Hep { .. } => Framing::Stream,
+            Endpoint::Stdout | Endpoint::File(_) => Framing::JsonLine,
+        }
+    }
+
+    /// One connection attempt: resolve the host now, then try its addresses in order. The
+    /// caller bounds it with the connect timeout.
+    pub(crate) async fn connect(&self) -> Result<Link, LinkError> {
+        match self {
+            Endpoint::Hep {
+                host,
+                port,
+                transport,
+                tls,
+            } => {
+                let addrs = resolve(host, *port).await?;
+                match (transport, tls) {
+                    (Transport::Udp, _) => connect_udp(&addrs).await,
+                    (_, None) => {
+                        let (stream, peer) = connect_tcp(&addrs).await?;
+                        Ok(Link::stream(stream, peer, true))
+                    }
+                    (_, Some((config, server_name))) => {
+                        let (tcp, peer) = connect_tcp(&addrs).await?;
+                        let fd = tcp.as_raw_fd();
+                        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                        let stream = connector
+                            .connect(server_name.clone(), tcp)
+                            .await
+                            .map_err(|source| LinkError::Tls { addr: peer, source })?;
+                        Ok(Link::Stream(StreamLink::new(
+                            Box::new(stream),
+                            fd,
+                            peer,
+                            false,
+                        )))
+                    }
+                }
+            }
+            Endpoint::Stdout => Ok(Link::Local(LocalOut::Stdout)),
+            Endpoint::File(path) => open_file(path)
+                .map(|f| Link::Local(LocalOut::File(Arc::new(f))))
+                .map_err(|source| LinkError::Open {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, LinkError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| LinkError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(LinkError::NoAddress {
+            host: host.to_owned(),
+        });
+    }
+    Ok(addrs)
+}
+
+async fn connect_tcp(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), LinkError> {
+    let mut last = None;
+    for &addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // heptap gathers frames itself; Nagle would only add latency.
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr));
+            }
+            Err(source) => last = Some(LinkError::Connect { addr, source }),
+        }
+    }
+    Err(last.unwrap_or(LinkError::NoAddress {
+        host: String::new(),
+    }))
+}
+
+async fn connect_udp(addrs: &[SocketAddr]) -> Result<Link, LinkError> {
+    let mut last = None;
+    for &addr in addrs {
+        let local: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match UdpSocket::bind(local).await {
+            Ok(s) => s,
+            Err(source) => {
+                last = Some(LinkError::Connect { addr, source });
+                continue;
+            }
+        };
+        // A connected socket reports ICMP errors (port unreachable) on the next send.
+        match socket.connect(addr).await {
+            Ok(()) => return Ok(Link::Datagram(socket)),
+            Err(source) => last = Some(LinkError::Connect { addr, source }),
+        }
+    }
+    Err(last.unwrap_or(LinkError::NoAddress {
+        host: String::new(),
+    }))
+}
+
+/// Why a connection attempt or a write failed; shown in the logs and by the MI.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The host name resolved to nothing.
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    /// Resolving and connecting took longer than the connect timeout.
+    #[error("connecting timed out after {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    /// The collector refused or could not be reached.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS handshake failed (untrusted certificate, wrong name, refused client cert...).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The output file cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The collector closed the connection (or reset it) while heptap had nothing to send.
+    #[error("the collector closed the connection: {0}")]
+    PeerClosed(io::Error),
+    /// A write failed.
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    /// A write made no progress for the write timeout: the collector is not reading.
+    #[error("write made no progress for {0:?}")]
+    WriteTimeout(std::time::Duration),
+}
+
+/// A byte stream to a collector: plain TCP or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// One live connection, socket or output.
+pub(crate) enum Link {
+    /// A connected UDP socket.
+    Datagram(UdpSocket),
+    /// A TCP or TLS connection.
+    Stream(StreamLink),
+    /// Standard output or a file.
+    Local(LocalOut),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Datagram(s) => f.debug_tuple("Datagram").field(s).finish(),
+            Link::Stream(s) => f.debug_tuple("Stream").field(&s.peer).finish(),
+            Link::Local(o) => f.debug_tuple("Local").field(o).finish(),
+        }
+    }
+}
+
+impl Link {
+    fn stream(stream: TcpStream, peer: SocketAddr, confirm_on_write: bool) -> Self {
+        let fd = stream.as_raw_fd();
+        Link::Stream(StreamLink::new(
+            Box::new(stream),
+            fd,
+            peer,
+            confirm_on_write,
+        ))
+    }
+
+    /// Resolves when the collector closes or resets the connection; never for UDP or local
+    /// outputs. Anything the collector sends is read and ignored (capture nodes send nothing;
+    /// TLS session tickets are consumed by rustls on the way).
+    pub(crate) async fn closed_by_peer(&mut self) -> LinkError {
+        match self {
+            Link::Stream(s) => {
+                let mut buf = [0u8; 512];
+                loop {
+                    match s.reader.read(&mut buf).await {
+                        Ok(0) => {
+                            return LinkError::PeerClosed(io::Error::from(
+                                io::ErrorKind::UnexpectedEof,
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return LinkError::PeerClosed(e),
+                    }
+                }
+            }
+            Link::Datagram(_) | Link::Local(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// A TCP or TLS connection, split so that a close by the collector is noticed while idle.
+pub(crate) struct StreamLink {
+    /// Read side: only watched for end of stream.
+    reader: ReadHalf<Box<dyn Io>>,
+    /// Write side: the frames.
+    pub(crate) writer: WriteHalf<Box<dyn Io>>,
+    /// The TCP socket underneath, for the non-blocking check before each batch.
+    fd: RawFd,
+    /// The collector's address.
+    pub(crate) peer: SocketAddr,
+    /// Plain TCP: bytes accepted by `write` are in the kernel, so complete frames among them
+    /// count as sent at once. TLS: they may still sit in rustls's buffer until `flush`.
+    pub(crate) confirm_on_write: bool,
+}
+
+impl StreamLink {
+    fn new(io: Box<dyn Io>, fd: RawFd, peer: SocketAddr, confirm_on_write: bool) -> Self {
+        let (reader, writer) = tokio::io::split(io);
+        StreamLink {
+            reader,
+            writer,
+            fd,
+            peer,
+            confirm_on_write,
+        }
+    }
+
+    /// Asks the kernel, without waiting, whether the collector already closed or reset the
+    /// connection. Bytes written after that would be accepted locally and lost, so frames that
+    /// outlived an outage are kept for the next connection instead. The runtime's readiness
+    /// can lag behind the kernel; this system call does not.
+    pub(crate) fn gone(&self) -> Option<LinkError> {
+        let mut byte = [0u8; 1];
+        match nix::sys::socket::recv(
+            self.fd,
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => Some(LinkError::PeerClosed(io::Error::from(
+                io::ErrorKind::UnexpectedEof,
+            ))),
+            Ok(_) => None,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => None,
+            Err(errno) => Some(LinkError::PeerClosed(io::Error::from(errno))),
+        }
+    }
+}
+
+/// A local output; writes are blocking and run on the blocking pool.
+#[derive(Clone, Debug)]
+pub(crate) enum LocalOut {
+    /// Standard output; lines are written whole under its lock, so they never interleave.
+    Stdout,
+    /// The file, opened for appending.
+    File(Arc<File>),
+}
+
+impl LocalOut {
+    /// Writes whole lines (blocking).
+    pub(crate) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            LocalOut::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()
+            }
+            LocalOut::File(file) => {
+                let mut f: &File = file;
+                f.write_all(buf)
+            }
+        }
+    }
+}

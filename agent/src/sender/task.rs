@@ -1,0 +1,546 @@
+//! The destination's task: take packets from the queue, encode them once, deliver them, and
+//! reconnect with backoff whenever the link fails, until shutdown.
+//!
+//! Delivery is by batches of whole units (datagrams, HEP3 frames, JSON lines) kept in
+//! [`Pending`] until they are known to be handed over completely. On a stream a unit counts as
+//! sent once all its bytes are in the kernel (TCP) or flushed through rustls (TLS); after an
+//! error every unit not counted yet is sent again, from its first byte, on the next connection.
+//! So a collector never sees half a frame followed by something else, and may see a frame twice
+//! (TLS, or a file line) when the error struck after the bytes left but before they were counted.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use heptap_hep::{EncodeError, Encoder, TraceMessage};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::link::{Endpoint, Framing, Link, LinkError};
+use super::queue::{DropReason, Shared, estimate};
+use super::{DestinationSpec, Limits, ShutdownReport};
+
+/// Most messages taken from the queue at once.
+const BATCH_MESSAGES: usize = 64;
+
+/// A connect failure with the same error is logged as a warning at most this often.
+const CONNECT_WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One encoded unit waiting to be delivered.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    /// Its length in `Pending::buf`.
+    len: usize,
+    /// What it reserved in the queue, given back when it is sent or dropped.
+    est: usize,
+}
+
+/// Encoded units not yet known to be delivered, in queue order.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The units back to back, from `head` on.
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that belong to units already counted as sent.
+    head: usize,
+    /// The units not counted yet.
+    units: VecDeque<Unit>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// Forgets the bytes of counted units, so the rest is resent from its first byte.
+    fn compact(&mut self) {
+        self.buf.drain(..self.head);
+        self.head = 0;
+        if self.units.is_empty() {
+            self.buf.clear();
+        }
+    }
+}
+
+/// The shutdown signal: a deadline, once.
+#[derive(Debug)]
+struct Stop {
+    /// Gone once the deadline arrived or the [`super::SenderTask`] was dropped.
+    rx: Option<watch::Receiver<Option<Instant>>>,
+    /// When the flush must end.
+    deadline: Option<Instant>,
+}
+
+impl Stop {
+    /// Resolves when the deadline arrives; pending forever after that or without a handle.
+    async fn arrived(&mut self) -> Instant {
+        loop {
+            let Some(rx) = &mut self.rx else {
+                return std::future::pending().await;
+            };
+            if rx.changed().await.is_err() {
+                self.rx = None;
+                continue;
+            }
+            let deadline = *rx.borrow_and_update();
+            if let Some(deadline) = deadline {
+                self.deadline = Some(deadline);
+                self.rx = None;
+                return deadline;
+            }
+        }
+    }
+}
+
+/// Runs `fut` for at most `limit`, and never past the shutdown deadline (even one that arrives
+/// meanwhile). `None` when time ran out; `fut` is then dropped, and with it the link it used.
+async fn within<F: Future>(stop: &mut Stop, limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let sleep = tokio::time::sleep(limit);
+    let mut sleep = std::pin::pin!(sleep);
+    if let Some(d) = stop.deadline.filter(|d| *d < sleep.deadline()) {
+        sleep.as_mut().reset(d);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = &mut sleep => return None,
+            d = stop.arrived() => {
+                if d < sleep.deadline() {
+                    sleep.as_mut().reset(d);
+                }
+            }
+        }
+    }
+}
+
+/// What woke the idle task.
+enum Wake {
+    /// Messages are in `scratch`.
+    Messages,
+    /// The queue is closed and empty.
+    QueueDone,
+    /// Shutdown began.
+    Stop,
+    /// The collector went away.
+    Lost(LinkError),
+    /// Time to report pending drops.
+    Tick,
+}
+
+/// A destination's task and everything it owns.
+#[derive(Debug)]
+pub(crate) struct Task {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Arc<TraceMessage>>,
+    stop: Stop,
+    encoder: Encoder,
+    endpoint: Endpoint,
+    framing: Framing,
+    limits: Limits,
+    pending: Pending,
+    /// Messages just taken from the queue.
+    scratch: Vec<Arc<TraceMessage>>,
+    /// The encoded HEP packet of a JSON line.
+    hep: Vec<u8>,
+    link: Option<Link>,
+    backoff: Backoff,
+    /// No connection attempt before this.
+    next_attempt: Instant,
+    /// Whether a connection was ever established (the next ones are reconnects).
+    ever_connected: bool,
+    /// The last connect error logged as a warning, and when.
+    last_warned: Option<(String, Instant)>,
+    /// Units delivered since shutdown began.
+    flushed: u64,
+}
+
+impl Task {
+    pub(crate) fn new(
+        spec: DestinationSpec,
+        endpoint: Endpoint,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Arc<TraceMessage>>,
+        stop: watch::Receiver<Option<Instant>>,
+    ) -> Self {
+        Task {
+            framing: endpoint.framing(),
+            backoff: Backoff::new(spec.limits.backoff_initial, spec.limits.backoff_max),
+            shared,
+            rx,
+            stop: Stop {
+                rx: Some(stop),
+                deadline: None,
+            },
+            encoder: spec.encoder,
+            endpoint,
+            limits: spec.limits,
+            pending: Pending::default(),
+            scratch: Vec::with_capacity(BATCH_MESSAGES),
+            hep: Vec::new(),
+            link: None,
+            next_attempt: Instant::now(),
+            ever_connected: false,
+            last_warned: None,
+            flushed: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> ShutdownReport {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Some(deadline) = self.stop.deadline {
+                // Later offers are refused; what is queued now is all there is to flush.
+                if !self.rx.is_closed() {
+                    self.rx.close();
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let nothing_left = self.pending.is_empty() && self.rx.is_empty();
+            if nothing_left && (self.stop.deadline.is_some() || self.rx.is_closed()) {
+                break;
+            }
+            if self.link.is_none() {
+                self.wait_and_connect().await;
+                continue;
+            }
+            if self.pending.is_empty() {
+                match self.wait_for_work(&mut tick).await {
+                    Wake::Messages => self.encode_scratch(),
+                    Wake::Lost(e) => self.lose_link(e),
+                    Wake::Tick => self.shared.report_drops(),
+                    Wake::Stop | Wake::QueueDone => {}
+                }
+            }
+            if !self.pending.is_empty()
+                && self.link.is_some()
+                && let Err(e) = self.write_pending().await
+            {
+                self.lose_link(e);
+            }
+        }
+        self.abandon()
+    }
+
+    /// Waits for the backoff to expire (or for shutdown), then makes one attempt.
+    async fn wait_and_connect(&mut self) {
+        let at = match self.stop.deadline {
+            Some(deadline) => self.next_attempt.min(deadline),
+            None => self.next_attempt,
+        };
+        if at > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                _ = self.stop.arrived() => return,
+            }
+        }
+        if self.stop.deadline.is_some_and(|d| Instant::now() >= d) {
+            return;
+        }
+        let limit = self.limits.connect_timeout;
+        let result = within(&mut self.stop, limit, self.endpoint.connect()).await;
+        match result {
+            Some(Ok(link)) => self.connected(link),
+            Some(Err(e)) => self.connect_failed(e),
+            // The shutdown deadline, not the collector, ended this attempt.
+            None if self.stop.deadline.is_some_and(|d| Instant::now() >= d) => {}
+            None => self.connect_failed(LinkError::ConnectTimeout(limit)),
+        }
+    }
+
+    fn connected(&mut self, link: Link) {
+        if self.ever_connected {
+            self.shared.counters.reconnects.inc();
+        }
+        self.ever_connected = true;
+        self.shared.counters.connected.set(1);
+        if self.last_warned.take().is_some() {
+            tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
+                "Connected to HEP destination");
+        } else {
+            tracing::debug!(hep_id = %self.shared.name, destination = %self.shared.destination,
+                "Connected to HEP destination");
+        }
+        self.link = Some(link);
+    }
+
+    fn connect_failed(&mut self, error: LinkError) {
+        self.shared.counters.send_errors.inc();
+        let delay = self.backoff.next_delay();
+        self.next_attempt = Instant::now() + delay;
+        let text = error.to_string();
+        let now = Instant::now();
+        let repeat = self
+            .last_warned
+            .as_ref()
+            .is_some_and(|(t, at)| *t == text && now.duration_since(*at) < CONNECT_WARN_INTERVAL);
+        if repeat {
+            tracing::debug!(hep_id = %self.shared.name, destination = %self.shared.destination,
+                error = %text, retry_in = ?delay, "Cannot connect to HEP destination");
+        } else {
+            tracing::warn!(hep_id = %self.shared.name, destination = %self.shared.destination,
+                error = %text, retry_in = ?delay, "Cannot connect to HEP destination");
+            self.last_warned = Some((text.clone(), now));
+        }
+        self.shared.set_last_error(text);
+    }
+
+    /// Drops the link after an error; its unsent units stay pending for the next one.
+    fn lose_link(&mut self, error: LinkError) {
+        self.link = None;
+        self.pending.compact();
+        self.shared.counters.connected.set(0);
+        self.shared.counters.send_errors.inc();
+        let delay = self.backoff.next_delay();
+        self.next_attempt = Instant::now() + delay;
+        let text = error.to_string();
+        tracing::warn!(hep_id = %self.shared.name, destination = %self.shared.destination,
+            error = %text, retry_in = ?delay, pending = self.pending.units.len(),
+            "Lost connection to HEP destination");
+        // The next connect failure is news too.
+        self.last_warned = Some((String::new(), Instant::now()));
+        self.shared.set_last_error(text);
+    }
+
+    async fn wait_for_work(&mut self, tick: &mut tokio::time::Interval) -> Wake {
+        let Some(link) = self.link.as_mut() else {
+            return Wake::Tick;
+        };
+        tokio::select! {
+            biased;
+            _ = self.stop.arrived() => Wake::Stop,
+            e = link.closed_by_peer() => Wake::Lost(e),
+            n = self.rx.recv_many(&mut self.scratch, BATCH_MESSAGES) => {
+                if n == 0 { Wake::QueueDone } else { Wake::Messages }
+            }
+            _ = tick.tick() => Wake::Tick,
+        }
+    }
+
+    /// Encodes the messages in `scratch` into `pending`, dropping (and counting) those that
+    /// cannot be sent at all.
+    fn encode_scratch(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for msg in scratch.drain(..) {
+            let est = estimate(&msg);
+            match self.encode(&msg) {
+                Ok(len) => self.pending.units.push_back(Unit { len, est }),
+                Err(reason) => {
+                    self.shared.release(est);
+                    self.shared.dropped(reason, 1);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Appends one unit to `pending.buf`; its length, or why it is dropped.
+    fn encode(&mut self, msg: &TraceMessage) -> Result<usize, DropReason> {
+        let buf = &mut self.pending.buf;
+        let start = buf.len();
+        let refused = |e: EncodeError| match e {
+            EncodeError::TooLarge { .. } => DropReason::Oversize,
+            _ => DropReason::EncodeError,
+        };
+        match self.framing {
+            Framing::Datagram => {
+                self.encoder.encode(msg, buf).map_err(refused)?;
+                let len = buf.len() - start;
+                if len > self.limits.max_udp_size {
+                    // Never truncated: a cut HEP packet is garbage to the collector.
+                    buf.truncate(start);
+                    return Err(DropReason::Oversize);
+                }
+                Ok(len)
+            }
+            Framing::Stream => {
+                self.encoder.encode(msg, buf).map_err(refused)?;
+                Ok(buf.len() - start)
+            }
+            Framing::JsonLine => {
+                // Through the HEP bytes, so the line is exactly what `heptap hep-dump` prints
+                // for the same packet.
+                self.hep.clear();
+                self.encoder.encode(msg, &mut self.hep).map_err(refused)?;
+                let packet = heptap_hep::decode(&self.hep).map_err(|_| DropReason::EncodeError)?;
+                if serde_json::to_writer(&mut *buf, &packet.to_json()).is_err() {
+                    buf.truncate(start);
+                    return Err(DropReason::EncodeError);
+                }
+                buf.push(b'\n');
+                Ok(buf.len() - start)
+            }
+        }
+    }
+
+    /// Counts the oldest pending unit as delivered.
+    fn sent_one(&mut self) {
+        if let Some(unit) = self.pending.units.pop_front() {
+            self.pending.head += unit.len;
+            self.shared.counters.sent.inc();
+            self.shared.counters.sent_bytes.add(unit.len as u64);
+            self.shared.release(unit.est);
+            if self.stop.deadline.is_some() {
+                self.flushed += 1;
+            }
+        }
+    }
+
+    /// Every pending unit was delivered.
+    fn sent_all(&mut self) {
+        while !self.pending.units.is_empty() {
+            self.sent_one();
+        }
+        self.pending.compact();
+        // The link carried data: the next failure starts the backoff afresh.
+        self.backoff.reset();
+    }
+
+    async fn write_pending(&mut self) -> Result<(), LinkError> {
+        match self.framing {
+            Framing::Datagram => self.write_datagrams().await,
+            Framing::Stream => self.write_stream().await,
+            Framing::JsonLine => self.write_lines().await,
+        }
+    }
+
+    async fn write_datagrams(&mut self) -> Result<(), LinkError> {
+        let write_timeout = self.limits.write_timeout;
+        while let Some(unit) = self.pending.units.front().copied() {
+            let Some(Link::Datagram(socket)) = self.link.as_ref() else {
+                return Ok(());
+            };
+            let range = self.pending.head..self.pending.head + unit.len;
+            let datagram = &self.pending.buf[range];
+            match within(&mut self.stop, write_timeout, socket.send(datagram)).await {
+                Some(Ok(_)) => self.sent_one(),
+                Some(Err(e)) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
+                    // The path refuses a datagram this large: drop it as oversize, keep going.
+                    if let Some(unit) = self.pending.units.pop_front() {
+                        self.pending.head += unit.len;
+                        self.shared.release(unit.est);
+                        self.shared.dropped(DropReason::Oversize, 1);
+                    }
+                }
+                // Typically an ICMP port unreachable for an earlier datagram: this one was not
+                // sent, and is retried on a fresh socket.
+                Some(Err(e)) => return Err(LinkError::Write(e)),
+                None => return Err(LinkError::WriteTimeout(write_timeout)),
+            }
+        }
+        self.sent_all();
+        Ok(())
+    }
+
+    async fn write_stream(&mut self) -> Result<(), LinkError> {
+        let write_timeout = self.limits.write_timeout;
+        let Some(Link::Stream(link)) = self.link.as_mut() else {
+            return Ok(());
+        };
+        if let Some(e) = link.gone() {
+            return Err(e);
+        }
+        let confirm_on_write = link.confirm_on_write;
+        // Units are resent from their first byte on every new link.
+        let mut written = self.pending.head;
+        // Bytes of the units counted so far, relative to `head` at start.
+        while written < self.pending.buf.len() {
+            let Some(Link::Stream(link)) = self.link.as_mut() else {
+                return Ok(());
+            };
+            let chunk = &self.pending.buf[written..];
+            let n = match within(&mut self.stop, write_timeout, link.writer.write(chunk)).await {
+                Some(Ok(0)) => {
+                    return Err(LinkError::Write(std::io::ErrorKind::WriteZero.into()));
+                }
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(LinkError::Write(e)),
+                None => return Err(LinkError::WriteTimeout(write_timeout)),
+            };
+            written += n;
+            if confirm_on_write {
+                while let Some(unit) = self.pending.units.front() {
+                    if self.pending.head + unit.len > written {
+                        break;
+                    }
+                    self.sent_one();
+                }
+            }
+        }
+        let Some(Link::Stream(link)) = self.link.as_mut() else {
+            return Ok(());
+        };
+        match within(&mut self.stop, write_timeout, link.writer.flush()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(LinkError::Write(e)),
+            None => return Err(LinkError::WriteTimeout(write_timeout)),
+        }
+        self.sent_all();
+        Ok(())
+    }
+
+    async fn write_lines(&mut self) -> Result<(), LinkError> {
+        let Some(Link::Local(out)) = self.link.as_ref() else {
+            return Ok(());
+        };
+        let out = out.clone();
+        let buf = std::mem::take(&mut self.pending.buf);
+        let head = self.pending.head;
+        // Blocking writes run on the blocking pool; they are not interrupted by timeouts.
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = out.write_all(&buf[head..]);
+            (buf, result)
+        })
+        .await;
+        match joined {
+            Ok((buf, result)) => {
+                self.pending.buf = buf;
+                result.map_err(LinkError::Write)?;
+                self.sent_all();
+                Ok(())
+            }
+            Err(e) => {
+                // The write panicked and took the lines with it: they are lost, and counted.
+                let lost = std::mem::take(&mut self.pending.units);
+                for unit in &lost {
+                    self.shared.release(unit.est);
+                }
+                self.shared
+                    .dropped(DropReason::EncodeError, lost.len() as u64);
+                self.pending.head = 0;
+                Err(LinkError::Write(std::io::Error::other(e.to_string())))
+            }
+        }
+    }
+
+    /// Shutdown's end: whatever is still held is counted as dropped.
+    fn abandon(mut self) -> ShutdownReport {
+        self.rx.close();
+        let mut abandoned = 0u64;
+        while let Ok(msg) = self.rx.try_recv() {
+            self.shared.release(estimate(&msg));
+            abandoned += 1;
+        }
+        for unit in std::mem::take(&mut self.pending.units) {
+            self.shared.release(unit.est);
+            abandoned += 1;
+        }
+        if abandoned > 0 {
+            self.shared.dropped(DropReason::Shutdown, abandoned);
+        }
+        self.shared.counters.connected.set(0);
+        self.link = None;
+        tracing::debug!(hep_id = %self.shared.name, flushed = self.flushed, abandoned,
+            "HEP destination stopped");
+        ShutdownReport {
+            flushed: self.flushed,
+            abandoned,
+        }
+    }
+}
