@@ -135,7 +135,16 @@ fn load_from(
         Some(config) if errors.is_empty() => config.validate().map(|()| config),
         _ => Err(ConfigErrors(errors)),
     };
-    result.map_err(|errs| ConfigErrors(errs.into_iter().map(|e| locator.locate(e)).collect()))
+    result.map_err(|errs| {
+        let mut located: Vec<ConfigError> = errs.into_iter().map(|e| locator.locate(e)).collect();
+        // File order reads best; environment and defaults after the file.
+        located.sort_by_key(|e| match e.origin {
+            Origin::File { line, .. } => (0, line.unwrap_or(0)),
+            Origin::Env(_) => (1, 0),
+            Origin::Default => (2, 0),
+        });
+        ConfigErrors(located)
+    })
 }
 
 /// One `HEPTAP_*` variable that names a config key.
@@ -337,7 +346,10 @@ fn from_figment(error: figment::Error, base: &str) -> Vec<ConfigError> {
                     "missing key (it has no default)".to_owned()
                 }
                 Kind::UnknownField(field, expected) => {
-                    push_segment(&mut path, field);
+                    // Unknown keys usually arrive with the key already in the path.
+                    if segments.last() != Some(field) {
+                        push_segment(&mut path, field);
+                    }
                     format!(
                         "unknown key '{field}', expected one of: {}",
                         expected.join(", ")
@@ -349,11 +361,8 @@ fn from_figment(error: figment::Error, base: &str) -> Vec<ConfigError> {
                         expected.join(", ")
                     )
                 }
-                Kind::InvalidType(actual, expected) => {
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
                     format!("expected {expected}, found {actual}")
-                }
-                Kind::InvalidValue(actual, expected) => {
-                    format!("invalid value {actual}, expected {expected}")
                 }
                 other => other.to_string(),
             };
@@ -428,6 +437,8 @@ impl<'a> Locator<'a> {
     }
 
     /// The environment wins (it is merged last), then the file; else the value is a default.
+    /// The deepest key of the path found in the file gives the line: an error about a key the
+    /// file leaves out points at its table.
     fn origin(&self, path: &str) -> Origin {
         let segments = parse_path(path);
         let env = self
@@ -438,15 +449,22 @@ impl<'a> Locator<'a> {
         if let Some((_, name)) = env {
             return Origin::Env(name.clone());
         }
-        match &self.file {
-            Some((file, text, Some(doc))) => match line_in(doc, text, &segments) {
-                Some(line) => Origin::File {
-                    path: file.to_path_buf(),
-                    line: Some(line),
-                },
-                None => Origin::Default,
-            },
-            _ => Origin::Default,
+        if let Some((file, text, Some(doc))) = &self.file
+            && let Some(line) = line_in(doc, text, &segments)
+        {
+            return Origin::File {
+                path: file.to_path_buf(),
+                line: Some(line),
+            };
+        }
+        // An error reported at a parent of what a variable set (an unknown section, say).
+        match self
+            .env
+            .iter()
+            .find(|(set, _)| !segments.is_empty() && set.starts_with(&segments))
+        {
+            Some((_, name)) => Origin::Env(name.clone()),
+            None => Origin::Default,
         }
     }
 }

@@ -463,9 +463,9 @@ impl Default for Tracer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SipPayload {
-    /// The SIP message bytes, as OpenSIPS sends them (what Homer expects).
+    /// The SIP message bytes as the payload chunk (what Homer expects, OpenSIPS's homer5 mode).
     Raw,
-    /// A JSON object with the message and its metadata.
+    /// OpenSIPS's JSON mode: the payload chunk is `{"payload": "<the SIP message>"}`.
     Json,
 }
 

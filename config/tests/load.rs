@@ -1,0 +1,1058 @@
+//! Loading: defaults < TOML file < HEPTAP_* environment, the built-in default config, and
+//! how errors are located and reported.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failure to set up the test should panic
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use heptap_config::{
+    Config, ConfigError, ConfigErrors, Destination, HepIdEntry, Origin, Proto, STDOUT, Source,
+    TraceId, Transport, Version,
+};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_file(
+    text: &str,
+    vars: &[(&str, &str)],
+) -> (tempfile::TempDir, PathBuf, Result<Config, ConfigErrors>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "heptap.toml", text);
+    let result = Config::load(&Source {
+        file: Some(file.clone()),
+        env: env(vars),
+    });
+    (dir, file, result)
+}
+
+fn errors(result: Result<Config, ConfigErrors>) -> Vec<ConfigError> {
+    match result {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(e) => e.0,
+    }
+}
+
+fn find<'a>(errs: &'a [ConfigError], path: &str) -> &'a ConfigError {
+    errs.iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("no error at {path}; got:\n{}", ConfigErrors(errs.to_vec())))
+}
+
+// ---- the built-in default -------------------------------------------------------------------
+
+#[test]
+fn builtin_default_validates() {
+    Config::builtin_default().validate().unwrap();
+}
+
+#[test]
+fn builtin_default_relays_5062_to_5060_over_tcp_tracing_everything_to_stdout() {
+    let c = Config::builtin_default();
+    assert_eq!(c.listener.len(), 1);
+    let l = &c.listener[0];
+    assert_eq!(l.proto, Proto::Tcp);
+    assert_eq!(l.listen.to_string(), "127.0.0.1:5062");
+    assert_eq!(l.upstream.to_string(), "127.0.0.1:5060");
+    assert_eq!(l.upstream_proto(), Proto::Tcp);
+    assert_eq!(l.sip_trace_id.as_deref(), Some("default"));
+    assert!(c.hep.ids.is_empty());
+    assert!(c.tracer.trace_on);
+    assert_eq!(
+        c.trace_ids(),
+        [TraceId {
+            name: "default".into(),
+            destinations: vec![STDOUT.into()]
+        }]
+    );
+    assert!(c.net.tcp.trace_on);
+    assert_eq!(c.net.tcp.trace_destination.as_deref(), Some(STDOUT));
+    assert_eq!(c.mi.trace_destination.as_deref(), Some(STDOUT));
+    assert_eq!(
+        c.mi.fifo_name, None,
+        "None: a private per-user run directory"
+    );
+    assert_eq!(c.mi.reply_dir, None);
+    assert_eq!(
+        c.mi.http_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:8888")
+    );
+    assert_eq!(
+        c.destinations().into_iter().collect::<Vec<_>>(),
+        [(STDOUT.to_owned(), Destination::Stdout)]
+    );
+}
+
+#[test]
+fn load_without_a_file_is_the_builtin_default() {
+    let c = Config::load(&Source::default()).unwrap();
+    assert_eq!(c, Config::builtin_default());
+}
+
+#[test]
+fn an_empty_file_gets_the_serde_defaults_not_the_builtin_default() {
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c, Config::default());
+    assert!(c.listener.is_empty());
+    assert!(
+        !c.net.tcp.trace_on,
+        "transport tracing is off by default, as in OpenSIPS"
+    );
+    assert_eq!(
+        c.mi.fifo_name.as_deref(),
+        Some(Path::new("/run/heptap/heptap_fifo"))
+    );
+    assert_eq!(c.mi.fifo_mode, 0o600);
+    assert_eq!(c.hep.capture_id, 1);
+    assert_eq!(c.hep.queue_bytes, 16 << 20);
+    assert_eq!(c.hep.backoff_initial, Duration::from_millis(100));
+    assert_eq!(c.service.shutdown_grace, Duration::from_secs(10));
+}
+
+#[test]
+fn the_effective_config_prints_as_toml_and_loads_back_unchanged() {
+    let text = r#"
+        [hep]
+        queue_bytes = "1MiB"
+        [hep.ids]
+        homer = "[homer] 10.0.0.5:9060; transport=tls"
+        lab = { host = "::1", port = 9999, transport = "udp", version = 2, max_udp_size = 1400 }
+        dump = "file:/tmp/heptap-trace.jsonl"
+        [tracer]
+        trace_id = ["[tid]uri=hep:homer", "[tid]uri=hep:lab", "[all]uri=stdout"]
+        [[listener]]
+        proto = "ws"
+        listen = "[::1]:8080"
+        upstream = "localhost:8081"
+        sip_trace_id = "tid"
+        sip_methods = "b: OPTIONS, NOTIFY"
+        idle_timeout = "1m30s"
+        [net.ws]
+        trace_on = true
+        trace_destination = "dump"
+        [mi]
+        fifo_name = ""
+        http_listen = ""
+        trace_bwlist = "w: trace"
+    "#;
+    let c = Config::from_toml_str(text).unwrap();
+    for original in [c, Config::builtin_default(), Config::default()] {
+        let printed = toml::to_string(&original).unwrap();
+        let again = Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        // The `[name]` of an OpenSIPS string is not printed back (the key is the name).
+        let mut expected = original.clone();
+        for entry in expected.hep.ids.values_mut() {
+            if let HepIdEntry::Hep(t) = entry {
+                t.declared_name = None;
+            }
+        }
+        assert_eq!(again, expected, "{printed}");
+    }
+}
+
+// ---- hep.ids and trace ids ----------------------------------------------------------------------
+
+#[test]
+fn hep_ids_take_the_opensips_string_with_or_without_its_name_or_a_table() {
+    let c = Config::from_toml_str(
+        r#"
+        [hep]
+        queue_packets = 500
+        [hep.ids]
+        homer = "[homer] 10.0.0.5:9061; transport=udp; version=2"
+        backup = "10.0.0.6"
+        secure = { host = "homer.example.com", transport = "TLS", server_name = "homer", queue_packets = 50 }
+        console = "stdout"
+        "#,
+    )
+    .unwrap();
+    let d = c.destinations();
+    let Destination::Hep(homer) = &d["homer"] else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (
+            homer.host.as_str(),
+            homer.port,
+            homer.transport,
+            homer.version
+        ),
+        ("10.0.0.5", 9061, Transport::Udp, Version::V2)
+    );
+    assert_eq!(homer.queue_packets, 500, "[hep] queue_packets applies");
+    let Destination::Hep(backup) = &d["backup"] else {
+        panic!()
+    };
+    assert_eq!(
+        (backup.name.as_str(), backup.port, backup.transport),
+        ("backup", 9060, Transport::Tcp)
+    );
+    let Destination::Hep(secure) = &d["secure"] else {
+        panic!()
+    };
+    assert_eq!(secure.transport, Transport::Tls);
+    assert_eq!(secure.tls.server_name.as_deref(), Some("homer"));
+    assert!(secure.tls.tls_verify);
+    assert_eq!(
+        secure.queue_packets, 50,
+        "the per-destination override wins"
+    );
+    assert_eq!(d["console"], Destination::Stdout);
+    assert_eq!(d[STDOUT], Destination::Stdout);
+}
+
+#[test]
+fn trace_id_entries_sharing_a_name_are_one_id_with_several_destinations() {
+    let c = Config::from_toml_str(
+        r#"
+        [hep.ids]
+        a = "[a] 10.0.0.1"
+        b = "[b] 10.0.0.2"
+        [tracer]
+        trace_id = ["[tid]uri=hep:a", "[other]uri=stdout", "[tid]uri=hep:b", "[tid]uri=file:/tmp/t.jsonl"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.trace_ids(),
+        [
+            TraceId {
+                name: "tid".into(),
+                destinations: vec!["a".into(), "b".into(), "file:/tmp/t.jsonl".into()]
+            },
+            TraceId {
+                name: "other".into(),
+                destinations: vec![STDOUT.into()]
+            },
+        ]
+    );
+    assert_eq!(
+        c.destinations()["file:/tmp/t.jsonl"],
+        Destination::File("/tmp/t.jsonl".into())
+    );
+}
+
+// ---- the environment ---------------------------------------------------------------------------
+
+#[test]
+fn environment_overrides_the_file() {
+    let (_dir, _file, result) = load_file(
+        "[hep]\ncapture_id = 2\nhomer5_on = false\n",
+        &[
+            ("HEPTAP_HEP__CAPTURE_ID", "5"),
+            ("HEPTAP_HEP__HOMER5_ON", "true"),
+            ("HEPTAP_HEP__QUEUE_BYTES", "4MiB"),
+            ("HEPTAP_MI__FIFO_MODE", "0660"),
+            ("HEPTAP_LOG__LEVEL", "debug"),
+            (
+                "HEPTAP_HEP__IDS__HOMER",
+                "[homer] 10.0.0.5:9060; transport=udp",
+            ),
+            ("HEPTAP_TRACER__TRACE_ID", r#"["[tid]uri=hep:homer"]"#),
+            ("PATH", "/usr/bin"),
+            ("HEPTAP_CONFIG", "/etc/heptap/heptap.toml"),
+        ],
+    );
+    let c = result.unwrap();
+    assert_eq!(c.hep.capture_id, 5);
+    assert!(c.hep.homer5_on);
+    assert_eq!(c.hep.queue_bytes, 4 << 20);
+    assert_eq!(c.mi.fifo_mode, 0o660);
+    assert_eq!(c.log.level, "debug");
+    assert_eq!(c.trace_ids()[0].destinations, ["homer"]);
+    assert!(
+        matches!(c.destinations()["homer"], Destination::Hep(ref h) if h.transport == Transport::Udp)
+    );
+}
+
+#[test]
+fn environment_without_a_file_applies_on_top_of_the_builtin_default() {
+    let c = Config::load(&Source {
+        file: None,
+        env: env(&[("HEPTAP_MI__HTTP_LISTEN", "127.0.0.1:9999")]),
+    })
+    .unwrap();
+    assert_eq!(c.mi.http_listen.unwrap().to_string(), "127.0.0.1:9999");
+    assert_eq!(c.listener, Config::builtin_default().listener);
+    assert!(c.net.tcp.trace_on);
+}
+
+#[test]
+fn a_specific_variable_wins_over_a_whole_table_variable() {
+    let c = Config::load(&Source {
+        file: None,
+        env: env(&[
+            ("HEPTAP_HEP__CAPTURE_ID", "9"),
+            ("HEPTAP_HEP", "{capture_id=3, node_name=\"edge\"}"),
+        ]),
+    })
+    .unwrap();
+    assert_eq!(
+        (c.hep.capture_id, c.hep.node_name.as_deref()),
+        (9, Some("edge"))
+    );
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    let (_dir, _file, result) = load_file(
+        "[hep]\ncapture_id = 2\n",
+        &[
+            ("HEPTAP_HEP__CAPTURE_ID", "lots"),
+            ("HEPTAP_HEPP__CAPTURE_ID", "1"),
+            ("HEPTAP_MI____X", "1"),
+        ],
+    );
+    let errs = errors(result);
+    let e = find(&errs, "hep.capture_id");
+    assert_eq!(e.origin, Origin::Env("HEPTAP_HEP__CAPTURE_ID".into()));
+    assert!(
+        e.to_string()
+            .starts_with("hep.capture_id (environment variable HEPTAP_HEP__CAPTURE_ID): "),
+        "{e}"
+    );
+    let e = find(&errs, "hepp");
+    assert_eq!(e.origin, Origin::Env("HEPTAP_HEPP__CAPTURE_ID".into()));
+    assert!(e.message.starts_with("unknown section 'hepp'"), "{e}");
+    let e = find(&errs, "");
+    assert_eq!(e.origin, Origin::Env("HEPTAP_MI____X".into()));
+}
+
+#[test]
+fn errors_in_the_builtin_default_are_impossible_but_env_errors_on_it_are_located() {
+    let errs = errors(Config::load(&Source {
+        file: None,
+        env: env(&[("HEPTAP_NET__TCP__TRACE_DESTINATION", "nowhere")]),
+    }));
+    let e = find(&errs, "net.tcp.trace_destination");
+    assert_eq!(
+        e.origin,
+        Origin::Env("HEPTAP_NET__TCP__TRACE_DESTINATION".into())
+    );
+    assert!(
+        e.message.starts_with("unknown destination 'nowhere'"),
+        "{e}"
+    );
+}
+
+// ---- errors: key path, line, message, all at once -------------------------------------------------
+
+#[test]
+fn error_display_names_key_path_file_line_and_reason() {
+    let (_dir, file, result) = load_file(
+        "[hep.ids]\nhomer = { host = \"10.0.0.5\", transport = \"sctp\" }\n",
+        &[],
+    );
+    let errs = errors(result);
+    assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    assert_eq!(
+        errs[0].to_string(),
+        format!(
+            "hep.ids.homer.transport ({} line 2): unknown transport 'sctp', expected udp, tcp or tls",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn a_file_that_is_not_toml_reports_the_line() {
+    let errs = errors(Config::from_toml_str("[hep]\ncapture_id = \n"));
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].path, "");
+    assert_eq!(
+        errs[0].origin,
+        Origin::File {
+            path: "<toml>".into(),
+            line: Some(2)
+        }
+    );
+    assert!(errs[0].message.starts_with("not valid TOML"), "{}", errs[0]);
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let errs = errors(Config::load(&Source {
+        file: Some("/nonexistent/heptap.toml".into()),
+        env: vec![],
+    }));
+    assert_eq!(
+        errs[0].origin,
+        Origin::File {
+            path: "/nonexistent/heptap.toml".into(),
+            line: None
+        }
+    );
+    assert!(errs[0].message.starts_with("cannot read the config file"));
+}
+
+/// One broken file, every error reported together, each with its key path and line.
+#[test]
+fn type_errors_in_every_section_are_reported_together_with_lines() {
+    let text = r#"[log]
+level = 3
+
+[hep]
+capture_id = -1
+queue_bytes = "16 lots"
+connect_timeout = 2
+
+[hep.ids]
+homer = "[homer] 10.0.0.5; transport=sctp"
+backup = { host = "10.0.0.6", colour = "red" }
+
+[tracer]
+trace_id = ["[tid]hep:homer"]
+
+[[listener]]
+proto = "udp"
+listen = "127.0.0.1:5062"
+upstream = "127.0.0.1:5060"
+
+[[listener]]
+proto = "tcp"
+listen = "localhost:5063"
+upstream = "127.0.0.1"
+
+[[listener]]
+proto = "tcp"
+upstream = "127.0.0.1:5060"
+
+[net.sctp]
+trace_on = true
+
+[mi]
+fifo_mode = "0999"
+trace_bwlist = "x: ps"
+
+[bogus]
+"#;
+    let errs = errors(Config::from_toml_str(text));
+    let expected: &[(&str, usize, &str)] = &[
+        ("log.level", 2, "expected a string, found signed int `3`"),
+        ("hep.capture_id", 5, "found signed int `-1`"),
+        (
+            "hep.ids.homer",
+            10,
+            "unknown transport 'sctp', expected udp, tcp or tls",
+        ),
+        (
+            "hep.ids.backup.colour",
+            11,
+            "unknown key 'colour', expected one of: host, port, transport",
+        ),
+        ("tracer.trace_id[0]", 14, "key delimiter '=' not found"),
+        (
+            "listener[0].proto",
+            17,
+            "unknown value 'udp', expected one of: tcp, tls, ws, wss",
+        ),
+        (
+            "listener[1].listen",
+            23,
+            "invalid address 'localhost:5063': expected ip:port",
+        ),
+        ("listener[2].listen", 26, "missing key"),
+        (
+            "net.sctp",
+            30,
+            "unknown key, expected one of: tcp, tls, ws, wss",
+        ),
+        ("mi.fifo_mode", 34, "invalid file mode '0999'"),
+        ("bogus", 37, "unknown section 'bogus'"),
+    ];
+    for (path, line, fragment) in expected {
+        let e = find(&errs, path);
+        assert_eq!(
+            e.origin,
+            Origin::File {
+                path: "<toml>".into(),
+                line: Some(*line)
+            },
+            "{e}"
+        );
+        assert!(
+            e.message.contains(fragment),
+            "{path}: {:?} lacks {fragment:?}",
+            e.message
+        );
+    }
+    // One error per broken part: serde stops at the first problem inside one table.
+    let more: Vec<_> = errs
+        .iter()
+        .map(|e| e.path.as_str())
+        .filter(|p| !expected.iter().any(|x| x.0 == *p))
+        .collect();
+    assert!(
+        more.iter().all(|p| [
+            "hep.queue_bytes",
+            "hep.connect_timeout",
+            "listener[1].upstream",
+            "mi.trace_bwlist"
+        ]
+        .contains(p)),
+        "{more:?}"
+    );
+}
+
+/// Validation errors across sections, all reported, each at its key's line.
+#[test]
+fn validation_errors_are_reported_together_with_lines() {
+    let text = r#"[log]
+level = "verbose"
+
+[hep]
+backoff_initial = "20s"
+max_udp_size = 100
+
+[hep.ids]
+homer = "[backup] 10.0.0.5"
+old = "[old] 10.0.0.7; version=2; transport=tcp"
+stdout = "[stdout] 10.0.0.8"
+tls_no_tls = { host = "10.0.0.9", ca_file = "/etc/ssl/ca.pem" }
+"bad name" = "10.0.0.10"
+missing = { host = "10.0.0.11", transport = "tls", ca_file = "/nonexistent/ca.pem" }
+
+[tracer]
+trace_id = ["[tid]uri=hep:nowhere", "[tid2]uri=stdout", "[tid2]uri=stdout"]
+
+[[listener]]
+proto = "tls"
+listen = "127.0.0.1:5061"
+upstream = "127.0.0.1:5060"
+sip_trace_id = "nope"
+
+[[listener]]
+proto = "ws"
+listen = "127.0.0.1:5061"
+upstream = "127.0.0.1:5060"
+upstream_proto = "tcp"
+
+[[listener]]
+proto = "tcp"
+listen = "127.0.0.1:5070"
+upstream = "127.0.0.1:5060"
+upstream_tls = { tls_verify = false }
+max_connections = 0
+
+[net.tcp]
+trace_on = true
+
+[net.ws]
+trace_master_key = true
+trace_destination = "homer"
+trace_filter_route = "net_filter"
+
+[routes]
+files = ["/nonexistent/routes.cfg"]
+
+[mi]
+http_listen = "0.0.0.0:8888"
+trace_destination = "ghost"
+fifo_name = "relative/fifo"
+
+[mi.upstream]
+fifo = "/run/opensips/fifo"
+url = "http://127.0.0.1:8889/mi"
+"#;
+    let errs = errors(Config::from_toml_str(text));
+    let expected: &[(&str, usize, &str)] = &[
+        ("log.level", 2, "unknown log level 'verbose'"),
+        (
+            "hep.backoff_max",
+            4,
+            "backoff_max (10s) is shorter than backoff_initial (20s)",
+        ),
+        (
+            "hep.max_udp_size",
+            6,
+            "max_udp_size 100 is out of range 512..=65507",
+        ),
+        (
+            "hep.ids.homer",
+            9,
+            "the hep_id string is named '[backup]' but its key is 'homer'",
+        ),
+        (
+            "hep.ids.old.transport",
+            10,
+            "HEP version 2 cannot be sent over tcp",
+        ),
+        (
+            "hep.ids.stdout",
+            11,
+            "'stdout' is the built-in local destination and cannot be redefined",
+        ),
+        (
+            "hep.ids.tls_no_tls.ca_file",
+            12,
+            "ca_file is only used with transport = \"tls\" (this hep_id uses tcp)",
+        ),
+        (
+            "hep.ids.bad name",
+            13,
+            "name 'bad name' may contain only letters, digits, '_' and '-'",
+        ),
+        (
+            "hep.ids.missing.ca_file",
+            14,
+            "cannot read '/nonexistent/ca.pem'",
+        ),
+        (
+            "tracer.trace_id[0]",
+            17,
+            "uri=hep:nowhere: unknown hep_id 'nowhere'",
+        ),
+        (
+            "tracer.trace_id[2]",
+            17,
+            "'[tid2]uri=stdout' is listed twice",
+        ),
+        (
+            "listener[0].tls",
+            19,
+            "a tls listener needs tls = { cert_file = \"...\", key_file = \"...\" }",
+        ),
+        (
+            "listener[0].sip_trace_id",
+            23,
+            "unknown trace_id 'nope': tracer.trace_id defines tid, tid2",
+        ),
+        (
+            "listener[1].listen",
+            27,
+            "127.0.0.1:5061 is already the listen address of listener[0]",
+        ),
+        (
+            "listener[1].upstream_proto",
+            29,
+            "a ws listener relays to ws or wss, not tcp",
+        ),
+        (
+            "listener[2].upstream_tls",
+            35,
+            "upstream_tls is only used when upstream_proto is tls or wss",
+        ),
+        (
+            "listener[2].max_connections",
+            36,
+            "max_connections must be at least 1",
+        ),
+        (
+            "net.tcp.trace_destination",
+            38,
+            "trace_on is true but no trace_destination is set",
+        ),
+        (
+            "net.ws.trace_master_key",
+            42,
+            "trace_master_key only applies to tls and wss, not ws",
+        ),
+        (
+            "routes.files[0]",
+            47,
+            "cannot read '/nonexistent/routes.cfg'",
+        ),
+        (
+            "mi.http_listen",
+            50,
+            "0.0.0.0:8888 is not a loopback address",
+        ),
+        (
+            "mi.trace_destination",
+            51,
+            "unknown destination 'ghost': expected a [hep.ids] name, stdout or file:<path>",
+        ),
+        (
+            "mi.fifo_name",
+            52,
+            "'relative/fifo' must be an absolute path",
+        ),
+        ("mi.upstream", 54, "set one of fifo and url, not both"),
+    ];
+    for (path, line, fragment) in expected {
+        let e = find(&errs, path);
+        assert_eq!(
+            e.origin,
+            Origin::File {
+                path: "<toml>".into(),
+                line: Some(*line)
+            },
+            "{e}"
+        );
+        assert!(
+            e.message.contains(fragment),
+            "{path}: {:?} lacks {fragment:?}",
+            e.message
+        );
+    }
+    assert_eq!(
+        errs.len(),
+        expected.len(),
+        "unexpected extra errors:\n{}",
+        ConfigErrors(errs.clone())
+    );
+}
+
+#[test]
+fn errors_display_one_per_line() {
+    let errs =
+        Config::from_toml_str("[log]\nlevel = \"loud\"\n[mi]\nhttp_root = \"a/b\"\n").unwrap_err();
+    let text = errs.to_string();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("log.level (<toml> line 2): unknown log level 'loud'"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("mi.http_root (<toml> line 4): "),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_error_on_a_default_value_names_the_default() {
+    // backoff_max keeps its default (10s) while backoff_initial comes from the environment.
+    let errs = errors(Config::load(&Source {
+        file: None,
+        env: env(&[("HEPTAP_HEP__BACKOFF_INITIAL", "1m")]),
+    }));
+    let e = find(&errs, "hep.backoff_max");
+    assert_eq!(e.origin, Origin::Default);
+    assert!(
+        e.to_string()
+            .starts_with("hep.backoff_max (built-in default): "),
+        "{e}"
+    );
+}
+
+// ---- listeners, TLS files, MI ----------------------------------------------------------------
+
+#[test]
+fn tls_listener_files_must_be_readable_and_client_cert_modes_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "cert.pem", "cert");
+    let key = write(dir.path(), "key.pem", "key");
+    let good = format!(
+        r#"
+        [[listener]]
+        proto = "wss"
+        listen = "127.0.0.1:0"
+        upstream = "[::1]:5060"
+        upstream_proto = "wss"
+        tls = {{ cert_file = "{cert}", key_file = "{key}", client_cert = "request" }}
+        upstream_tls = {{ ca_file = "{cert}", server_name = "proxy.example.com" }}
+        "#,
+        cert = cert.display(),
+        key = key.display()
+    );
+    let c = Config::from_toml_str(&good).unwrap();
+    assert_eq!(c.listener[0].upstream_proto(), Proto::Wss);
+    assert_eq!(c.listener[0].upstream.host, "::1");
+
+    let bad = format!(
+        r#"
+        [[listener]]
+        proto = "tls"
+        listen = "127.0.0.1:0"
+        upstream = "127.0.0.1:5060"
+        tls = {{ cert_file = "{dir}", key_file = "{dir}/missing.pem", client_cert = "require" }}
+
+        [[listener]]
+        proto = "tls"
+        listen = "127.0.0.1:0"
+        upstream = "127.0.0.1:5060"
+        tls = {{ cert_file = "{cert}", key_file = "{key}", client_ca_file = "{cert}" }}
+        "#,
+        dir = dir.path().display(),
+        cert = cert.display(),
+        key = key.display()
+    );
+    let errs = errors(Config::from_toml_str(&bad));
+    assert!(
+        find(&errs, "listener[0].tls.cert_file")
+            .message
+            .contains("is a directory, not a file")
+    );
+    assert!(
+        find(&errs, "listener[0].tls.key_file")
+            .message
+            .starts_with("cannot read")
+    );
+    assert!(
+        find(&errs, "listener[0].tls.client_ca_file")
+            .message
+            .contains("needs client_ca_file")
+    );
+    assert!(
+        find(&errs, "listener[1].tls.client_ca_file")
+            .message
+            .contains("only used with client_cert = \"require\"")
+    );
+    assert_eq!(
+        errs.len(),
+        4,
+        "listeners on port 0 may share an address:\n{}",
+        ConfigErrors(errs.clone())
+    );
+}
+
+#[test]
+fn mi_http_listen_may_be_remote_only_when_allowed_and_empty_disables_it() {
+    let c =
+        Config::from_toml_str("[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n")
+            .unwrap();
+    assert_eq!(c.mi.http_listen.unwrap().to_string(), "0.0.0.0:8888");
+    let c = Config::from_toml_str("[mi]\nhttp_listen = \"\"\nfifo_name = \"\"\n").unwrap();
+    assert_eq!((c.mi.http_listen, c.mi.fifo_name), (None, None));
+    let c = Config::from_toml_str("[mi]\nhttp_listen = \"[::1]:8888\"\n").unwrap();
+    assert!(c.mi.http_listen.unwrap().ip().is_loopback());
+}
+
+#[test]
+fn mi_upstream_takes_a_fifo_or_an_http_url() {
+    let c =
+        Config::from_toml_str("[mi.upstream]\nfifo = \"/run/opensips/opensips_fifo\"\n").unwrap();
+    let up = c.mi.upstream.unwrap();
+    assert_eq!(
+        (up.reply_dir.to_str(), up.timeout),
+        (Some("/tmp/"), Duration::from_secs(5))
+    );
+    Config::from_toml_str("[mi.upstream]\nurl = \"http://127.0.0.1:8889/mi\"\n").unwrap();
+    let errs = errors(Config::from_toml_str(
+        "[mi.upstream]\nurl = \"ftp://x/mi\"\n",
+    ));
+    assert!(
+        find(&errs, "mi.upstream.url")
+            .message
+            .contains("must start with http://")
+    );
+    let errs = errors(Config::from_toml_str("[mi.upstream]\ntimeout = \"1s\"\n"));
+    assert!(find(&errs, "mi.upstream").message.contains("set fifo"));
+}
+
+#[test]
+fn address_groups_take_addresses_and_networks() {
+    let c = Config::from_toml_str(
+        "[address_groups]\noffice = [\"10.0.0.0/8\", \"192.168.1.1\", \"2001:db8::/32\", \"::1\"]\n",
+    )
+    .unwrap();
+    let nets: Vec<String> = c.address_groups["office"]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        nets,
+        ["10.0.0.0/8", "192.168.1.1/32", "2001:db8::/32", "::1/128"]
+    );
+    let errs = errors(Config::from_toml_str(
+        "[address_groups]\noffice = [\"10.0.0.0/8\",\n \"10.0.0.300\"]\n",
+    ));
+    let e = find(&errs, "address_groups.office[1]");
+    assert_eq!(
+        e.origin,
+        Origin::File {
+            path: "<toml>".into(),
+            line: Some(3)
+        }
+    );
+    assert!(
+        e.message
+            .contains("'10.0.0.300' is not an IP address or network"),
+        "{e}"
+    );
+}
+
+// ---- routes --------------------------------------------------------------------------------
+
+#[test]
+fn routes_are_read_in_order_and_route_names_checked_by_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "routes.cfg", "route[net_filter] { exit; }\n");
+    let text = format!(
+        "[net.tcp]\ntrace_on = true\ntrace_destination = \"stdout\"\ntrace_filter_route = \"net_filter\"\n\
+         [net.tls]\ntrace_filter_route = \"tls_filter\"\n\
+         [routes]\nfiles = [\"{}\"]\ninline = \"route[inline_one] {{ drop; }}\"\n",
+        file.display()
+    );
+    let path = write(dir.path(), "heptap.toml", &text);
+    let src = Source {
+        file: Some(path.clone()),
+        env: vec![],
+    };
+    let c = Config::load(&src).unwrap();
+    let texts = c.route_texts().unwrap();
+    assert_eq!(texts.len(), 2);
+    assert_eq!(
+        (texts[0].file.as_deref(), texts[0].path.as_str()),
+        (Some(file.as_path()), "routes.files[0]")
+    );
+    assert_eq!(texts[0].text, "route[net_filter] { exit; }\n");
+    assert_eq!(
+        (texts[1].file.as_deref(), texts[1].path.as_str()),
+        (None, "routes.inline")
+    );
+    let refs: Vec<_> = c
+        .route_refs()
+        .into_iter()
+        .map(|r| (r.path, r.name))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (
+                "net.tcp.trace_filter_route".to_owned(),
+                "net_filter".to_owned()
+            ),
+            (
+                "net.tls.trace_filter_route".to_owned(),
+                "tls_filter".to_owned()
+            )
+        ]
+    );
+    let errs = src.locate(
+        c.check_route_names(|name| name == "net_filter")
+            .unwrap_err(),
+    );
+    assert_eq!(errs.0.len(), 1);
+    assert_eq!(
+        errs.0[0].to_string(),
+        format!(
+            "net.tls.trace_filter_route ({} line 6): unknown route 'tls_filter': no route[tls_filter] in [routes]",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_filter_route_without_any_routes_is_an_error() {
+    let errs = errors(Config::from_toml_str(
+        "[net.ws]\ntrace_filter_route = \"f\"\n",
+    ));
+    assert!(
+        find(&errs, "net.ws.trace_filter_route")
+            .message
+            .contains("[routes] has no files and no inline text")
+    );
+}
+
+// ---- the shipped example ---------------------------------------------------------------------
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn packaging_example_config_loads_and_validates() {
+    let c = Config::load(&Source {
+        file: Some(repo_file("packaging/heptap.toml")),
+        env: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.listener.is_empty());
+}
+
+/// Every key the model has is written in docs/configuration.md and packaging/heptap.toml.
+#[test]
+fn every_key_is_documented_and_in_the_example() {
+    let mut full = Config::default();
+    let mut listener = Config::builtin_default().listener.remove(0);
+    listener.tls = Some(heptap_config::ListenerTls {
+        cert_file: "/c".into(),
+        key_file: "/k".into(),
+        client_ca_file: Some("/ca".into()),
+        client_cert: Default::default(),
+    });
+    listener.upstream_tls = Some(heptap_config::UpstreamTls {
+        ca_file: Some("/ca".into()),
+        server_name: Some("s".into()),
+        cert_file: Some("/c".into()),
+        key_file: Some("/k".into()),
+        ..Default::default()
+    });
+    listener.upstream_proto = Some(Proto::Tls);
+    listener.sip_methods = Some("b: OPTIONS".parse().unwrap());
+    listener.idle_timeout = Some(Duration::from_secs(1));
+    full.listener.push(listener);
+    let mut id = heptap_config::HepIdTable::new("h");
+    id.transport = Some(Transport::Tls);
+    id.ca_file = Some("/ca".into());
+    id.cert_file = Some("/c".into());
+    id.key_file = Some("/k".into());
+    id.server_name = Some("s".into());
+    id.queue_packets = Some(1);
+    id.queue_bytes = Some(1);
+    id.max_udp_size = Some(1);
+    full.hep.ids.insert("h".into(), HepIdEntry::Hep(id));
+    full.hep.auth_key = Some("k".into());
+    full.hep.node_name = Some("n".into());
+    full.service.user = Some("u".into());
+    full.service.group = Some("g".into());
+    full.routes.inline = Some("r".into());
+    full.net.tcp.trace_destination = Some("d".into());
+    full.net.tcp.trace_filter_route = Some("r".into());
+    full.mi.fifo_user = Some("u".into());
+    full.mi.fifo_group = Some("g".into());
+    full.mi.trace_destination = Some("d".into());
+    full.mi.trace_bwlist = Some("b: ps".parse().unwrap());
+    full.mi.upstream = Some(heptap_config::MiUpstream {
+        fifo: Some("/f".into()),
+        url: Some("u".into()),
+        ..Default::default()
+    });
+
+    let mut keys = std::collections::BTreeSet::new();
+    collect_keys(&toml::Value::try_from(&full).unwrap(), &mut keys);
+    let docs = std::fs::read_to_string(repo_file("docs/configuration.md")).unwrap();
+    let example = std::fs::read_to_string(repo_file("packaging/heptap.toml")).unwrap();
+    for key in &keys {
+        let in_docs = [
+            format!("`{key}`"),
+            format!("[{key}]"),
+            format!("[{key}."),
+            format!(".{key}]"),
+        ]
+        .iter()
+        .any(|form| docs.contains(form.as_str()));
+        assert!(in_docs, "docs/configuration.md does not document `{key}`");
+        let in_example = [
+            format!("{key} ="),
+            format!("[{key}]"),
+            format!("[{key}."),
+            format!(".{key}]"),
+        ]
+        .iter()
+        .any(|form| example.contains(form.as_str()));
+        assert!(in_example, "packaging/heptap.toml lacks {key}");
+    }
+}
+
+fn collect_keys(v: &toml::Value, keys: &mut std::collections::BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                if k != "h" {
+                    keys.insert(k.clone());
+                }
+                collect_keys(v, keys);
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|v| collect_keys(v, keys)),
+        _ => {}
+    }
+}
