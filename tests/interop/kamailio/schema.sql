@@ -3,9 +3,12 @@
 -- defaults (sipcapture.c: *_column parameters); types are loose on purpose (SQLite stores what it
 -- is given), and every column has a default so a column the module leaves out never fails the
 -- insert.
+--
+-- `date` is REAL because db_sqlite stores a time as a Julian day number, (t - 0.5) / 86400 +
+-- 2440587.5 (db_sqlite's timet_to_sqlite); a TEXT column would round it to 15 digits.
 CREATE TABLE sip_capture (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    date TEXT NOT NULL DEFAULT '1900-01-01 00:00:01',
+    date REAL NOT NULL DEFAULT 0,
     micro_ts INTEGER NOT NULL DEFAULT 0,
     method TEXT DEFAULT '',
     reply_reason TEXT DEFAULT '',
@@ -55,7 +58,7 @@ CREATE TABLE sip_capture (
 -- one shape: the 12 columns of sipcapture.c's receive_logging_json_msg / report_capture.
 CREATE TABLE report_capture (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    date TEXT NOT NULL DEFAULT '1900-01-01 00:00:01',
+    date REAL NOT NULL DEFAULT 0,
     micro_ts INTEGER NOT NULL DEFAULT 0,
     correlation_id TEXT DEFAULT '',
     source_ip TEXT DEFAULT '',
