@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use crate::error::ConfigErrors;
 use crate::model::{Config, Destination, HepIdEntry, Proto, STDOUT, TraceId};
-use crate::opensips::TraceUri;
 
 /// A route name the config refers to, with the key that refers to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +71,7 @@ impl Config {
     pub fn trace_ids(&self) -> Vec<TraceId> {
         let mut out: Vec<TraceId> = Vec::new();
         for entry in &self.tracer.trace_id {
-            let dest = match &entry.uri {
-                TraceUri::Hep(name) => name.clone(),
-                other => other.destination_name(),
-            };
+            let dest = entry.uri.destination_name();
             match out.iter_mut().find(|t| t.name == entry.name) {
                 Some(t) if !t.destinations.contains(&dest) => t.destinations.push(dest),
                 Some(_) => {}

@@ -426,7 +426,7 @@ fn check_listener_protos(errs: &mut ConfigErrors, path: &str, l: &Listener) {
                 ),
                 (Some(_), _) => errs.push(
                     format!("{path}.tls.client_ca_file"),
-                    "client_ca_file is only used with client_cert = \"require\"",
+                    "client_ca_file is only used with client_cert = \"require\" (set it to verify client certificates)",
                 ),
                 (None, _) => {}
             }

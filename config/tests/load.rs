@@ -212,6 +212,36 @@ fn hep_ids_take_the_opensips_string_with_or_without_its_name_or_a_table() {
 }
 
 #[test]
+fn a_hep_id_string_without_name_may_start_with_a_bracketed_ipv6_host() {
+    let c = Config::from_toml_str(
+        "[hep.ids]\nlab = \"[::1]:9061; transport=udp\"\nv6 = \"[v6] [2001:db8::5]\"\n",
+    )
+    .unwrap();
+    let d = c.destinations();
+    let Destination::Hep(lab) = &d["lab"] else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (
+            lab.name.as_str(),
+            lab.host.as_str(),
+            lab.port,
+            lab.transport
+        ),
+        ("lab", "::1", 9061, Transport::Udp)
+    );
+    let Destination::Hep(v6) = &d["v6"] else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (v6.host.as_str(), v6.port, v6.transport),
+        ("2001:db8::5", 9060, Transport::Tcp)
+    );
+    // The modparam form itself needs its [name], as in OpenSIPS.
+    assert!("[::1]:9061".parse::<heptap_config::HepId>().is_err());
+}
+
+#[test]
 fn trace_id_entries_sharing_a_name_are_one_id_with_several_destinations() {
     let c = Config::from_toml_str(
         r#"
@@ -273,6 +303,19 @@ fn environment_overrides_the_file() {
     assert!(
         matches!(c.destinations()["homer"], Destination::Hep(ref h) if h.transport == Transport::Udp)
     );
+}
+
+#[test]
+fn environment_can_replace_the_listeners_with_an_array_of_tables() {
+    let listeners = r#"[{proto="tcp", listen="127.0.0.1:7000", upstream="10.0.0.1:5060"}, {proto="ws", listen="127.0.0.1:7001", upstream="10.0.0.1:8080"}]"#;
+    let c = Config::load(&Source {
+        file: None,
+        env: env(&[("HEPTAP_LISTENER", listeners)]),
+    })
+    .unwrap();
+    let listens: Vec<String> = c.listener.iter().map(|l| l.listen.to_string()).collect();
+    assert_eq!(listens, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+    assert_eq!(c.listener[1].upstream_proto(), Proto::Ws);
 }
 
 #[test]
@@ -564,7 +607,8 @@ fifo_name = "relative/fifo"
 fifo = "/run/opensips/fifo"
 url = "http://127.0.0.1:8889/mi"
 "#;
-    let errs = errors(Config::from_toml_str(text));
+    let (_dir, file, result) = load_file(text, &[]);
+    let errs = errors(result);
     let expected: &[(&str, usize, &str)] = &[
         ("log.level", 2, "unknown log level 'verbose'"),
         (
@@ -684,7 +728,7 @@ url = "http://127.0.0.1:8889/mi"
         assert_eq!(
             e.origin,
             Origin::File {
-                path: "<toml>".into(),
+                path: file.clone(),
                 line: Some(*line)
             },
             "{e}"
