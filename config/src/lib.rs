@@ -9,6 +9,7 @@
 //! checking the files are readable. No tokio.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod error;
 mod load;
