@@ -1,3 +1,293 @@
-//! placeholder
+//! heptap-mi: heptap's management interface, compatible with OpenSIPS's MI.
+//!
+//! It owns the JSON-RPC core with OpenSIPS 3.x semantics (`jsonrpc`: case-insensitive members,
+//! recipes, OpenSIPS's error codes and data strings, compact replies), the command table with
+//! 3.x names and 4.x aliases (`commands`) and handlers (`handlers`), the 2.x text MI (`text`),
+//! the FIFO server speaking both framings (`fifo`), JSON-RPC over HTTP (`http`, served by
+//! jsonrpsee), MI tracing (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to
+//! the proxy's MI (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
+//!
+//! It does not own heptap's state: every command reads or switches it through the [`Control`]
+//! trait, which the agent implements. It does not read config files ([`MiSettings`] is filled
+//! by the agent) and does not send HEP (trace messages go to [`Control::trace_mi`]).
 
 #![forbid(unsafe_code)]
+
+pub mod client;
+mod commands;
+pub mod control;
+mod core;
+mod fifo;
+mod handlers;
+mod http;
+pub mod jsonrpc;
+pub mod settings;
+pub mod text;
+pub mod trace;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use client::{
+    ClientError, Reply, cli_params, fifo_call, fifo_call_text, http_call, parse_reply,
+};
+pub use commands::BwlistError;
+pub use control::{
+    Control, DestinationInfo, LogLevel, NetProto, ProcessInfo, Statistic, TraceIdInfo,
+    UnknownTraceId,
+};
+pub use jsonrpc::{Id, Params, Request, RpcError};
+pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};
+pub use text::{TextParam, TextReply};
+pub use trace::{Backend, Origin};
+
+/// Why the MI cannot be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum MiError {
+    /// `trace_bwlist` is malformed or names an unknown command.
+    #[error(transparent)]
+    Bwlist(#[from] BwlistError),
+    /// `http_listen` is not a loopback address and `http_allow_remote` is off.
+    #[error(
+        "mi.http_listen {0} is not a loopback address; set mi.http_allow_remote = true to expose the MI"
+    )]
+    RemoteHttp(SocketAddr),
+    /// `http_root` is not a single path segment.
+    #[error("mi.http_root {0:?} must be one URL path segment (e.g. \"mi\")")]
+    HttpRoot(String),
+    /// `fifo_mode` has bits beyond 0777.
+    #[error("mi.fifo_mode {0:o} is not a permission mode (0000-0777)")]
+    FifoMode(u32),
+    /// `fifo_user` does not exist.
+    #[error("mi.fifo_user {0:?}: no such user")]
+    UnknownUser(String),
+    /// `fifo_group` does not exist.
+    #[error("mi.fifo_group {0:?}: no such group")]
+    UnknownGroup(String),
+    /// Something other than a FIFO sits at `fifo_name`; heptap does not delete it.
+    #[error("mi.fifo_name {0}: exists and is not a FIFO; refusing to replace it")]
+    FifoPathTaken(PathBuf),
+    /// The FIFO could not be created or opened.
+    #[error("mi.fifo_name {path}: {source}")]
+    Fifo {
+        /// The FIFO.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `reply_dir` is not a directory.
+    #[error("mi.reply_dir {0}: not a directory")]
+    ReplyDir(PathBuf),
+    /// The HTTP listener could not bind.
+    #[error("mi.http_listen {addr}: {source}")]
+    HttpBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `[mi.upstream]` cannot be used.
+    #[error("mi.upstream: {0}")]
+    Upstream(String),
+}
+
+/// The FIFO's owner, resolved from `fifo_user` / `fifo_group` when the MI is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Owner {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+fn resolve_owner(settings: &MiSettings) -> Result<Owner, MiError> {
+    let uid = match settings.fifo_user.as_deref() {
+        None => None,
+        Some(u) => Some(match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::User::from_name(u)
+                .ok()
+                .flatten()
+                .map(|user| user.uid.as_raw())
+                .ok_or_else(|| MiError::UnknownUser(u.to_owned()))?,
+        }),
+    };
+    let gid = match settings.fifo_group.as_deref() {
+        None => None,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|group| group.gid.as_raw())
+                .ok_or_else(|| MiError::UnknownGroup(g.to_owned()))?,
+        }),
+    };
+    Ok(Owner { uid, gid })
+}
+
+/// The management interface: built once from settings and a [`Control`], then started.
+#[derive(Clone)]
+pub struct Mi {
+    core: Arc<core::Core>,
+    owner: Owner,
+}
+
+impl std::fmt::Debug for Mi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mi")
+            .field("fifo_name", &self.core.settings.fifo_name)
+            .field("http_listen", &self.core.settings.http_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mi {
+    /// Validates the settings (bwlist names, loopback rule, owner names, upstream URL).
+    pub fn new(mut settings: MiSettings, control: Arc<dyn Control>) -> Result<Mi, MiError> {
+        let upstream = settings.upstream.as_ref().map(upstream::Upstream::new);
+        let bwlist = settings
+            .trace_bwlist
+            .as_deref()
+            .map(|b| commands::Bwlist::parse(b, upstream.is_some()))
+            .transpose()?;
+        if let Some(addr) = settings.http_listen
+            && !addr.ip().is_loopback()
+            && !settings.http_allow_remote
+        {
+            return Err(MiError::RemoteHttp(addr));
+        }
+        let root = settings.http_root.trim_matches('/').to_owned();
+        if root
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c.is_control())
+        {
+            return Err(MiError::HttpRoot(settings.http_root.clone()));
+        }
+        settings.http_root = root;
+        if settings.fifo_mode > 0o777 {
+            return Err(MiError::FifoMode(settings.fifo_mode));
+        }
+        let owner = resolve_owner(&settings)?;
+        match settings.upstream.as_ref().map(|u| &u.target) {
+            Some(UpstreamTarget::Http { url }) => {
+                client::check_url(url).map_err(|e| MiError::Upstream(e.to_string()))?;
+            }
+            Some(UpstreamTarget::Fifo { fifo, .. })
+                if Some(fifo) == settings.fifo_name.as_ref() =>
+            {
+                return Err(MiError::Upstream(
+                    "the upstream FIFO is heptap's own fifo_name".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        let style = if settings.pretty_printing {
+            jsonrpc::Style::Pretty
+        } else {
+            jsonrpc::Style::Compact
+        };
+        Ok(Mi {
+            core: Arc::new(core::Core {
+                settings,
+                control,
+                bwlist,
+                started: SystemTime::now(),
+                upstream,
+                tracer: trace::MiTracer::new(),
+                style,
+            }),
+            owner,
+        })
+    }
+
+    /// Handles one JSON-RPC request body as the given transport would (tracing included);
+    /// `None` = no reply (a notification).
+    pub async fn handle_jsonrpc(&self, body: &[u8], origin: &Origin) -> Option<String> {
+        self.core.handle_jsonrpc(body, origin).await
+    }
+
+    /// Handles one 2.x text request (`:command:reply\nparams\n\n` without the framing).
+    pub async fn handle_text(&self, command: &str, params: &[TextParam]) -> TextReply {
+        self.core.handle_text(command, params).await
+    }
+
+    /// Creates the FIFO and binds the HTTP listener (errors come back here), then serves both
+    /// in background tasks until `shutdown` is cancelled.
+    pub async fn start(self, shutdown: CancellationToken) -> Result<MiRunning, MiError> {
+        let settings = &self.core.settings;
+        let recheck = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let fifo_server = match &settings.fifo_name {
+            Some(path) => {
+                if !settings.reply_dir.is_dir() {
+                    return Err(MiError::ReplyDir(settings.reply_dir.clone()));
+                }
+                Some(fifo::FifoServer::create(
+                    Arc::clone(&self.core),
+                    path.clone(),
+                    settings.fifo_mode,
+                    self.owner,
+                )?)
+            }
+            None => None,
+        };
+        let listener = match settings.http_listen {
+            Some(addr) => Some(http::bind(addr).await?),
+            None => None,
+        };
+        let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(server) = fifo_server {
+            tasks.push(tokio::spawn(
+                server.run(shutdown.clone(), Arc::clone(&recheck)),
+            ));
+        }
+        if let Some(listener) = listener {
+            if let Some(addr) = http_addr {
+                tracing::info!(http.addr = %addr, root = %settings.http_root, "MI HTTP listening");
+            }
+            tasks.push(tokio::spawn(http::serve(
+                Arc::clone(&self.core),
+                listener,
+                shutdown.clone(),
+            )));
+        }
+        Ok(MiRunning {
+            fifo_path: settings.fifo_name.clone(),
+            http_addr,
+            recheck,
+            tasks,
+        })
+    }
+}
+
+/// The servers of a started [`Mi`].
+#[derive(Debug)]
+pub struct MiRunning {
+    /// The FIFO being served, if any.
+    pub fifo_path: Option<PathBuf>,
+    /// Where HTTP listens (the real port when `http_listen` had port 0).
+    pub http_addr: Option<SocketAddr>,
+    recheck: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MiRunning {
+    /// Makes the FIFO server check its FIFO now and re-create it if it was deleted (SIGHUP).
+    pub fn recheck_fifo(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Waits until the servers have stopped (after the shutdown token was cancelled); the FIFO
+    /// is removed by then.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! MI clients: what `heptap fifo` / `heptap mi` use, and what forwards commands to the
+//! proxy's MI. They speak to any OpenSIPS 3.x MI (or heptap's): the FIFO with a private reply
+//! FIFO, or HTTP POST. Every exchange has a deadline; replies come back byte for byte.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use nix::libc;
+use nix::sys::stat::Mode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::jsonrpc::{Id, Params, Request, RpcError};
+use crate::text;
+
+/// Largest reply a client accepts (a full `get_statistics all` is a few KiB).
+const MAX_REPLY: usize = 16 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing is serving the MI FIFO (missing, or no process reading it).
+    #[error("no MI server at {path}: {reason}")]
+    NoServer {
+        /// The MI FIFO.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The HTTP server could not be reached.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A local I/O failure (creating the reply FIFO, writing the request ...).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No reply within the deadline.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The URL is not `http://host[:port]/path`.
+    #[error("bad MI URL {0:?} (expected http://host:port/path)")]
+    BadUrl(String),
+    /// An HTTP failure below JSON-RPC.
+    #[error("HTTP error: {0}")]
+    Http(String),
+    /// The server answered with an HTTP error status.
+    #[error("HTTP status {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
+    /// The reply is not a JSON-RPC response.
+    #[error("bad reply: {0}")]
+    BadReply(String),
+    /// The command failed: the JSON-RPC error, shown as `code: message (data)`.
+    #[error("{0}")]
+    Rpc(RpcError),
+    /// A 2.x command failed: its status line and the whole reply.
+    #[error("{code} {reason}")]
+    Text {
+        /// The status code (not 200).
+        code: u16,
+        /// The reason text.
+        reason: String,
+        /// The whole reply as received.
+        reply: String,
+    },
+}
+
+/// A successful JSON-RPC reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// The response exactly as received.
+    pub text: String,
+    /// Its `result`.
+    pub result: Value,
+}
+
+/// Parameters from command-line words, the way opensips-cli builds them: all `name=value`
+/// → named; otherwise positional strings; for array-parameter commands (`get_statistics`,
+/// `reset_statistics`, ...) the trailing words fold into one array.
+pub fn cli_params(cmd: &str, args: &[String]) -> Params {
+    let named = !args.is_empty()
+        && args.iter().all(|a| {
+            a.split_once('=').is_some_and(|(n, _)| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphabetic() || matches!(c, '.' | '_' | '-'))
+            })
+        });
+    if named {
+        let text: Vec<text::TextParam> = args
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .map(|(n, v)| text::TextParam {
+                name: Some(n.to_owned()),
+                value: v.to_owned(),
+            })
+            .collect();
+        return text::to_params(cmd, &text);
+    }
+    text::positional_with_array(cmd, args.to_vec())
+}
+
+/// Reads a JSON-RPC response: `Ok` with its `result`, or the error it carries.
+pub fn parse_reply(text: &str) -> Result<Reply, ClientError> {
+    let v: Value = serde_json::from_str(text.trim()).map_err(|e| {
+        ClientError::BadReply(format!("{e}: {:?}", crate::trace::truncate(text, 200)))
+    })?;
+    if let Some(err) = v.get("error").and_then(RpcError::from_json) {
+        return Err(ClientError::Rpc(err));
+    }
+    let result = v
+        .get("result")
+        .cloned()
+        .ok_or_else(|| ClientError::BadReply("no result and no error".to_owned()))?;
+    Ok(Reply {
+        text: text.to_owned(),
+        result,
+    })
+}
+
+fn new_request(cmd: &str, params: &Params) -> String {
+    Request {
+        method: cmd.to_owned(),
+        params: params.clone(),
+        id: Some(Id::Str(rand::random_range(0..32768u32).to_string())),
+    }
+    .to_text()
+}
+
+/// Calls `cmd` over an MI FIFO with the 3.x framing (`:reply_fifo:{json}`), creating the
+/// reply FIFO in `reply_dir`.
+pub async fn fifo_call(
+    fifo: &Path,
+    reply_dir: &Path,
+    cmd: &str,
+    params: &Params,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let request = new_request(cmd, params);
+    let text = fifo_exchange(fifo, reply_dir, timeout, |name| {
+        format!(":{name}:{request}")
+    })
+    .await?;
+    parse_reply(&text)
+}
+
+/// Calls `cmd` over an MI FIFO with the 2.x text framing (`:cmd:reply_fifo\nargs\n\n`), as
+/// `opensipsctl fifo` did; `Ok` is the whole text reply when its code is 200.
+pub async fn fifo_call_text(
+    fifo: &Path,
+    reply_dir: &Path,
+    cmd: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let text = fifo_exchange(fifo, reply_dir, timeout, |name| {
+        let mut s = format!(":{cmd}:{name}\n");
+        for a in args {
+            s.push_str(a);
+            s.push('\n');
+        }
+        s.push('\n');
+        s
+    })
+    .await?;
+    let status = text.lines().next().unwrap_or("");
+    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
+    match code.parse::<u16>() {
+        Ok(200) => Ok(text),
+        Ok(code) => Err(ClientError::Text {
+            code,
+            reason: reason.to_owned(),
+            reply: text.clone(),
+        }),
+        Err(_) => Err(ClientError::BadReply(status.to_owned())),
+    }
+}
+
+/// Calls `cmd` with JSON-RPC over HTTP POST to `url`.
+pub async fn http_call(
+    url: &str,
+    cmd: &str,
+    params: &Params,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let request = new_request(cmd, params);
+    match http_exchange(url, request, timeout).await? {
+        Some(text) => parse_reply(&text),
+        None => Err(ClientError::BadReply("empty reply".to_owned())),
+    }
+}
+
+/// Names reply FIFOs uniquely within this process.
+static REPLY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the reply FIFO however the exchange ends.
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One FIFO exchange: creates a private reply FIFO, writes `request(reply_name)` to the MI
+/// FIFO and reads the reply until the server closes it.
+pub(crate) async fn fifo_exchange(
+    fifo: &Path,
+    reply_dir: &Path,
+    timeout: Duration,
+    request: impl FnOnce(&str) -> String,
+) -> Result<String, ClientError> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // No '.' in the name: OpenSIPS refuses those.
+    let name = format!(
+        "heptap_reply_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        REPLY_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let path = reply_dir.join(&name);
+    nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)).map_err(|e| ClientError::Io {
+        context: format!("cannot create reply FIFO {}", path.display()),
+        source: e.into(),
+    })?;
+    let _cleanup = Unlink(path.clone());
+    // Opened for reading before the request goes out, so the server finds a reader at once.
+    // Until a writer has opened it, Linux reports it neither readable nor hung up.
+    let mut rx = pipe::OpenOptions::new()
+        .open_receiver(&path)
+        .map_err(|source| ClientError::Io {
+            context: format!("cannot open reply FIFO {}", path.display()),
+            source,
+        })?;
+    let payload = request(&name);
+    send_to_fifo(fifo, payload.as_bytes(), timeout).await?;
+    let mut out = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = rx.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            out.extend_from_slice(&chunk[..n]);
+            if out.len() > MAX_REPLY {
+                return Err(std::io::Error::other("reply too large"));
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        Ok(Err(source)) => Err(ClientError::Io {
+            context: format!("cannot read reply FIFO {}", path.display()),
+            source,
+        }),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+/// Writes one request into an MI FIFO; fails at once if nobody serves it.
+pub(crate) async fn send_to_fifo(
+    fifo: &Path,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let no_server = |reason: String| ClientError::NoServer {
+        path: fifo.to_owned(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(fifo)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => no_server("nobody is reading the FIFO".to_owned()),
+            Some(libc::ENOENT) => no_server("the FIFO does not exist".to_owned()),
+            _ => no_server(e.to_string()),
+        })?;
+    let mut tx = pipe::Sender::from_file(file).map_err(|e| no_server(e.to_string()))?;
+    match tokio::time::timeout(timeout, tx.write_all(payload)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(ClientError::Io {
+            context: format!("cannot write to {}", fifo.display()),
+            source,
+        }),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+/// The parts of an `http://` URL a client needs.
+struct HttpTarget {
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<HttpTarget, ClientError> {
+    let bad = || ClientError::BadUrl(url.to_owned());
+    let uri: http::Uri = url.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad());
+    }
+    let authority = uri.authority().ok_or_else(bad)?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    Ok(HttpTarget {
+        host,
+        port: authority.port_u16().unwrap_or(80),
+        authority: authority.as_str().to_owned(),
+        path,
+    })
+}
+
+/// Checks a URL without connecting (for config validation).
+pub(crate) fn check_url(url: &str) -> Result<(), ClientError> {
+    parse_url(url).map(|_| ())
+}
+
+/// One HTTP exchange: POSTs `body`, returns the response body (`None` for 202/204: a
+/// notification).
+pub(crate) async fn http_exchange(
+    url: &str,
+    body: String,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let target = parse_url(url)?;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let conn = tokio::spawn(conn);
+        let req = http::Request::post(target.path.as_str())
+            .header(http::header::HOST, target.authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let collected = Limited::new(resp.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        conn.abort();
+        match status {
+            200 => Ok(Some(
+                String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            )),
+            202 | 204 => Ok(None),
+            status => Err(ClientError::HttpStatus { status }),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn words(s: &[&str]) -> Vec<String> {
+        s.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn cli_args_like_opensips_cli() {
+        assert_eq!(
+            cli_params("sip_trace", &words(&["tid2", "off"])),
+            Params::Positional(vec![json!("tid2"), json!("off")])
+        );
+        let Params::Named(m) = cli_params("trace", &words(&["id=tid2", "mode=off"])) else {
+            panic!("named expected");
+        };
+        assert_eq!(Value::Object(m), json!({"id": "tid2", "mode": "off"}));
+        assert_eq!(
+            cli_params("get_statistics", &words(&["dialog:", "core:"])),
+            Params::Positional(vec![json!(["dialog:", "core:"])])
+        );
+        let Params::Named(m) = cli_params("get_statistics", &words(&["statistics=core: net:"]))
+        else {
+            panic!("named expected");
+        };
+        assert_eq!(Value::Object(m), json!({"statistics": ["core:", "net:"]}));
+        assert_eq!(cli_params("ps", &[]), Params::None);
+        // One positional word makes them all positional.
+        assert_eq!(
+            cli_params("x", &words(&["a=b", "c"])),
+            Params::Positional(vec![json!("a=b"), json!("c")])
+        );
+    }
+
+    #[test]
+    fn replies_are_results_or_errors() {
+        let ok = parse_reply(r#"{"jsonrpc":"2.0","result":"OK","id":"1"}"#).unwrap();
+        assert_eq!(ok.result, json!("OK"));
+        let err = parse_reply(
+            r#"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad trace id value"},"id":"1"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "400: Bad trace id value");
+        assert!(matches!(parse_reply("nope"), Err(ClientError::BadReply(_))));
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("http://127.0.0.1:8888/mi").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8888, "/mi")
+        );
+        let t = parse_url("http://[::1]/mi").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 80));
+        assert!(parse_url("https://x/mi").is_err());
+        assert!(parse_url("nope").is_err());
+    }
+}

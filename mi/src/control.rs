@@ -1,0 +1,200 @@
+//! The seam between the MI and the rest of heptap: what a command may read or switch.
+//!
+//! The agent implements [`Control`] over its switches, statistics and config; the MI never sees
+//! the agent's types. Every method is synchronous and cheap (atomics, snapshots), except
+//! [`Control::reload`], which the MI runs on a blocking thread.
+
+use std::fmt;
+
+use heptap_hep::TraceMessage;
+
+/// The connection protocols whose tracing has its own run-time switch (`tcp_trace`,
+/// `tls_trace`, `ws_trace`, `wss_trace`; OpenSIPS's proto_* `trace_on`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NetProto {
+    /// Plain TCP (`tcp_trace`, 4.x `tcp:trace`).
+    Tcp,
+    /// TLS (`tls_trace`, 4.x `tls:trace`).
+    Tls,
+    /// WebSocket (`ws_trace`, 4.x `ws:trace`).
+    Ws,
+    /// Secure WebSocket (`wss_trace`, 4.x `wss:trace`).
+    Wss,
+}
+
+impl NetProto {
+    /// Every protocol, in the order commands list them.
+    pub const ALL: [NetProto; 4] = [NetProto::Tcp, NetProto::Tls, NetProto::Ws, NetProto::Wss];
+
+    /// The upper-case name OpenSIPS puts in replies (`{"TCP tracing":"on"}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            NetProto::Tcp => "TCP",
+            NetProto::Tls => "TLS",
+            NetProto::Ws => "WS",
+            NetProto::Wss => "WSS",
+        }
+    }
+}
+
+impl fmt::Display for NetProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One destination of a trace id, as `sip_trace` / `trace` list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationInfo {
+    /// `HEP`, `FILE` or `STDOUT` (OpenSIPS prints `HEP`, `SIP`, `Database`).
+    pub kind: String,
+    /// Where it goes, as OpenSIPS prints it: `host:port` for HEP, the path for a file.
+    pub uri: String,
+}
+
+/// A trace id (OpenSIPS `trace_id`), its switch and its destinations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceIdInfo {
+    /// The name between brackets in `"[tid]uri=hep:homer"`.
+    pub name: String,
+    /// Whether events for this trace id are sent (`sip_trace tid off` clears it).
+    pub on: bool,
+    /// Where its events go; one reply entry per destination.
+    pub destinations: Vec<DestinationInfo>,
+}
+
+/// One statistic, named `group:name` as OpenSIPS names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statistic {
+    /// The group (`core`, `net`, a destination name ...).
+    pub group: String,
+    /// The name within the group.
+    pub name: String,
+    /// The current value.
+    pub value: u64,
+    /// Gauges report a state, are listed as `non-incremental` and are not reset.
+    pub gauge: bool,
+}
+
+/// One row of `ps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// OpenSIPS's process index (`"ID"`).
+    pub id: u32,
+    /// The operating-system pid (`"PID"`); heptap is one process, so every row repeats it.
+    pub pid: u32,
+    /// What the process (for heptap: the task group) does (`"Type"`).
+    pub kind: String,
+}
+
+/// heptap's log levels, with the numbers OpenSIPS's `log_level` uses for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Errors only (OpenSIPS L_ERR, -1; L_ALERT and L_CRIT map here too).
+    Error,
+    /// Warnings (L_WARN, 1).
+    Warn,
+    /// Informational messages (L_INFO, 3; L_NOTICE maps here).
+    Info,
+    /// Debugging (L_DBG, 4).
+    Debug,
+    /// Everything (5, beyond OpenSIPS's range).
+    Trace,
+}
+
+impl LogLevel {
+    /// The OpenSIPS number for this level.
+    pub fn opensips_number(self) -> i64 {
+        match self {
+            LogLevel::Error => -1,
+            LogLevel::Warn => 1,
+            LogLevel::Info => 3,
+            LogLevel::Debug => 4,
+            LogLevel::Trace => 5,
+        }
+    }
+
+    /// The level for an OpenSIPS number (`-3`..`4`, and `5` for trace).
+    pub fn from_opensips_number(n: i64) -> Option<LogLevel> {
+        Some(match n {
+            -3..=-1 => LogLevel::Error,
+            0 | 1 => LogLevel::Warn,
+            2 | 3 => LogLevel::Info,
+            4 => LogLevel::Debug,
+            5 => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The level for a name (`error`, `warn`, `info`, `debug`, `trace`, any case) or a number.
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        let t = text.trim();
+        if let Ok(n) = t.parse::<i64>() {
+            return LogLevel::from_opensips_number(n);
+        }
+        Some(match t.to_ascii_lowercase().as_str() {
+            "error" | "err" | "alert" | "crit" | "critical" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" | "notice" => LogLevel::Info,
+            "debug" | "dbg" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The lower-case name (`tracing`'s spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// `set_trace_id_on` was given a name no trace id has.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown trace id {0:?}")]
+pub struct UnknownTraceId(pub String);
+
+/// What the MI may read and switch in heptap. The agent implements it; tests implement it with
+/// plain fields. Object-safe: the MI holds an `Arc<dyn Control>`.
+///
+/// Switches must take effect for the very next event: the agent publishes them where the data
+/// path reads them without locks.
+pub trait Control: Send + Sync + 'static {
+    /// The tracer's global switch (`[tracer] trace_on`).
+    fn sip_trace_on(&self) -> bool;
+    /// Sets the global switch (`sip_trace on|off`, `trace mode=on|off`).
+    fn set_sip_trace_on(&self, on: bool);
+    /// Every trace id with its switch and destinations, in config order.
+    fn trace_ids(&self) -> Vec<TraceIdInfo>;
+    /// Switches one trace id (`sip_trace tid off`).
+    fn set_trace_id_on(&self, name: &str, on: bool) -> Result<(), UnknownTraceId>;
+    /// Whether connection events of `proto` are traced (`[net.<proto>] trace_on`).
+    fn net_trace_on(&self, proto: NetProto) -> bool;
+    /// Switches connection-event tracing of `proto` (`tcp_trace off`).
+    fn set_net_trace_on(&self, proto: NetProto, on: bool);
+    /// Every statistic, in a stable order.
+    fn statistics(&self) -> Vec<Statistic>;
+    /// Zeroes one counter (the MI expands `all` and `group:`; gauges are never passed).
+    fn reset_statistic(&self, group: &str, name: &str);
+    /// The `hep_ids` reply: every destination with its state and counters, already shaped.
+    fn hep_ids(&self) -> serde_json::Value;
+    /// Re-reads and re-validates the config and swaps it in; `Err` carries every error text and
+    /// means the old config stays. Runs on a blocking thread.
+    fn reload(&self) -> Result<(), Vec<String>>;
+    /// The current log level.
+    fn log_level(&self) -> LogLevel;
+    /// Changes the log level; `Err` is shown to the client.
+    fn set_log_level(&self, level: LogLevel) -> Result<(), String>;
+    /// The rows of `ps`.
+    fn processes(&self) -> Vec<ProcessInfo>;
+    /// Whether `[mi] trace_destination` is set; when false the MI builds no trace messages.
+    fn mi_tracing_enabled(&self) -> bool;
+    /// Sends one MI trace message (proto type 87) to `[mi] trace_destination`. The MI has
+    /// already applied `trace_bwlist`. Must not block.
+    fn trace_mi(&self, msg: TraceMessage);
+}

@@ -1,0 +1,255 @@
+//! The FIFO server (OpenSIPS mi_fifo): creates the FIFO with `fifo_mode` and owner, reads it
+//! through a read-write handle (so it never sees end-of-file when clients close), cuts the
+//! stream into requests (`frame`), answers each in its own task through the reply FIFO it
+//! names (`reply`), and re-creates the FIFO if it is deleted or replaced.
+
+pub(crate) mod frame;
+pub(crate) mod reply;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::stat::Mode;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
+use crate::jsonrpc::{self, Id, RpcError};
+use crate::text::TextReply;
+use crate::{MiError, Owner};
+use frame::{Bad, Frame, FrameParser, Framing};
+
+/// Requests answered at once; the reader waits for a slot beyond that (backpressure).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// The FIFO as created: which inode is ours, so a replaced or deleted one is noticed.
+#[derive(Debug)]
+struct Created {
+    receiver: pipe::Receiver,
+    dev: u64,
+    ino: u64,
+}
+
+/// Creates the FIFO (replacing a stale FIFO, never another kind of file), sets its mode and
+/// owner, and opens it read-write and non-blocking.
+fn create(path: &Path, mode: u32, owner: &Owner) -> Result<Created, MiError> {
+    let err = |source: std::io::Error| MiError::Fifo {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(MiError::FifoPathTaken(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode))
+        .map_err(|e| err(std::io::Error::from(e)))?;
+    // mkfifo is subject to the umask; fifo_mode is meant literally.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    if owner.uid.is_some() || owner.gid.is_some() {
+        std::os::unix::fs::chown(path, owner.uid, owner.gid).map_err(err)?;
+    }
+    let receiver = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+        .map_err(err)?;
+    let meta = std::fs::symlink_metadata(path).map_err(err)?;
+    Ok(Created {
+        receiver,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Whether the FIFO at `path` is still the one we created.
+fn still_ours(path: &Path, created: &Created) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_fifo() && m.dev() == created.dev && m.ino() == created.ino)
+}
+
+/// The running FIFO server.
+pub(crate) struct FifoServer {
+    core: Arc<Core>,
+    path: PathBuf,
+    mode: u32,
+    owner: Owner,
+    created: Created,
+}
+
+impl FifoServer {
+    /// Creates the FIFO; errors here fail `Mi::start`.
+    pub fn create(
+        core: Arc<Core>,
+        path: PathBuf,
+        mode: u32,
+        owner: Owner,
+    ) -> Result<Self, MiError> {
+        let created = create(&path, mode, &owner)?;
+        tracing::info!(fifo = %path.display(), mode = format!("{mode:o}"), "MI FIFO created");
+        Ok(FifoServer {
+            core,
+            path,
+            mode,
+            owner,
+            created,
+        })
+    }
+
+    /// Serves until `shutdown`, then removes the FIFO (if it is still ours).
+    pub async fn run(mut self, shutdown: CancellationToken, recheck: Arc<Notify>) {
+        let settings = &self.core.settings;
+        let (max, idle, every) = (
+            settings.max_request_size,
+            settings.request_timeout,
+            settings.fifo_check_interval,
+        );
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut parser = FrameParser::new(max);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut last_data = Instant::now();
+        let mut check = tokio::time::interval_at(Instant::now() + every, every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let partial = parser.has_partial();
+            let idle_deadline = last_data + idle;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                read = self.created.receiver.read(&mut buf) => match read {
+                    Ok(0) => {
+                        // Cannot happen on a read-write handle; treat it as a lost FIFO.
+                        self.recreate(&mut parser);
+                    }
+                    Ok(n) => {
+                        last_data = Instant::now();
+                        parser.push(&buf[..n]);
+                        while let Some(frame) = parser.next_frame() {
+                            self.spawn(frame, &permits, &shutdown).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(fifo = %self.path.display(), error = %e, "MI FIFO read failed");
+                        self.recreate(&mut parser);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = tokio::time::sleep_until(idle_deadline), if partial => {
+                    if let Some(frame) = parser.flush_partial() {
+                        self.spawn(frame, &permits, &shutdown).await;
+                    }
+                    last_data = Instant::now();
+                }
+                _ = check.tick() => self.check(&mut parser),
+                _ = recheck.notified() => self.check(&mut parser),
+            }
+        }
+        if still_ours(&self.path, &self.created) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    fn check(&mut self, parser: &mut FrameParser) {
+        if !still_ours(&self.path, &self.created) {
+            tracing::warn!(fifo = %self.path.display(), "MI FIFO removed or replaced; re-creating it");
+            self.recreate(parser);
+        }
+    }
+
+    fn recreate(&mut self, parser: &mut FrameParser) {
+        match create(&self.path, self.mode, &self.owner) {
+            Ok(created) => {
+                self.created = created;
+                *parser = FrameParser::new(self.core.settings.max_request_size);
+                tracing::info!(fifo = %self.path.display(), "MI FIFO re-created");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MI FIFO cannot be re-created; will retry");
+            }
+        }
+    }
+
+    async fn spawn(&self, frame: Frame, permits: &Arc<Semaphore>, shutdown: &CancellationToken) {
+        let permit = tokio::select! {
+            p = Arc::clone(permits).acquire_owned() => p,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let core = Arc::clone(&self.core);
+        tokio::spawn(async move {
+            let _permit = permit;
+            answer(&core, frame).await;
+        });
+    }
+}
+
+/// Answers one request (runs in its own task: a slow client delays nobody else).
+async fn answer(core: &Core, frame: Frame) {
+    let (reply_name, reply) = match frame {
+        Frame::Json { reply, body } => {
+            let out = core.handle_jsonrpc(&body, &crate::Origin::fifo()).await;
+            (reply, out)
+        }
+        Frame::Text {
+            command,
+            reply,
+            params,
+        } => {
+            let out = core.handle_text(&command, &params).await;
+            (reply, Some(out.to_text()))
+        }
+        Frame::Bad {
+            framing,
+            reply,
+            command,
+            why,
+        } => {
+            let limit = core.settings.max_request_size;
+            let detail = match &why {
+                Bad::TooLarge => format!("request larger than {limit} bytes"),
+                Bad::Garbled(w) => (*w).to_owned(),
+                Bad::Incomplete => "incomplete request".to_owned(),
+            };
+            tracing::warn!(
+                reply_fifo = reply.as_deref().unwrap_or(""),
+                command = command.as_deref().unwrap_or(""),
+                reason = %detail,
+                "Bad MI FIFO request"
+            );
+            let text = match framing {
+                Framing::Json => {
+                    let error = match why {
+                        Bad::TooLarge => RpcError::invalid_request().with_data(detail),
+                        _ => RpcError::parse_error().with_data(detail),
+                    };
+                    jsonrpc::failure(&error, &Id::Null, core.style)
+                }
+                Framing::Text => TextReply {
+                    code: 400,
+                    reason: match &command {
+                        Some(c) => format!("{detail} in command '{c}'"),
+                        None => detail,
+                    },
+                    body: String::new(),
+                    end_line: false,
+                }
+                .to_text(),
+            };
+            (reply.unwrap_or_default(), Some(text))
+        }
+    };
+    let Some(reply) = reply else { return };
+    if reply_name.is_empty() {
+        return;
+    }
+    let s = &core.settings;
+    if let Err(e) =
+        reply::write_reply(&s.reply_dir, &reply_name, reply.as_bytes(), s.reply_timeout).await
+    {
+        tracing::warn!(error = %e, "MI reply not written");
+    }
+}
