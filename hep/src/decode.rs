@@ -370,9 +370,15 @@ fn decode_v3(buf: Bytes) -> Result<Packet, DecodeError> {
                 remaining,
             });
         }
-        let data = buf.slice(at + 6..at + usize::from(len));
-        if !p.take_chunk(vendor, id, &data, at)? {
-            p.chunks.push(Chunk { vendor, id, data });
+        let range = at + 6..at + usize::from(len);
+        // Fixed-size fields are read from the slice; only octet data becomes a `Bytes` view.
+        let slice = || buf.slice(range.clone());
+        if !p.take_chunk(vendor, id, &buf[range.clone()], slice, at)? {
+            p.chunks.push(Chunk {
+                vendor,
+                id,
+                data: slice(),
+            });
         }
         at += usize::from(len);
     }
@@ -387,6 +393,15 @@ fn fixed<const N: usize>(data: &[u8], id: u16, offset: usize) -> Result<[u8; N],
         expected: N,
         found: data.len(),
     })
+}
+
+/// Like [`fill`], making the value only when the slot is free.
+fn fill_with<T>(slot: &mut Option<T>, make: impl Fn() -> T) -> bool {
+    if slot.is_some() {
+        return false;
+    }
+    *slot = Some(make());
+    true
 }
 
 /// Stores `value` in `slot` unless it is already filled; reports whether it was stored.
@@ -405,14 +420,14 @@ impl Packet {
         &mut self,
         vendor: u16,
         id: u16,
-        data: &Bytes,
+        d: &[u8],
+        data: impl Fn() -> Bytes,
         offset: usize,
     ) -> Result<bool, DecodeError> {
         use chunk::*;
         if vendor != GENERIC_VENDOR {
             return Ok(false);
         }
-        let d = data.as_ref();
         Ok(match id {
             FAMILY => fill(&mut self.ip_family, fixed::<1>(d, id, offset)?[0]),
             IP_PROTO => fill(&mut self.ip_proto, fixed::<1>(d, id, offset)?[0]),
@@ -452,12 +467,12 @@ impl Packet {
                 u16::from_be_bytes(fixed(d, id, offset)?),
             ),
             VLAN_ID => fill(&mut self.vlan, u16::from_be_bytes(fixed(d, id, offset)?)),
-            AUTH_KEY => fill(&mut self.auth_key, data.clone()),
-            PAYLOAD => fill(&mut self.payload, data.clone()),
-            COMPRESSED_PAYLOAD => fill(&mut self.compressed_payload, data.clone()),
-            CORRELATION_ID => fill(&mut self.correlation_id, data.clone()),
-            NODE_NAME => fill(&mut self.node_name, data.clone()),
-            EXTRA_CORRELATION => fill(&mut self.extra_correlation, data.clone()),
+            AUTH_KEY => fill_with(&mut self.auth_key, &data),
+            PAYLOAD => fill_with(&mut self.payload, &data),
+            COMPRESSED_PAYLOAD => fill_with(&mut self.compressed_payload, &data),
+            CORRELATION_ID => fill_with(&mut self.correlation_id, &data),
+            NODE_NAME => fill_with(&mut self.node_name, &data),
+            EXTRA_CORRELATION => fill_with(&mut self.extra_correlation, &data),
             _ => false,
         })
     }
