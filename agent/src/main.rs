@@ -1,3 +1,7 @@
+//! The `heptap` command: parses the command line and hands over to the library.
+
 #![forbid(unsafe_code)]
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    heptap::cli::main()
+}

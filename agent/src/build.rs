@@ -1,0 +1,333 @@
+//! From a validated config to the things that run: destinations (senders), compiled routes,
+//! the tracer's pipeline with its switches, and the listener specs.
+//!
+//! A reload builds a new set next to the running one and reuses what did not change: a sender
+//! whose destination spec is identical keeps its task, queue and connection; a switch that still
+//! exists keeps its run-time state (an MI `sip_trace tid off` survives a reload).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use heptap_config::{Config, Destination, Proto};
+use heptap_filters::{AddressGroups, Routes};
+use heptap_hep::{Encoder, PayloadMode, Version};
+
+use crate::sender::{self, DestinationSpec, Limits, Sender, SenderTask, Target, TlsSettings};
+use crate::stats::Stats;
+use crate::tap::ListenerSpec;
+use crate::tracer::{NetProto, NetTrace, Pipeline, Switch, TraceId};
+
+/// Something in the config that cannot be built; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct BuildError(pub Vec<String>);
+
+/// What a build produced: the pipeline to publish and the tasks behind it.
+#[derive(Debug)]
+pub struct Built {
+    /// The snapshot for the tracer.
+    pub pipeline: Pipeline,
+    /// Each destination's spec and task, by name (to reuse on reload and flush at shutdown).
+    tasks: BTreeMap<String, (DestinationSpec, Option<SenderTask>)>,
+}
+
+impl Built {
+    /// After a successful reload build: takes over the running tasks of the destinations that
+    /// `self` reuses from `old`, so they are flushed at shutdown like any other.
+    pub fn adopt(&mut self, old: &mut Built) {
+        for (name, (_, task)) in self.tasks.iter_mut() {
+            if task.is_none()
+                && let Some((_, old_task)) = old.tasks.get_mut(name)
+            {
+                *task = old_task.take();
+            }
+        }
+    }
+
+    /// Stops, in the background, the tasks of a replaced set that were not adopted (their
+    /// destinations were removed or changed): they flush what they hold for a short grace.
+    pub fn retire(mut self) {
+        for (_, (_, task)) in std::mem::take(&mut self.tasks) {
+            if let Some(task) = task {
+                tokio::spawn(async move {
+                    let _ = task.shutdown(Duration::from_secs(2)).await;
+                });
+            }
+        }
+    }
+
+    /// Flushes every destination within `grace` and stops them.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.pipeline = empty_pipeline();
+        let mut set = tokio::task::JoinSet::new();
+        for (_, (_, task)) in std::mem::take(&mut self.tasks) {
+            if let Some(task) = task {
+                set.spawn(task.shutdown(grace));
+            }
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// A pipeline that traces nothing (used while shutting down).
+pub fn empty_pipeline() -> Pipeline {
+    let off = || NetTrace {
+        on: Switch::new(false),
+        destination: None,
+        filter: None,
+        master_key: false,
+    };
+    Pipeline {
+        net: [off(), off(), off(), off()],
+        sip_on: Switch::new(false),
+        trace_ids: BTreeMap::new(),
+        destinations: BTreeMap::new(),
+    }
+}
+
+fn net_proto(p: Proto) -> NetProto {
+    match p {
+        Proto::Tcp => NetProto::Tcp,
+        Proto::Tls => NetProto::Tls,
+        Proto::Ws => NetProto::Ws,
+        Proto::Wss => NetProto::Wss,
+    }
+}
+
+fn config_proto(p: NetProto) -> Proto {
+    match p {
+        NetProto::Tcp => Proto::Tcp,
+        NetProto::Tls => Proto::Tls,
+        NetProto::Ws => Proto::Ws,
+        NetProto::Wss => Proto::Wss,
+    }
+}
+
+/// The encoder of every destination: `[hep]` settings, the destination's version.
+fn encoder(config: &Config, version: Version) -> Encoder {
+    let mut e = Encoder::new(version);
+    e.mode = if config.hep.homer5_on {
+        PayloadMode::Homer5 {
+            delim: config.hep.homer5_delim.clone(),
+        }
+    } else {
+        PayloadMode::Json {
+            pretty: config.hep.json_pretty,
+        }
+    };
+    e.capture_id = config.hep.capture_id;
+    e.auth_key = config.hep.auth_key.as_ref().map(|k| k.as_bytes().to_vec());
+    e.node_name = config.hep.node_name.clone();
+    e
+}
+
+/// The sender spec of every destination the config defines.
+pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
+    let hep = &config.hep;
+    let limits = |queue_packets: usize, queue_bytes: u64, max_udp_size: usize| Limits {
+        queue_packets,
+        queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
+        max_udp_size,
+        connect_timeout: hep.connect_timeout,
+        write_timeout: hep.write_timeout,
+        backoff_initial: hep.backoff_initial,
+        backoff_max: hep.backoff_max,
+    };
+    config
+        .destinations()
+        .into_iter()
+        .map(|(name, dest)| match dest {
+            Destination::Hep(id) => DestinationSpec {
+                name,
+                target: Target::Hep {
+                    host: id.host.clone(),
+                    port: id.port,
+                    transport: match id.transport {
+                        heptap_config::Transport::Udp => sender::Transport::Udp,
+                        heptap_config::Transport::Tcp => sender::Transport::Tcp,
+                        heptap_config::Transport::Tls => sender::Transport::Tls,
+                    },
+                    tls: TlsSettings {
+                        ca_file: id.tls.ca_file.clone(),
+                        cert_file: id.tls.cert_file.clone(),
+                        key_file: id.tls.key_file.clone(),
+                        verify: id.tls.tls_verify,
+                        server_name: id.tls.server_name.clone(),
+                    },
+                },
+                encoder: encoder(
+                    config,
+                    match id.version.number() {
+                        1 => Version::V1,
+                        2 => Version::V2,
+                        _ => Version::V3,
+                    },
+                ),
+                limits: limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
+            },
+            Destination::Stdout => DestinationSpec {
+                name,
+                target: Target::Stdout,
+                encoder: encoder(config, Version::V3),
+                limits: limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
+            },
+            Destination::File(path) => DestinationSpec {
+                name,
+                target: Target::File(path),
+                encoder: encoder(config, Version::V3),
+                limits: limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
+            },
+        })
+        .collect()
+}
+
+/// Compiles the routes of the config and checks the names it refers to.
+pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
+    let texts = config
+        .route_texts()
+        .map_err(|e| BuildError(vec![e.to_string()]))?;
+    let names: Vec<String> = texts
+        .iter()
+        .map(|t| match &t.file {
+            Some(f) => f.display().to_string(),
+            None => t.path.clone(),
+        })
+        .collect();
+    let sources: Vec<heptap_filters::Source<'_>> = texts
+        .iter()
+        .zip(&names)
+        .map(|(t, name)| heptap_filters::Source {
+            name,
+            text: &t.text,
+        })
+        .collect();
+    let groups = AddressGroups::new(&config.address_groups);
+    let routes = Routes::compile(&sources, &groups).map_err(|e| BuildError(vec![e.to_string()]))?;
+    config
+        .check_route_names(|n| routes.get(n).is_some())
+        .map_err(|e| BuildError(vec![e.to_string()]))?;
+    Ok(routes)
+}
+
+/// Checks everything [`build`] would build, without spawning: routes, TLS material.
+pub fn check(config: &Config) -> Result<(), BuildError> {
+    let mut errors = Vec::new();
+    if let Err(e) = compile_routes(config) {
+        errors.extend(e.0);
+    }
+    for spec in destination_specs(config) {
+        if let Err(e) = sender::check(&spec) {
+            errors.push(format!("hep.ids.{}: {e}", spec.name));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError(errors))
+    }
+}
+
+/// Builds destinations, routes and the pipeline. With `previous`, unchanged destinations and
+/// existing switches are carried over.
+pub fn build(
+    config: &Config,
+    stats: &Stats,
+    previous: Option<&Built>,
+) -> Result<Built, BuildError> {
+    let routes = compile_routes(config)?;
+    let mut errors = Vec::new();
+    let mut senders: BTreeMap<String, Sender> = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
+    for spec in destination_specs(config) {
+        let reuse = previous.and_then(|p| {
+            let (old, _) = p.tasks.get(&spec.name)?;
+            let sender = p.pipeline.destinations.get(&spec.name)?;
+            (old == &spec).then(|| sender.clone())
+        });
+        match reuse {
+            Some(sender) => {
+                senders.insert(spec.name.clone(), sender);
+                tasks.insert(spec.name.clone(), (spec, None));
+            }
+            None => match sender::spawn(spec.clone(), stats) {
+                Ok((sender, task)) => {
+                    senders.insert(spec.name.clone(), sender);
+                    tasks.insert(spec.name.clone(), (spec, Some(task)));
+                }
+                Err(e) => errors.push(format!("hep.ids.{}: {e}", spec.name)),
+            },
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildError(errors));
+    }
+    let old = previous.map(|p| &p.pipeline);
+    let net = NetProto::ALL.map(|p| {
+        let c = config.net.get(config_proto(p));
+        NetTrace {
+            on: carry(old.map(|o| &o.net(p).on), c.trace_on),
+            destination: c
+                .trace_destination
+                .as_ref()
+                .and_then(|d| senders.get(d).cloned()),
+            filter: c
+                .trace_filter_route
+                .as_ref()
+                .and_then(|r| routes.get(r).cloned()),
+            master_key: c.trace_master_key,
+        }
+    });
+    let trace_ids = config
+        .trace_ids()
+        .into_iter()
+        .map(|t| {
+            let on = carry(
+                old.and_then(|o| o.trace_ids.get(&t.name)).map(|o| &o.on),
+                true,
+            );
+            let destinations = t
+                .destinations
+                .iter()
+                .filter_map(|d| senders.get(d).cloned())
+                .collect();
+            (
+                t.name.clone(),
+                TraceId {
+                    name: t.name,
+                    on,
+                    destinations,
+                },
+            )
+        })
+        .collect();
+    let pipeline = Pipeline {
+        net,
+        sip_on: carry(old.map(|o| &o.sip_on), config.tracer.trace_on),
+        trace_ids,
+        destinations: senders,
+    };
+    Ok(Built { pipeline, tasks })
+}
+
+/// A switch carried over from the previous pipeline, or a new one in state `initial`.
+fn carry(old: Option<&Switch>, initial: bool) -> Switch {
+    old.cloned().unwrap_or_else(|| Switch::new(initial))
+}
+
+/// The listener specs of the config, in config order.
+pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
+    config
+        .listener
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ListenerSpec {
+            name: l.name.clone().unwrap_or_else(|| i.to_string()),
+            proto: net_proto(l.proto),
+            listen: l.listen,
+            upstream: l.upstream.to_string(),
+            max_connections: l.max_connections,
+            connect_timeout: l.connect_timeout,
+            idle_timeout: l.idle_timeout,
+        })
+        .collect()
+}

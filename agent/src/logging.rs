@@ -1,0 +1,82 @@
+//! Logs through `tracing` to stderr (journald picks them up); stdout belongs to the `stdout`
+//! destination. The level can be changed at run time (MI `log_level`) through [`LogHandle`].
+
+use tracing_subscriber::{EnvFilter, prelude::*, reload};
+
+/// Changes the log filter of the running process.
+#[derive(Clone)]
+pub struct LogHandle {
+    /// The reload handle of the installed filter layer; `None` when another subscriber was
+    /// already installed (tests that run several agents in one process).
+    inner: Option<reload::Handle<EnvFilter, tracing_subscriber::Registry>>,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle")
+            .field("installed", &self.inner.is_some())
+            .finish()
+    }
+}
+
+/// A level or directive string that `EnvFilter` refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log level '{level}': {reason}")]
+pub struct BadLevel {
+    /// What was asked for.
+    level: String,
+    /// Why it was refused.
+    reason: String,
+}
+
+fn filter(level: &str) -> Result<EnvFilter, BadLevel> {
+    EnvFilter::builder().parse(level).map_err(|e| BadLevel {
+        level: level.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Installs the global subscriber at `level` (`RUST_LOG`, when set, wins: it is the developer's
+/// override). Falls back to `info` on a bad level, saying so.
+pub fn init(level: &str) -> LogHandle {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    let (f, bad) = match filter(&wanted) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e)),
+    };
+    let (layer, handle) = reload::Layer::new(f);
+    let installed = tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .try_init()
+        .is_ok();
+    if let Some(e) = bad {
+        tracing::warn!("{e}; using info");
+    }
+    LogHandle {
+        inner: installed.then_some(handle),
+    }
+}
+
+impl LogHandle {
+    /// A handle that changes nothing (for agents started inside tests).
+    pub fn detached() -> Self {
+        Self { inner: None }
+    }
+
+    /// Sets a new level or directive string.
+    pub fn set(&self, level: &str) -> Result<(), BadLevel> {
+        let f = filter(level)?;
+        if let Some(h) = &self.inner {
+            h.reload(f).map_err(|e| BadLevel {
+                level: level.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}

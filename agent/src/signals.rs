@@ -1,0 +1,60 @@
+//! Process signals, each with one meaning: TERM drains, INT stops at once, HUP reloads.
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// What a signal asks of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: stop accepting, let relayed connections finish within the grace period, flush.
+    Terminate,
+    /// SIGINT: stop now.
+    Interrupt,
+    /// SIGHUP: re-read the config and swap what can be swapped.
+    Reload,
+}
+
+/// A stream of the signals heptap acts on.
+#[derive(Debug)]
+pub struct Signals {
+    /// SIGTERM.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT.
+    int: tokio::signal::unix::Signal,
+    /// SIGHUP.
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers. From here on these signals no longer kill the process.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal.
+    pub async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Interrupt,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM (for tools that just stop, such as hep-dump).
+pub async fn terminated() {
+    match Signals::install() {
+        Ok(mut s) => loop {
+            if s.recv().await != Signal::Reload {
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot install signal handlers; waiting for Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
