@@ -17,6 +17,7 @@ use hyper::body::{Bytes, Incoming};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
 use crate::jsonrpc::{self, Id, RpcError};
@@ -29,6 +30,8 @@ const MAX_CONNECTIONS: usize = 64;
 pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let listen_addr = listener.local_addr().ok();
+    // Connections finish their in-flight requests before serve() returns.
+    let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -53,7 +56,7 @@ pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener, shutdown: Canc
         let origin = Origin::http(client, server);
         let core = Arc::clone(&core);
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _permit = permit;
             let service = tower::service_fn(move |req: http::Request<Incoming>| {
                 let core = Arc::clone(&core);
@@ -70,6 +73,8 @@ pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener, shutdown: Canc
             }
         });
     }
+    tracker.close();
+    tracker.wait().await;
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {

@@ -17,6 +17,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
 use crate::jsonrpc::{self, Id, RpcError};
@@ -110,6 +111,8 @@ impl FifoServer {
             settings.fifo_check_interval,
         );
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        // In-flight answers finish (each bounded by reply_timeout) before run() returns.
+        let tracker = TaskTracker::new();
         let mut parser = FrameParser::new(max);
         let mut buf = vec![0u8; 16 * 1024];
         let mut last_data = Instant::now();
@@ -129,7 +132,7 @@ impl FifoServer {
                         last_data = Instant::now();
                         parser.push(&buf[..n]);
                         while let Some(frame) = parser.next_frame() {
-                            self.spawn(frame, &permits, &shutdown).await;
+                            self.spawn(frame, &permits, &tracker, &shutdown).await;
                         }
                     }
                     Err(e) => {
@@ -140,7 +143,7 @@ impl FifoServer {
                 },
                 _ = tokio::time::sleep_until(idle_deadline), if partial => {
                     if let Some(frame) = parser.flush_partial() {
-                        self.spawn(frame, &permits, &shutdown).await;
+                        self.spawn(frame, &permits, &tracker, &shutdown).await;
                     }
                     last_data = Instant::now();
                 }
@@ -151,6 +154,8 @@ impl FifoServer {
         if still_ours(&self.path, &self.created) {
             let _ = std::fs::remove_file(&self.path);
         }
+        tracker.close();
+        tracker.wait().await;
     }
 
     fn check(&mut self, parser: &mut FrameParser) {
@@ -173,14 +178,20 @@ impl FifoServer {
         }
     }
 
-    async fn spawn(&self, frame: Frame, permits: &Arc<Semaphore>, shutdown: &CancellationToken) {
+    async fn spawn(
+        &self,
+        frame: Frame,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
         let permit = tokio::select! {
             p = Arc::clone(permits).acquire_owned() => p,
             _ = shutdown.cancelled() => return,
         };
         let Ok(permit) = permit else { return };
         let core = Arc::clone(&self.core);
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _permit = permit;
             answer(&core, frame).await;
         });
