@@ -35,8 +35,8 @@ pub enum EncodeError {
 }
 
 /// Per-destination encoding settings (OpenSIPS `hep_id` version, `homer5_on`/`homer5_delim`,
-/// `hep_capture_id`, plus heptap's `auth_key` and `node_name`).
-#[derive(Clone, Debug)]
+/// `hep_capture_id`, plus heptap's `auth_key` and `node_name`). `Debug` hides the auth key.
+#[derive(Clone)]
 pub struct Encoder {
     /// Wire format of the destination.
     pub version: Version,
@@ -48,6 +48,18 @@ pub struct Encoder {
     pub auth_key: Option<Vec<u8>>,
     /// Chunk 0x0013, HEPv3 only.
     pub node_name: Option<String>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("version", &self.version)
+            .field("mode", &self.mode)
+            .field("capture_id", &self.capture_id)
+            .field("auth_key", &self.auth_key.as_ref().map(|_| "<redacted>"))
+            .field("node_name", &self.node_name)
+            .finish()
+    }
 }
 
 impl Default for Encoder {

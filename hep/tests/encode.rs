@@ -250,3 +250,14 @@ fn encode_appends_so_packets_can_be_batched_and_framed_apart() {
     assert_eq!(decode(&b).unwrap().payload.as_deref(), Some(&b"two"[..]));
     assert_eq!(framer.next_frame(), Ok(None));
 }
+
+#[test]
+fn debug_output_never_shows_the_auth_key() {
+    let enc = Encoder {
+        auth_key: Some(b"hunter2".to_vec()),
+        ..Encoder::default()
+    };
+    let text = format!("{enc:?}");
+    assert!(text.contains("auth_key: Some(\"<redacted>\")"), "{text}");
+    assert!(!text.contains("104, 117"), "{text}");
+}
