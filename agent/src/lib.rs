@@ -12,4 +12,5 @@
 #![forbid(unsafe_code)]
 
 pub mod sender;
+pub mod sip;
 pub mod stats;

@@ -1,0 +1,24 @@
+//! SIP as the tracer sees it: where each message starts and ends on a stream, and the few header
+//! values a HEP packet and a method filter need.
+//!
+//! Pure byte handling: no I/O, no async, no allocation beyond one copy per traced message. The
+//! relay forwards every byte whatever happens here; this module only decides what is traced.
+//!
+//! - [`SipFramer`]: one direction of a TCP/TLS connection cut into messages by RFC 3261 §18.3
+//!   (headers to the empty line, then Content-Length bytes), skipping CRLF keep-alives,
+//!   resynchronising after garbage and giving up on streams that are not SIP, within [`Limits`].
+//! - [`parse_head`]: request method or response code, Call-ID (HEP chunk 0x0011), CSeq method,
+//!   Content-Length, from a whole message.
+//! - On WS/WSS one data frame is one message: call [`parse_head`] on it directly (after
+//!   [`is_keepalive`] to skip CRLF-only frames); no framer is involved.
+//!
+//! The rules, limits and counters are described in docs/sip-framing.md.
+
+mod framer;
+mod head;
+
+pub use framer::{Framed, FramerCounters, Limits, SipFramer};
+pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head};
+
+#[cfg(test)]
+mod framer_tests;
