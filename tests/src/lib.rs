@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod collector;
 mod heptap_bin;
 pub mod interop;
 pub mod kamailio;

@@ -121,7 +121,8 @@ impl BoundListener {
         let spec = self.spec;
         let stats = ListenerStats::new(&ctx.stats, &spec.name);
         let permits = Arc::new(Semaphore::new(spec.max_connections.max(1)));
-        tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %spec.listen, upstream = %spec.upstream, "Listening");
+        let bound = self.listener.local_addr().unwrap_or(spec.listen);
+        tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %bound, upstream = %spec.upstream, "Listening");
         loop {
             let permit = tokio::select! {
                 _ = stop.cancelled() => break,

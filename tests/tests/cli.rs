@@ -1,0 +1,313 @@
+//! The `heptap` binary as a user runs it: `--version`, `check-config`, `hep-dump`, and `serve`
+//! on a config whose events go to the `stdout` destination.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use heptap_hep::{Encoder, PayloadMode, TraceMessage, Version, proto_type};
+use heptap_tests::heptap_bin;
+use heptap_tests::interop::HepDump;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn sip_message(n: u32) -> TraceMessage {
+    TraceMessage::new(
+        proto_type::SIP,
+        17,
+        "10.0.0.1:5060".parse().unwrap(),
+        "10.0.0.2:5070".parse().unwrap(),
+        1_700_000_000 + n,
+        n,
+    )
+    .correlation(format!("call-{n}"))
+    .payload(format!("INVITE sip:{n}@x SIP/2.0\r\nCall-ID: call-{n}\r\n\r\n").into_bytes())
+}
+
+fn encode(version: Version, msg: &TraceMessage) -> Vec<u8> {
+    let mut e = Encoder::new(version);
+    e.mode = PayloadMode::Json { pretty: false };
+    e.capture_id = 77;
+    let mut out = Vec::new();
+    e.encode(msg, &mut out).unwrap();
+    out
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Command::new(heptap_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("heptap {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_accepts_the_builtin_default_and_the_packaged_example() {
+    let out = Command::new(heptap_bin())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/heptap.toml");
+    let out = Command::new(heptap_bin())
+        .args(["check-config", "-c", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_lists_every_error_with_its_key_and_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[hep.ids]\nhomer = \"[homer] 10.0.0.5:9060; transport=sctp\"\n\n\
+         [net.tcp]\nbogus = 1\n\n[[listener]]\nproto = \"sctp\"\n",
+    )
+    .unwrap();
+    let out = Command::new(heptap_bin())
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hep.ids.homer"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("sctp"), "{err}");
+    assert!(err.contains("net.tcp"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("listener[0].proto"), "{err}");
+}
+
+#[test]
+fn a_route_that_does_not_compile_is_refused_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.cfg");
+    std::fs::write(
+        &routes,
+        "route[net_filter] {\n    if ($foo == 1) drop;\n}\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[routes]\nfiles = [\"{}\"]\n\n[net.tcp]\ntrace_on = true\ntrace_destination = \"stdout\"\ntrace_filter_route = \"net_filter\"\n",
+            routes.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(heptap_bin())
+        .args(["check-config", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes.cfg:2:"), "{err}");
+    assert!(err.contains("$foo"), "{err}");
+}
+
+#[test]
+fn hep_dump_prints_v1_v2_and_v3_from_udp_and_coalesced_frames_from_tcp() {
+    let mut dump = HepDump::start(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = dump.udp.unwrap();
+    for (i, v) in [Version::V1, Version::V2, Version::V3]
+        .into_iter()
+        .enumerate()
+    {
+        udp.send_to(&encode(v, &sip_message(i as u32)), to).unwrap();
+        let line = json(&dump.next_json(WAIT));
+        assert_eq!(line["version"], i + 1, "{line}");
+        assert_eq!(line["src_ip"], "10.0.0.1");
+        assert_eq!(line["src_port"], 5060);
+        assert_eq!(line["dst_port"], 5070);
+        if v != Version::V1 {
+            // HEPv1 has no time header.
+            assert_eq!(line["ts_sec"], 1_700_000_000 + i as u64);
+        }
+        assert!(
+            line["payload"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("INVITE sip:{i}@x")),
+            "{line}"
+        );
+    }
+    // Three frames in one write, then a fourth split in two writes.
+    let mut tcp = TcpStream::connect(dump.tcp.unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for n in 10..13 {
+        bytes.extend(encode(Version::V3, &sip_message(n)));
+    }
+    tcp.write_all(&bytes).unwrap();
+    let last = encode(Version::V3, &sip_message(13));
+    tcp.write_all(&last[..7]).unwrap();
+    tcp.flush().unwrap();
+    for n in 10..13 {
+        let line = json(&dump.next_json(WAIT));
+        assert_eq!(line["correlation_id"], format!("call-{n}"));
+        assert_eq!(line["capture_id"], 77);
+        assert_eq!(line["proto_type"], 1);
+    }
+    tcp.write_all(&last[7..]).unwrap();
+    let line = json(&dump.next_json(WAIT));
+    assert_eq!(line["correlation_id"], "call-13");
+}
+
+#[test]
+fn hep_dump_reports_a_bad_packet_with_peer_and_reason_and_goes_on() {
+    let mut dump = HepDump::start(&["udp:127.0.0.1:0"]);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = udp.local_addr().unwrap();
+    let to = dump.udp.unwrap();
+    udp.send_to(b"HEP3\x00\x40garbage", to).unwrap();
+    udp.send_to(&encode(Version::V3, &sip_message(1)), to)
+        .unwrap();
+    let line = json(&dump.next_json(WAIT));
+    assert_eq!(line["correlation_id"], "call-1");
+    let err = dump.stderr();
+    assert!(err.contains(&format!("bad packet from udp:{me}")), "{err}");
+    assert!(err.contains("offset"), "the reason names the offset: {err}");
+}
+
+#[test]
+fn hep_dump_exits_0_on_sigterm() {
+    let mut child = Command::new(heptap_bin())
+        .args(["hep-dump", "--listen", "udp:127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.starts_with("listening on udp:127.0.0.1:"), "{first}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(WAIT)
+        .expect("exits within the timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A free port on 127.0.0.1 (bound, then released; the binary binds it right after).
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{up}\"\n\n\
+             [net.tcp]\ntrace_on = true\ntrace_destination = \"stdout\"\n\n\
+             [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+            dir.path().join("fifo").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(heptap_bin())
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(l);
+        }
+    });
+    let (log_tx, logs) = mpsc::channel::<String>();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for l in err.lines().map_while(Result::ok) {
+            let _ = log_tx.send(l);
+        }
+    });
+    loop {
+        let l = logs.recv_timeout(WAIT).expect("heptap reports it is ready");
+        if l.contains("heptap is ready") {
+            break;
+        }
+    }
+    let client = TcpStream::connect(listen).unwrap();
+    let me = client.local_addr().unwrap();
+    let (_accepted_upstream, _) = upstream.accept().unwrap();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let l = lines.recv_timeout(WAIT).expect("an event line on stdout");
+        events.push(json(&l));
+    }
+    assert_eq!(events[0]["proto_type"], 89);
+    assert_eq!(events[0]["src_port"], me.port());
+    assert_eq!(events[0]["payload_json"]["Event"], "ACCEPTED");
+    assert_eq!(events[1]["payload_json"]["Event"], "CONNECT_START");
+    assert_eq!(events[2]["payload_json"]["Event"], "CONNECTED");
+    assert_eq!(events[2]["src_port"], up.port());
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(client);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(WAIT)
+        .expect("exits within the timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
