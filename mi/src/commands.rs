@@ -333,6 +333,9 @@ pub enum BwlistError {
     /// Nothing after the `:`.
     #[error("trace_bwlist {0:?}: no command in list!")]
     Empty(String),
+    /// An empty name between commas (`"w: ps,,which"`).
+    #[error("trace_bwlist {0:?}: empty command name")]
+    EmptyName(String),
     /// A name that is not an MI command.
     #[error("trace_bwlist: can't find mi command {0:?}")]
     UnknownCommand(String),
@@ -351,13 +354,12 @@ impl Bwlist {
             _ => return Err(BwlistError::BadKind(text.to_owned())),
         };
         // 4.x canonical names contain ':' themselves, so only the first ':' separates.
-        let names: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
-        if names.is_empty() {
+        if list.trim().is_empty() {
             return Err(BwlistError::Empty(text.to_owned()));
+        }
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        if names.iter().any(|n| n.is_empty()) {
+            return Err(BwlistError::EmptyName(text.to_owned()));
         }
         let mut cmds = HashSet::new();
         let mut others = HashSet::new();

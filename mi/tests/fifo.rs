@@ -453,3 +453,28 @@ async fn a_fifo_client_fails_fast_without_a_server() {
     .unwrap_err();
     assert!(err.to_string().contains("nobody is reading"), "{err}");
 }
+
+#[tokio::test]
+async fn the_fifo_gets_fifo_user_and_fifo_group() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: chown to another user cannot be tested here");
+        return;
+    }
+    let h = Harness::start_with(TestControl::default(), |s| {
+        s.fifo_user = Some("65534".into());
+        s.fifo_group = Some("root".into());
+    })
+    .await;
+    let meta = std::fs::metadata(&h.fifo).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 0));
+}
+
+#[tokio::test]
+async fn unknown_fifo_user_is_refused_at_build_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings_in(dir.path());
+    settings.fifo_user = Some("no-such-user-heptap".into());
+    let err =
+        heptap_mi::Mi::new(settings, std::sync::Arc::new(TestControl::default())).unwrap_err();
+    assert!(matches!(err, MiError::UnknownUser(_)), "{err}");
+}
