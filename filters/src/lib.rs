@@ -11,6 +11,25 @@
 //! It does not own configuration parsing (heptap-config hands over texts, groups and list
 //! names), when routes run (the taps), or what a verdict triggers (the tracer).
 //!
+//! ```
+//! use heptap_filters::{AddressGroups, ConnInfo, Proto, Routes, Source, Verdict};
+//!
+//! let text = r#"
+//! route[net_filter] {
+//!     if ($si == "10.10.10.10")
+//!         drop;
+//! }
+//! "#;
+//! let routes = Routes::compile(&[Source::new("inline", text)], &AddressGroups::default())?;
+//! let conn = ConnInfo {
+//!     remote: "10.10.10.10:40000".parse()?,
+//!     local: "10.0.0.1:5060".parse()?,
+//!     proto: Proto::Tcp,
+//! };
+//! assert_eq!(routes.get("net_filter").map(|route| route.eval(&conn)), Some(Verdict::Drop));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Modules: `lexer` (text to tokens), `parser` (tokens to syntax tree), `compile` (syntax tree
 //! to typed program), `program` (typed program and evaluator), `routes` (the public
 //! [`Routes`]/[`Route`] API), `groups`, `lists`, `conn` (the connection view and verdict),

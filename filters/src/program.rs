@@ -245,7 +245,7 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    pub(crate) fn read(conn: &impl Inspect) -> Facts {
+    pub(crate) fn read(conn: &(impl Inspect + ?Sized)) -> Facts {
         let remote = conn.remote();
         let local = conn.local();
         Facts {

@@ -184,7 +184,7 @@ impl Route {
     /// [`Verdict::Trace`] for any other end (`exit`, `return`, falling off the end).
     ///
     /// Reads `conn` once and does not allocate (an `xlog` statement formats its line).
-    pub fn eval(&self, conn: &impl Inspect) -> Verdict {
+    pub fn eval(&self, conn: &(impl Inspect + ?Sized)) -> Verdict {
         let facts = Facts::read(conn);
         match self.program.run(self.index, &facts) {
             Flow::Drop => Verdict::Drop,

@@ -571,11 +571,13 @@ fn routes_keep_the_groups_they_were_compiled_with() {
 }
 
 #[test]
-fn eval_accepts_references_to_inspect_implementations() {
+fn eval_accepts_references_and_trait_objects() {
     let route = route("route[f] { if ($sp == 1) drop; }");
     let conn = tcp_from("192.0.2.1:1");
     let by_ref: &ConnInfo = &conn;
     assert_eq!(route.eval(&by_ref), Drop);
+    let as_trait_object: &dyn heptap_filters::Inspect = &conn;
+    assert_eq!(route.eval(as_trait_object), Drop);
 }
 
 /// Runs `f` with a subscriber that writes plain log lines into a buffer.
