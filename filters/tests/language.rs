@@ -605,3 +605,36 @@ fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     (result, logs)
 }
+
+#[test]
+fn the_deepest_program_allowed_evaluates_on_a_small_stack() {
+    // 16 chained routes, each nested as deep as the parser allows, the innermost condition
+    // a tower of `!`: the limits bound evaluation's stack use.
+    let depth = heptap_filters::MAX_ROUTE_DEPTH;
+    let mut text = String::new();
+    for n in 0..depth {
+        let call = if n + 1 < depth {
+            format!("route(r{});", n + 1)
+        } else {
+            "drop;".to_owned()
+        };
+        let blocks = 20;
+        let nots = heptap_filters::MAX_NESTING - blocks - 2;
+        text.push_str(&format!(
+            "route[r{n}] {{ {} if ({}(1)) {{ {call} }} {} }}\n",
+            "if (1) {".repeat(blocks),
+            "!!".repeat(nots / 2),
+            "}".repeat(blocks)
+        ));
+    }
+    let routes = Routes::compile(&[Source::new("deep.cfg", &text)], &groups())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let r0 = routes.get("r0").unwrap().clone();
+    let verdict = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || r0.eval(&tcp_from("192.0.2.1:1")))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(verdict, Drop);
+}
