@@ -9,12 +9,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use heptap_config::{Config, Destination, Proto};
-use heptap_filters::{AddressGroups, Routes};
+use std::sync::Arc;
+
+use heptap_filters::{AddressGroups, ListKind, NameList, Routes};
 use heptap_hep::{Encoder, PayloadMode, Version};
 
 use crate::sender::{self, DestinationSpec, Limits, Sender, SenderTask, Target, TlsSettings};
 use crate::stats::Stats;
 use crate::tap::ListenerSpec;
+use crate::tap::sip::SipSettings;
 use crate::tracer::{NetProto, NetTrace, Pipeline, Switch, TraceId};
 
 /// Something in the config that cannot be built; every problem is listed.
@@ -215,6 +218,17 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
     if let Err(e) = compile_routes(config) {
         errors.extend(e.0);
     }
+    for (i, l) in config.listener.iter().enumerate() {
+        if let Some(b) = &l.sip_methods {
+            let kind = match b.kind {
+                heptap_config::BwlistKind::White => ListKind::White,
+                heptap_config::BwlistKind::Black => ListKind::Black,
+            };
+            if let Err(e) = NameList::sip_methods(kind, b.names.clone()) {
+                errors.push(format!("listener[{i}].sip_methods: {e}"));
+            }
+        }
+    }
     for spec in destination_specs(config) {
         if let Err(e) = sender::check(&spec) {
             errors.push(format!("hep.ids.{}: {e}", spec.name));
@@ -328,6 +342,22 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
             max_connections: l.max_connections,
             connect_timeout: l.connect_timeout,
             idle_timeout: l.idle_timeout,
+            sip: l.sip_trace_id.as_ref().map(|tid| {
+                Arc::new(SipSettings {
+                    trace_id: tid.clone(),
+                    methods: l.sip_methods.as_ref().and_then(|b| {
+                        NameList::sip_methods(
+                            match b.kind {
+                                heptap_config::BwlistKind::White => ListKind::White,
+                                heptap_config::BwlistKind::Black => ListKind::Black,
+                            },
+                            b.names.clone(),
+                        )
+                        .ok()
+                    }),
+                    json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
+                })
+            }),
         })
         .collect()
 }

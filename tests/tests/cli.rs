@@ -1,6 +1,8 @@
 //! The `heptap` binary as a user runs it: `--version`, `check-config`, `hep-dump`, and `serve`
 //! on a config whose events go to the `stdout` destination.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};

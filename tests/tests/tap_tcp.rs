@@ -2,6 +2,8 @@
 //! HEP collector on 127.0.0.1, checking the relayed bytes and the traced connection events
 //! (spec/opensips-tracing.md §2.2, §3.3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::net::SocketAddr;
 
 use heptap::agent::{Running, Stop, start};

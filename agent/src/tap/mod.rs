@@ -8,6 +8,7 @@
 
 pub mod leg;
 pub mod relay;
+pub mod sip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct ListenerSpec {
     pub connect_timeout: Duration,
     /// Close a connection after this long without a byte either way.
     pub idle_timeout: Option<Duration>,
+    /// SIP tracing (`sip_trace_id`); `None` when the listener names no trace id.
+    pub sip: Option<Arc<sip::SipSettings>>,
 }
 
 /// What every connection task shares.
@@ -67,6 +70,8 @@ pub struct ListenerStats {
     pub bytes_out: Counter,
     /// `accept()` errors (EMFILE...).
     pub accept_errors: Counter,
+    /// SIP framing and tracing.
+    pub sip: sip::SipStats,
 }
 
 impl ListenerStats {
@@ -79,6 +84,7 @@ impl ListenerStats {
             bytes_in: stats.counter(&g, "bytes_in"),
             bytes_out: stats.counter(&g, "bytes_out"),
             accept_errors: stats.counter(&g, "accept_errors"),
+            sip: sip::SipStats::new(stats, &g),
         }
     }
 }

@@ -14,7 +14,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::leg::{Leg, event, message, status};
+use super::sip::{Direction, NoObserver, Observe, SipConn, SipObserver};
 use super::{ListenerSpec, ListenerStats, TapContext};
+use crate::clock::now_micros;
 use crate::stats::Counter;
 
 /// Bytes read at once per direction.
@@ -34,7 +36,15 @@ pub enum End {
 }
 
 /// Copies `r` to `w` until EOF or an error, counting bytes; passes EOF on with `shutdown`.
-pub async fn pump<R, W>(mut r: R, mut w: W, bytes: &Counter, idle: Option<Duration>) -> End
+/// Each chunk is written on first and shown to `obs` after, so tracing adds nothing to the
+/// relay's latency; its timestamp is still the time it was read.
+pub async fn pump<R, W>(
+    mut r: R,
+    mut w: W,
+    bytes: &Counter,
+    idle: Option<Duration>,
+    obs: &mut impl Observe,
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -60,10 +70,12 @@ where
             Ok(n) => n,
             Err(e) => return End::ReadError(e),
         };
+        let read_at = if obs.wants_time() { now_micros() } else { 0 };
         if let Err(e) = w.write_all(&buf[..n]).await {
             return End::WriteError(e);
         }
         bytes.add(n as u64);
+        obs.observe(&buf[..n], read_at);
     }
 }
 
@@ -209,9 +221,47 @@ pub async fn tcp(
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let (mut c_end, mut u_end): (Option<End>, Option<End>) = (None, None);
+    let sip = spec.sip.as_ref().map(|settings| {
+        SipConn::new(
+            settings.clone(),
+            stats.sip.clone(),
+            spec.proto,
+            peer,
+            local,
+            client_leg.id.clone(),
+        )
+    });
     {
-        let c2u = pump(&mut cr, &mut uw, &stats.bytes_in, spec.idle_timeout);
-        let u2c = pump(&mut ur, &mut cw, &stats.bytes_out, spec.idle_timeout);
+        // Two observers per connection at most; both borrow the connection's SIP state.
+        let (mut c_obs, mut u_obs) = match &sip {
+            Some(conn) => (
+                Either::Sip(SipObserver::new(
+                    conn,
+                    &ctx.tracer,
+                    Direction::ClientToUpstream,
+                )),
+                Either::Sip(SipObserver::new(
+                    conn,
+                    &ctx.tracer,
+                    Direction::UpstreamToClient,
+                )),
+            ),
+            None => (Either::None(NoObserver), Either::None(NoObserver)),
+        };
+        let c2u = pump(
+            &mut cr,
+            &mut uw,
+            &stats.bytes_in,
+            spec.idle_timeout,
+            &mut c_obs,
+        );
+        let u2c = pump(
+            &mut ur,
+            &mut cw,
+            &stats.bytes_out,
+            spec.idle_timeout,
+            &mut u_obs,
+        );
         tokio::pin!(c2u, u2c);
         // Run both directions; after a clean EOF one way keep the other going (half-close),
         // after an error stop both.
@@ -268,4 +318,27 @@ fn close_reasons(c: &Option<End>, u: &Option<End>) -> (String, String) {
         client.unwrap_or_else(|| "Closed by heptap: the upstream leg ended".to_owned()),
         up.unwrap_or_else(|| "Closed by heptap: the client leg ended".to_owned()),
     )
+}
+
+/// A SIP observer or none, without boxing.
+enum Either<'a> {
+    /// Frames and traces SIP.
+    Sip(SipObserver<'a>),
+    /// Looks at nothing.
+    None(NoObserver),
+}
+
+impl Observe for Either<'_> {
+    fn observe(&mut self, data: &[u8], read_at: u64) {
+        match self {
+            Either::Sip(o) => o.observe(data, read_at),
+            Either::None(o) => o.observe(data, read_at),
+        }
+    }
+    fn wants_time(&self) -> bool {
+        match self {
+            Either::Sip(o) => o.wants_time(),
+            Either::None(o) => o.wants_time(),
+        }
+    }
 }

@@ -1,0 +1,277 @@
+//! SIP tracing on relayed connections (spec/opensips-tracing.md §5.3, spec/hep.md §4).
+//!
+//! Per connection, one [`SipConn`] knows where the connection's SIP packets go (the listener's
+//! `sip_trace_id`) and how they look (addresses as the client sees them, ip-proto by the
+//! listener's protocol, Call-ID in chunk 0x0011, `{"net": <connection id>}` as extra
+//! correlation). On TCP and TLS each direction has a [`SipFramer`] behind a [`SipObserver`]; on
+//! WS and WSS each data frame is handed to [`SipConn::message`] directly.
+//!
+//! The switches are read per message (global `trace_on`, then the trace id's), so `sip_trace
+//! tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
+//! only looks at them after they were read, and `offer`s to queues that never block.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use heptap_filters::NameList;
+use heptap_hep::{TraceMessage, proto_type};
+
+use crate::clock::split;
+use crate::sip::{Framed, FramerCounters, Limits, SipFramer, is_keepalive, parse_head};
+use crate::stats::Counter;
+use crate::tracer::{NetProto, Tracer};
+
+/// Which way a message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client to the proxy.
+    ClientToUpstream,
+    /// From the proxy to the client.
+    UpstreamToClient,
+}
+
+/// How a listener traces SIP (from `[[listener]]` and `[tracer]`).
+#[derive(Clone, Debug)]
+pub struct SipSettings {
+    /// The trace id whose switch and destinations apply.
+    pub trace_id: String,
+    /// `sip_methods`: which methods are traced (responses by their CSeq method).
+    pub methods: Option<NameList>,
+    /// `sip_payload = "json"`: OpenSIPS's `{"payload": "..."}` form instead of the raw message.
+    pub json_payload: bool,
+}
+
+/// Per-listener SIP counters (`listener_<name>:sip_…`).
+#[derive(Clone, Debug)]
+pub struct SipStats {
+    /// Messages framed (traced or not).
+    pub messages: Counter,
+    /// Messages handed to the trace id's destinations.
+    pub traced: Counter,
+    /// Messages skipped by `sip_methods`.
+    pub filtered: Counter,
+    /// Stream parts that were not SIP; the framer resynchronised.
+    pub malformed: Counter,
+    /// Messages too large for one HEP frame: counted, not traced, never truncated.
+    pub oversize: Counter,
+    /// Connections on which the framer stopped tracing SIP (the bytes are still relayed).
+    pub gave_up: Counter,
+    /// CRLF keep-alives skipped.
+    pub keepalives: Counter,
+}
+
+impl SipStats {
+    /// Registers the counters of listener `group`.
+    pub fn new(stats: &crate::stats::Stats, group: &str) -> Self {
+        Self {
+            messages: stats.counter(group, "sip_messages"),
+            traced: stats.counter(group, "sip_traced"),
+            filtered: stats.counter(group, "sip_filtered"),
+            malformed: stats.counter(group, "sip_malformed"),
+            oversize: stats.counter(group, "sip_oversize"),
+            gave_up: stats.counter(group, "sip_gave_up"),
+            keepalives: stats.counter(group, "sip_keepalives"),
+        }
+    }
+
+    fn add(&self, c: FramerCounters) {
+        self.messages.add(c.messages);
+        self.malformed.add(c.malformed);
+        self.oversize.add(c.oversize);
+        self.gave_up.add(c.gave_up);
+        self.keepalives.add(c.keepalives);
+    }
+}
+
+/// Bytes a HEP3 SIP packet needs besides the message and the Call-ID: the IPv6 fixed part, the
+/// payload chunk header, the correlation chunk header, a JSON extra correlation with a 20-digit
+/// id, and room for auth key / node name. A message that does not fit is counted as oversize.
+const HEP_OVERHEAD: usize = 117 + 6 + 6 + 40 + 256;
+
+/// One connection's SIP tracing state, shared by both directions.
+#[derive(Debug)]
+pub struct SipConn {
+    /// The listener's settings.
+    settings: Arc<SipSettings>,
+    /// The counters.
+    stats: SipStats,
+    /// The client's address.
+    client: SocketAddr,
+    /// Our listening address as the client sees it (the proxy, in Homer's call flow).
+    listen: SocketAddr,
+    /// TCP 6, TLS 22, WS/WSS 50.
+    ip_proto: u8,
+    /// The client leg's connection id, the `net` extra correlation.
+    conn_id: Arc<str>,
+    /// The last timestamp handed out (µs), shared by both directions so the whole connection's
+    /// packets are strictly ordered.
+    last: AtomicU64,
+}
+
+impl SipConn {
+    /// The state of one connection.
+    pub fn new(
+        settings: Arc<SipSettings>,
+        stats: SipStats,
+        proto: NetProto,
+        client: SocketAddr,
+        listen: SocketAddr,
+        conn_id: Arc<str>,
+    ) -> Self {
+        Self {
+            settings,
+            stats,
+            client,
+            listen,
+            ip_proto: proto.ip_proto(),
+            conn_id,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SipStats {
+        &self.stats
+    }
+
+    /// A timestamp for bytes read at `micros`, strictly after every earlier one of this
+    /// connection.
+    fn stamp(&self, micros: u64) -> (u32, u32) {
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let t = micros.max(prev.saturating_add(1));
+            match self
+                .last
+                .compare_exchange_weak(prev, t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return split(t),
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    /// Traces one whole SIP message read at `read_at` (µs), if the switches say so.
+    pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
+        let pipeline = tracer.load();
+        if !pipeline.sip_on.is_on() {
+            return;
+        }
+        let Some(tid) = pipeline.trace_ids.get(&self.settings.trace_id) else {
+            return;
+        };
+        if !tid.on.is_on() || tid.destinations.is_empty() {
+            return;
+        }
+        let head = parse_head(&msg).ok();
+        if let Some(list) = &self.settings.methods {
+            let allowed = head
+                .as_ref()
+                .and_then(|h| h.method())
+                .is_none_or(|m| list.allows(m));
+            if !allowed {
+                self.stats.filtered.inc();
+                return;
+            }
+        }
+        let call_id = head.as_ref().and_then(|h| h.call_id);
+        if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
+            self.stats.oversize.inc();
+            return;
+        }
+        let (sec, usec) = self.stamp(read_at);
+        let (src, dst) = match dir {
+            Direction::ClientToUpstream => (self.client, self.listen),
+            Direction::UpstreamToClient => (self.listen, self.client),
+        };
+        let mut m = TraceMessage::new(proto_type::SIP, self.ip_proto, src, dst, sec, usec);
+        m.correlation_id = call_id.map(|c| Cow::Owned(c.to_owned()));
+        m.extra_correlation
+            .push(("net".into(), Cow::Owned(self.conn_id.to_string())));
+        if self.settings.json_payload {
+            m.parts.push((
+                "payload".into(),
+                Cow::Owned(String::from_utf8_lossy(&msg).into_owned()),
+            ));
+        } else {
+            m.payload = Some(msg);
+        }
+        tid.offer(&Arc::new(m));
+        self.stats.traced.inc();
+    }
+
+    /// A WS/WSS data frame: one message, unless it is a CRLF keep-alive.
+    pub fn frame(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
+        if is_keepalive(&msg) {
+            self.stats.keepalives.inc();
+            return;
+        }
+        self.stats.messages.inc();
+        self.message(tracer, dir, msg, read_at);
+    }
+}
+
+/// What the relay's pump calls with every chunk of bytes it read, before writing it on.
+pub trait Observe {
+    /// Bytes read at `read_at` (µs since the epoch).
+    fn observe(&mut self, data: &[u8], read_at: u64);
+    /// Whether `observe` wants the read time (so the pump reads the clock only when needed).
+    fn wants_time(&self) -> bool;
+}
+
+/// Observes nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observe for NoObserver {
+    fn observe(&mut self, _: &[u8], _: u64) {}
+    fn wants_time(&self) -> bool {
+        false
+    }
+}
+
+/// One direction of a TCP/TLS connection: frames SIP and traces each message.
+#[derive(Debug)]
+pub struct SipObserver<'a> {
+    /// The connection.
+    conn: &'a SipConn,
+    /// Decides what is traced.
+    tracer: &'a Tracer,
+    /// Which way these bytes go.
+    dir: Direction,
+    /// This direction's framing state.
+    framer: SipFramer,
+}
+
+impl<'a> SipObserver<'a> {
+    /// The observer of one direction.
+    pub fn new(conn: &'a SipConn, tracer: &'a Tracer, dir: Direction) -> Self {
+        Self {
+            conn,
+            tracer,
+            dir,
+            framer: SipFramer::new(Limits::default()),
+        }
+    }
+}
+
+impl Observe for SipObserver<'_> {
+    fn observe(&mut self, data: &[u8], read_at: u64) {
+        if self.framer.is_stopped() {
+            return;
+        }
+        let (conn, tracer, dir) = (self.conn, self.tracer, self.dir);
+        self.framer.push_framed(data, |framed| {
+            if let Framed::Message(msg) = framed {
+                conn.message(tracer, dir, msg, read_at);
+            }
+        });
+        conn.stats.add(self.framer.take_counters());
+    }
+
+    fn wants_time(&self) -> bool {
+        !self.framer.is_stopped()
+    }
+}

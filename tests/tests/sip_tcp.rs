@@ -1,0 +1,240 @@
+//! SIP tracing on a relayed TCP connection: a whole dialog, both payload modes, the trace id
+//! switch, split/coalesced messages, keep-alives and malformed streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::net::SocketAddr;
+
+use heptap::agent::{Running, Stop, start};
+use heptap::logging::LogHandle;
+use heptap_config::Config;
+use heptap_hep::Packet;
+use heptap_tests::collector::{UdpCollector, WAIT, correlation, event_of};
+use heptap_tests::sip::{
+    CALL_ID, SipUpstream, client_messages, options, read_message, upstream_messages,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[hep.ids]
+col = "[col] {collector}; transport=udp"
+
+[tracer]
+trace_id = ["[tid]uri=hep:col"]
+{extra}
+
+[[listener]]
+proto = "tcp"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+sip_trace_id = "tid"
+
+[net.tcp]
+trace_on = true
+trace_destination = "col"
+
+[mi]
+http_listen = ""
+"#
+    );
+    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
+}
+
+async fn run(config: Config) -> Running {
+    start(config, LogHandle::detached())
+        .await
+        .expect("heptap starts")
+}
+
+fn is_sip(p: &Packet) -> bool {
+    p.proto_type == Some(1)
+}
+
+/// Plays the dialog through heptap and returns what the client read back.
+async fn dialog(client: &mut TcpStream) -> Vec<Vec<u8>> {
+    let [invite, ack, bye] = client_messages();
+    let mut got = Vec::new();
+    client.write_all(&invite).await.unwrap();
+    for _ in 0..3 {
+        got.push(read_message(client).await.expect("a reply"));
+    }
+    client.write_all(&ack).await.unwrap();
+    client.write_all(&bye).await.unwrap();
+    got.push(read_message(client).await.expect("200 to BYE"));
+    got
+}
+
+#[tokio::test]
+async fn a_dialog_is_traced_in_order_with_addresses_call_id_and_the_connection_id() {
+    let up = SipUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = run(config(up.addr, col.addr, "")).await;
+    let listen = heptap.listen_addrs()[0];
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    let me = client.local_addr().unwrap();
+    let replies = dialog(&mut client).await;
+    assert_eq!(replies, upstream_messages().to_vec(), "relayed unchanged");
+
+    let got = col
+        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 7)
+        .await;
+    let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
+    let conn_id = correlation(accepted);
+    let sip: Vec<&Packet> = got.iter().filter(|p| is_sip(p)).collect();
+    let [invite, ack, bye] = client_messages();
+    let up_msgs = upstream_messages();
+    let expected: Vec<(&[u8], bool)> = vec![
+        (&invite, true),
+        (&up_msgs[0], false),
+        (&up_msgs[1], false),
+        (&up_msgs[2], false),
+        (&ack, true),
+        (&bye, true),
+        (&up_msgs[3], false),
+    ];
+    for (p, (bytes, from_client)) in sip.iter().zip(&expected) {
+        assert_eq!(
+            p.payload.as_deref(),
+            Some(*bytes),
+            "raw SIP payload, in order"
+        );
+        assert_eq!(correlation(p), CALL_ID);
+        assert_eq!(p.ip_proto, Some(6));
+        let (src, dst) = if *from_client {
+            (me, listen)
+        } else {
+            (listen, me)
+        };
+        assert_eq!((p.src(), p.dst()), (Some(src), Some(dst)));
+        let extra: Value = serde_json::from_slice(p.extra_correlation.as_deref().unwrap()).unwrap();
+        assert_eq!(extra, json!({"net": conn_id}));
+    }
+    let ts: Vec<(u32, u32)> = sip
+        .iter()
+        .map(|p| (p.ts_sec.unwrap(), p.ts_usec.unwrap()))
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {ts:?}"
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn sip_payload_json_wraps_the_message_as_opensips_does() {
+    let up = SipUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = run(config(up.addr, col.addr, "sip_payload = \"json\"")).await;
+    let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    dialog(&mut client).await;
+    let got = col.until(WAIT, |g| g.iter().any(is_sip)).await;
+    let p = got.iter().find(|p| is_sip(p)).unwrap();
+    let v: Value = serde_json::from_slice(p.payload.as_deref().unwrap()).unwrap();
+    let [invite, ..] = client_messages();
+    assert_eq!(v, json!({"payload": String::from_utf8(invite).unwrap()}));
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn switching_the_trace_id_off_mid_dialog_stops_sip_packets_and_the_relay_goes_on() {
+    let up = SipUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = run(config(up.addr, col.addr, "")).await;
+    let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    let [invite, ack, bye] = client_messages();
+    client.write_all(&invite).await.unwrap();
+    for _ in 0..3 {
+        read_message(&mut client).await.unwrap();
+    }
+    col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 4)
+        .await;
+    let tid = heptap.tracer().load().trace_ids["tid"].on.clone();
+    tid.set(false);
+    client.write_all(&ack).await.unwrap();
+    client.write_all(&bye).await.unwrap();
+    let ok = read_message(&mut client).await.expect("the relay goes on");
+    assert!(ok.starts_with(b"SIP/2.0 200 OK"));
+    // Back on: the next SIP packet is the OPTIONS, so nothing of ACK/BYE/200 was traced.
+    tid.set(true);
+    client.write_all(&options()).await.unwrap();
+    read_message(&mut client).await.unwrap();
+    let got = col.until(WAIT, |g| g.iter().any(is_sip)).await;
+    let first = got.iter().find(|p| is_sip(p)).unwrap();
+    assert!(
+        first.payload.as_deref().unwrap().starts_with(b"OPTIONS"),
+        "got {:?}",
+        String::from_utf8_lossy(first.payload.as_deref().unwrap())
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_still_traced() {
+    // An echo upstream: what the client sends comes back, so both directions carry the stream.
+    let up = heptap_tests::collector::EchoUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = run(config(up.addr, col.addr, "")).await;
+    let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    let [invite, ack, bye] = client_messages();
+    let mut stream = Vec::new();
+    stream.extend_from_slice(&invite);
+    stream.extend_from_slice(b"\r\n\r\n"); // RFC 5626 ping
+    stream.extend_from_slice(b"this is not SIP\r\nat all\r\n\r\n");
+    stream.extend_from_slice(&ack);
+    stream.extend_from_slice(b"\r\n"); // pong
+    stream.extend_from_slice(&bye);
+    let (mut r, mut w) = client.split();
+    let sent = stream.clone();
+    let write = async move {
+        // Byte-sized to 97-byte writes: every message split across reads somewhere.
+        for (i, chunk) in sent.chunks(97).enumerate() {
+            if i % 3 == 0 {
+                for b in chunk.chunks(1) {
+                    w.write_all(b).await.unwrap();
+                }
+            } else {
+                w.write_all(chunk).await.unwrap();
+            }
+        }
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let read = r.read_to_end(&mut back);
+    let (_, n) = tokio::join!(write, read);
+    n.unwrap();
+    assert!(back == stream, "relayed byte for byte");
+    // Each of the 3 messages is traced twice (to the upstream, and echoed back).
+    let got = col
+        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 6)
+        .await;
+    let sip: Vec<&[u8]> = got
+        .iter()
+        .filter(|p| is_sip(p))
+        .map(|p| p.payload.as_deref().unwrap())
+        .collect();
+    for m in [&invite, &ack, &bye] {
+        assert_eq!(
+            sip.iter().filter(|p| **p == m.as_slice()).count(),
+            2,
+            "each message traced once per direction"
+        );
+    }
+    let stats = heptap.stats().snapshot();
+    let stat = |name: &str| {
+        stats
+            .iter()
+            .find(|(g, n, _)| g == "listener_0" && n == name)
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    };
+    assert!(
+        stat("sip_malformed") >= 2,
+        "the garbage was counted in both directions"
+    );
+    assert!(stat("sip_keepalives") >= 4);
+    heptap.shutdown(Stop::Immediate).await;
+}
