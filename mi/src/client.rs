@@ -64,6 +64,9 @@ pub enum ClientError {
         /// The status code.
         status: u16,
     },
+    /// A command or argument that cannot be sent in the 2.x framing (a line break in it).
+    #[error("cannot send {0:?} over the 2.x FIFO framing")]
+    BadArgument(String),
     /// The reply is not a JSON-RPC response.
     #[error("bad reply: {0}")]
     BadReply(String),
@@ -170,10 +173,17 @@ pub async fn fifo_call_text(
     args: &[String],
     timeout: Duration,
 ) -> Result<String, ClientError> {
+    let bad_cmd = cmd.is_empty() || cmd.contains([':', '\n', '\r']);
+    if bad_cmd {
+        return Err(ClientError::BadArgument(cmd.to_owned()));
+    }
+    if let Some(a) = args.iter().find(|a| a.contains(['\n', '\r'])) {
+        return Err(ClientError::BadArgument(a.clone()));
+    }
     let text = fifo_exchange(fifo, reply_dir, timeout, |name| {
         let mut s = format!(":{cmd}:{name}\n");
         for a in args {
-            s.push_str(a);
+            s.push_str(&quote_text_param(a));
             s.push('\n');
         }
         s.push('\n');
@@ -190,6 +200,18 @@ pub async fn fifo_call_text(
             reply: text.clone(),
         }),
         Err(_) => Err(ClientError::BadReply(status.to_owned())),
+    }
+}
+
+/// One 2.x parameter line for `value`: quoted (with `\"`) when it would otherwise be read
+/// differently (empty, blanks at either end, a quote, or `::`).
+fn quote_text_param(value: &str) -> String {
+    let plain =
+        !value.is_empty() && value.trim() == value && !value.contains('"') && !value.contains("::");
+    if plain {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('"', "\\\""))
     }
 }
 
@@ -211,7 +233,10 @@ pub async fn http_call(
 static REPLY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Removes the reply FIFO however the exchange ends.
-struct Unlink(PathBuf);
+struct Unlink(
+    /// The reply FIFO.
+    PathBuf,
+);
 
 impl Drop for Unlink {
     fn drop(&mut self) {
@@ -310,9 +335,13 @@ pub(crate) async fn send_to_fifo(
 
 /// The parts of an `http://` URL a client needs.
 struct HttpTarget {
+    /// Host to connect to (IPv6 without brackets).
     host: String,
+    /// Port (80 when the URL has none).
     port: u16,
+    /// `host[:port]` for the Host header.
     authority: String,
+    /// Path and query to POST to.
     path: String,
 }
 
@@ -438,6 +467,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "400: Bad trace id value");
         assert!(matches!(parse_reply("nope"), Err(ClientError::BadReply(_))));
+    }
+
+    #[test]
+    fn text_params_are_quoted_when_needed() {
+        for v in ["tid2", "", " x", "a::b", r#"say "hi""#] {
+            let line = quote_text_param(v);
+            assert_eq!(
+                crate::text::parse_param_line(&line).unwrap().value,
+                v,
+                "{line}"
+            );
+            assert!(crate::text::parse_param_line(&line).unwrap().name.is_none());
+        }
+        assert_eq!(quote_text_param("tid2"), "tid2");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! by the agent) and does not send HEP (trace messages go to [`Control::trace_mi`]).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 mod commands;
@@ -101,7 +102,9 @@ pub enum MiError {
 /// The FIFO's owner, resolved from `fifo_user` / `fifo_group` when the MI is built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Owner {
+    /// Owner uid; `None` keeps heptap's.
     uid: Option<u32>,
+    /// Group gid; `None` keeps heptap's.
     gid: Option<u32>,
 }
 
@@ -134,7 +137,9 @@ fn resolve_owner(settings: &MiSettings) -> Result<Owner, MiError> {
 /// The management interface: built once from settings and a [`Control`], then started.
 #[derive(Clone)]
 pub struct Mi {
+    /// Shared by every transport task.
     core: Arc<core::Core>,
+    /// The FIFO's owner, resolved at build time so bad names fail early.
     owner: Owner,
 }
 
@@ -273,7 +278,9 @@ pub struct MiRunning {
     pub fifo_path: Option<PathBuf>,
     /// Where HTTP listens (the real port when `http_listen` had port 0).
     pub http_addr: Option<SocketAddr>,
+    /// Wakes the FIFO server to check its FIFO now.
     recheck: Arc<Notify>,
+    /// The server tasks, awaited by `join`.
     tasks: Vec<JoinHandle<()>>,
 }
 

@@ -12,7 +12,9 @@ use crate::settings::{UpstreamSettings, UpstreamTarget};
 /// A configured upstream MI.
 #[derive(Debug)]
 pub(crate) struct Upstream {
+    /// Where the proxy's MI is.
     target: UpstreamTarget,
+    /// Deadline of each forwarded exchange.
     timeout: Duration,
 }
 

@@ -33,12 +33,20 @@ pub(crate) enum Bad {
 /// One request cut from the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
-    /// A 3.x request: the reply FIFO name (empty = no reply) and the JSON body.
-    Json { reply: String, body: Vec<u8> },
+    /// A 3.x request.
+    Json {
+        /// The reply FIFO name (empty = no reply).
+        reply: String,
+        /// The JSON-RPC body.
+        body: Vec<u8>,
+    },
     /// A 2.x request.
     Text {
+        /// The command name.
         command: String,
+        /// The reply FIFO name (empty = no reply).
         reply: String,
+        /// The parameter lines.
         params: Vec<TextParam>,
     },
     /// A request that gets an error, if it said where to send one.
@@ -48,6 +56,7 @@ pub(crate) enum Frame {
         reply: Option<String>,
         /// The command (2.x) when known, for the error text.
         command: Option<String>,
+        /// What was wrong.
         why: Bad,
     },
 }
@@ -55,8 +64,11 @@ pub(crate) enum Frame {
 /// Finds where a JSON value that starts with `{` or `[` ends, across reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct JsonScan {
+    /// Open brackets not yet closed.
     depth: usize,
+    /// Inside a string, where brackets do not count.
     in_string: bool,
+    /// The previous byte was a backslash inside a string.
     escape: bool,
 }
 
@@ -102,8 +114,11 @@ enum Drain {
 /// The FIFO stream parser.
 #[derive(Debug)]
 pub(crate) struct FrameParser {
+    /// Bytes read but not yet cut into a request.
     buf: Vec<u8>,
+    /// `max_request_size`.
     max: usize,
+    /// Set while the rest of a too-large request is being dropped.
     drain: Option<Drain>,
 }
 
@@ -435,6 +450,26 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn where_reads_split_the_stream_does_not_matter() {
+        let stream: &[u8] =
+            b":a:{\"s\":\"}:{\"}\n:sip_trace:b\r\ntid\n  \n\"x \\\"y\"\n\n::[1,[2]]:c:{}";
+        let whole = frames(65536, &[stream]);
+        assert_eq!(whole.len(), 4);
+        assert!(
+            matches!(&whole[1], Frame::Text { params, .. } if params == &[param("tid"), param("x \"y")]),
+            "{whole:?}"
+        );
+        assert_eq!(whole[2], json("", "[1,[2]]"));
+        for i in 0..stream.len() {
+            for j in i..stream.len() {
+                let (a, rest) = stream.split_at(i);
+                let (b, c) = rest.split_at(j - i);
+                assert_eq!(frames(65536, &[a, b, c]), whole, "split at {i}, {j}");
+            }
+        }
     }
 
     #[test]

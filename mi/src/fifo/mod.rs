@@ -31,8 +31,11 @@ const MAX_IN_FLIGHT: usize = 64;
 /// The FIFO as created: which inode is ours, so a replaced or deleted one is noticed.
 #[derive(Debug)]
 struct Created {
+    /// The read-write handle requests are read from.
     receiver: pipe::Receiver,
+    /// Device of the FIFO we created.
     dev: u64,
+    /// Inode of the FIFO we created.
     ino: u64,
 }
 
@@ -76,10 +79,15 @@ fn still_ours(path: &Path, created: &Created) -> bool {
 
 /// The running FIFO server.
 pub(crate) struct FifoServer {
+    /// Answers the requests.
     core: Arc<Core>,
+    /// `fifo_name`.
     path: PathBuf,
+    /// `fifo_mode`, re-applied when the FIFO is re-created.
     mode: u32,
+    /// `fifo_user` / `fifo_group`, re-applied too.
     owner: Owner,
+    /// The FIFO currently served.
     created: Created,
 }
 
