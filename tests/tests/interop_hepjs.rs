@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use heptap_hep::{Encoder, PayloadMode, TraceMessage, Version, ip_proto, proto_type};
-use heptap_tests::interop::HepjsDecoder;
+use heptap_tests::interop::{HepDump, HepjsDecoder, SendTo, hepjs_encode};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -179,5 +179,142 @@ fn hep_js_decodes_a_heptap_net_event_in_homer5_mode() {
             },
             "payload": "tcp:ACCEPTED:0:success",
         })
+    );
+}
+
+/// hep-js input for one SIP packet with every field hep-js can encode.
+fn hepjs_sip(call_id: &str, src_port: u16, usec: u32) -> String {
+    json!({
+        "payload": invite(call_id),
+        "rcinfo": {
+            "protocolFamily": 2,
+            "protocol": 17,
+            "srcIp": "192.0.2.10",
+            "dstIp": "198.51.100.7",
+            "srcPort": src_port,
+            "dstPort": 5060,
+            "timeSeconds": 1_700_000_400,
+            "timeUseconds": usec,
+            "payloadType": 1,
+            "captureId": 3002,
+            "capturePass": "hep-js-key",
+            "hepNodeName": "hepjs-node",
+            "correlation_id": call_id,
+        },
+    })
+    .to_string()
+}
+
+/// What hep-dump must print for [`hepjs_sip`] (hep-js writes no other chunk).
+fn dumped_sip(call_id: &str, src_port: u16, usec: u32) -> Value {
+    json!({
+        "version": 3,
+        "ip_family": 2,
+        "ip_proto": 17,
+        "src_ip": "192.0.2.10",
+        "src_port": src_port,
+        "dst_ip": "198.51.100.7",
+        "dst_port": 5060,
+        "ts_sec": 1_700_000_400,
+        "ts_usec": usec,
+        "proto_type": 1,
+        "proto_type_name": "sip",
+        "capture_id": 3002,
+        "correlation_id": call_id,
+        "payload": invite(call_id),
+        "auth_key": "hep-js-key",
+        "node_name": "hepjs-node",
+    })
+}
+
+#[test]
+fn hep_dump_decodes_a_hep_js_sip_packet_sent_over_udp() {
+    let mut dump = HepDump::start(&["udp:127.0.0.1:0"]);
+    let udp = dump.udp.unwrap();
+
+    hepjs_encode(&[hepjs_sip(CALL_ID, 5070, 1)], SendTo::Udp(udp));
+
+    let got: Value = serde_json::from_str(&dump.next_json(WAIT)).unwrap();
+    assert_eq!(
+        got,
+        dumped_sip(CALL_ID, 5070, 1),
+        "stderr:\n{}",
+        dump.stderr()
+    );
+}
+
+#[test]
+fn hep_dump_splits_hep_js_packets_sent_back_to_back_over_one_tcp_connection() {
+    let mut dump = HepDump::start(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]);
+    let tcp = dump.tcp.unwrap();
+    let calls = ["call-1@hepjs", "call-2@hepjs", "call-3@hepjs"];
+    let lines: Vec<String> = calls
+        .iter()
+        .zip(1u16..)
+        .map(|(call, i)| hepjs_sip(call, 5070 + i, u32::from(i)))
+        .collect();
+
+    hepjs_encode(&lines, SendTo::Tcp(tcp));
+
+    for (call, i) in calls.iter().zip(1u16..) {
+        let got: Value = serde_json::from_str(&dump.next_json(WAIT)).unwrap();
+        assert_eq!(
+            got,
+            dumped_sip(call, 5070 + i, u32::from(i)),
+            "stderr:\n{}",
+            dump.stderr()
+        );
+    }
+}
+
+#[test]
+fn hep_dump_decodes_a_hep_js_net_event_with_extra_correlation() {
+    let mut dump = HepDump::start(&["udp:127.0.0.1:0"]);
+    let udp = dump.udp.unwrap();
+    let event = json!({
+        "payload": r#"{"Protocol":"tcp","Event":"ACCEPTED","Status":"0","Message":"success"}"#,
+        "rcinfo": {
+            "protocolFamily": 2,
+            "protocol": 6,
+            "srcIp": "203.0.113.9",
+            "dstIp": "127.0.0.1",
+            "srcPort": 53122,
+            "dstPort": 5062,
+            "timeSeconds": 1_700_000_500,
+            "timeUseconds": 42,
+            "payloadType": 89,
+            "captureId": 3002,
+            "hepNodeName": "hepjs-node",
+            "correlation_id": "co-21",
+            "extra_correlation": r#"{"net":"co-20"}"#,
+        },
+    });
+
+    let packets = hepjs_encode(&[event.to_string()], SendTo::Udp(udp));
+
+    let got: Value = serde_json::from_str(&dump.next_json(WAIT)).unwrap();
+    assert_eq!(
+        got,
+        json!({
+            "version": 3,
+            "ip_family": 2,
+            "ip_proto": 6,
+            "src_ip": "203.0.113.9",
+            "src_port": 53122,
+            "dst_ip": "127.0.0.1",
+            "dst_port": 5062,
+            "ts_sec": 1_700_000_500,
+            "ts_usec": 42,
+            "proto_type": 89,
+            "proto_type_name": "net",
+            "capture_id": 3002,
+            "correlation_id": "co-21",
+            "extra_correlation": {"net": "co-20"},
+            "payload": r#"{"Protocol":"tcp","Event":"ACCEPTED","Status":"0","Message":"success"}"#,
+            "payload_json": {"Protocol": "tcp", "Event": "ACCEPTED", "Status": "0", "Message": "success"},
+            "node_name": "hepjs-node",
+        }),
+        "packet: {packets:02x?}\nstderr:\n{}",
+        dump.stderr()
     );
 }
