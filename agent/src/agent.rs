@@ -2,18 +2,21 @@
 //!
 //! [`start`] takes a config and returns a [`Running`] agent with its bound addresses, so tests
 //! run the real thing in-process on port 0; [`serve`] is what `heptap serve` does around it
-//! (signals, the startup report).
+//! (signals, the startup report). The MI reaches the same state through [`crate::control`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use heptap_config::{Config, Source};
+use heptap_mi::{Mi, MiRunning};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::build::{self, BuildError, Built};
 use crate::conn_id::ConnIds;
+use crate::control::AgentControl;
 use crate::logging::LogHandle;
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
@@ -30,38 +33,129 @@ pub enum StartError {
     /// A socket could not be bound.
     #[error("{0}")]
     Bind(#[from] std::io::Error),
+    /// The MI could not be set up (its FIFO, its HTTP listener, its settings).
+    #[error("mi: {0}")]
+    Mi(#[from] heptap_mi::MiError),
 }
 
 /// Checks everything `start` would build from `config`, without binding or spawning anything.
 pub fn check(config: &Config) -> Result<(), BuildError> {
-    build::check(config)
+    build::check(config)?;
+    crate::control::mi_settings(config)
+        .and_then(|s| heptap_mi::Mi::new(s, Arc::new(crate::control::NullControl)).map(|_| ()))
+        .map_err(|e| BuildError(vec![format!("mi: {e}")]))
+}
+
+/// What the running agent and its MI share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Where events go; the switches.
+    pub tracer: Arc<Tracer>,
+    /// Every counter.
+    pub stats: Stats,
+    /// Changes the log level at run time.
+    pub log: LogHandle,
+    /// When the agent started (MI `uptime`).
+    pub started: SystemTime,
+    /// Where a reload re-reads the config from; `None` re-applies the config in memory.
+    pub source: Option<Source>,
+    /// The config and what was built from it; taken at shutdown.
+    pub state: Mutex<State>,
+    /// The bound listeners, for MI `ps`: (name, proto, address).
+    pub listeners: Vec<(String, &'static str, SocketAddr)>,
+}
+
+/// The part a reload replaces.
+#[derive(Debug)]
+pub struct State {
+    /// The config in force.
+    pub config: Config,
+    /// Destinations' tasks; `None` once shut down.
+    pub built: Option<Built>,
+}
+
+impl Shared {
+    /// Swaps in `config` (already loaded and validated): destinations, trace ids, routes and the
+    /// switches' defaults. Relayed connections are not touched; listeners and the MI's own
+    /// settings are not re-bound (a change there needs a restart, and the log says so). On any
+    /// error the old config keeps running.
+    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(old) = state.built.as_mut() else {
+            return Err(BuildError(vec!["heptap is shutting down".to_owned()]));
+        };
+        let mut built = build::build(&config, &self.stats, Some(old))?;
+        built.adopt(old);
+        let listeners = |c: &Config| {
+            build::listener_specs(c)
+                .into_iter()
+                .map(|s| (s.proto, s.listen, s.upstream))
+                .collect::<Vec<_>>()
+        };
+        if listeners(&config) != listeners(&state.config) {
+            tracing::warn!(
+                "The [[listener]] sections changed; they take effect at the next restart"
+            );
+        }
+        if format!("{:?}", config.mi) != format!("{:?}", state.config.mi) {
+            tracing::warn!("The [mi] section changed; it takes effect at the next restart");
+        }
+        self.tracer.publish(built.pipeline.clone());
+        if let Some(old) = state.built.replace(built) {
+            old.retire();
+        }
+        state.config = config;
+        Ok(())
+    }
+
+    /// Re-reads the config from its source (or re-applies the one in memory), validates it,
+    /// and swaps it in.
+    pub fn reload_from_source(&self) -> Result<(), Vec<String>> {
+        let config = match &self.source {
+            Some(src) => Config::load(src).map_err(|e| vec![e.to_string()])?,
+            None => self
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .config
+                .clone(),
+        };
+        check(&config).map_err(|e| e.0)?;
+        self.reload(config).map_err(|e| e.0)
+    }
 }
 
 /// A running agent.
 #[derive(Debug)]
 pub struct Running {
-    /// The config it runs on.
-    config: Config,
-    /// Where events go.
-    tracer: Arc<Tracer>,
-    /// Every counter.
-    stats: Stats,
+    /// What the MI shares.
+    shared: Arc<Shared>,
     /// The bound address of each `[[listener]]`, in config order.
     listen_addrs: Vec<SocketAddr>,
     /// Cancelled to stop accepting.
     stop: CancellationToken,
     /// Cancelled to end relayed connections now.
     kill: CancellationToken,
+    /// Cancelled to stop the MI.
+    mi_stop: CancellationToken,
     /// Every connection task and accept loop.
     tracker: TaskTracker,
-    /// The destinations' tasks, flushed at shutdown.
-    built: Built,
-    /// Changes the log level at run time.
-    log: LogHandle,
+    /// The MI servers.
+    mi: MiRunning,
 }
 
-/// Builds everything from `config`, binds every listener and starts serving.
+/// Builds everything from `config`, binds every listener and the MI, and starts serving. A
+/// reload re-applies the config in memory; see [`start_with_source`] to re-read a file.
 pub async fn start(config: Config, log: LogHandle) -> Result<Running, StartError> {
+    start_with_source(config, log, None).await
+}
+
+/// [`start`], with the source a reload (SIGHUP, MI `reload`) re-reads the config from.
+pub async fn start_with_source(
+    config: Config,
+    log: LogHandle,
+    source: Option<Source>,
+) -> Result<Running, StartError> {
     let stats = Stats::new();
     let built = build::build(&config, &stats, None)?;
     let tracer = Arc::new(Tracer::new(built.pipeline.clone()));
@@ -74,6 +168,27 @@ pub async fn start(config: Config, log: LogHandle) -> Result<Running, StartError
     for spec in build::listener_specs(&config) {
         bound.push(BoundListener::bind(spec).await?);
     }
+    let mut listeners = Vec::new();
+    for l in &bound {
+        listeners.push((l.spec.name.clone(), l.spec.proto.name(), l.local_addr()?));
+    }
+    let mi_settings = crate::control::mi_settings(&config)?;
+    let shared = Arc::new(Shared {
+        tracer: tracer.clone(),
+        stats: stats.clone(),
+        log,
+        started: SystemTime::now(),
+        source,
+        state: Mutex::new(State {
+            config,
+            built: Some(built),
+        }),
+        listeners,
+    });
+    let mi_stop = CancellationToken::new();
+    let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
+        .start(mi_stop.clone())
+        .await?;
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -83,15 +198,13 @@ pub async fn start(config: Config, log: LogHandle) -> Result<Running, StartError
         tracker.spawn(l.serve(ctx.clone(), tracker.clone(), stop.clone(), kill.clone()));
     }
     Ok(Running {
-        config,
-        tracer,
-        stats,
+        shared,
         listen_addrs,
         stop,
         kill,
+        mi_stop,
         tracker,
-        built,
-        log,
+        mi,
     })
 }
 
@@ -110,47 +223,54 @@ impl Running {
         &self.listen_addrs
     }
 
+    /// Where the MI's JSON-RPC over HTTP listens, if it does.
+    pub fn mi_http_addr(&self) -> Option<SocketAddr> {
+        self.mi.http_addr
+    }
+
+    /// The MI FIFO, if there is one.
+    pub fn mi_fifo(&self) -> Option<&PathBuf> {
+        self.mi.fifo_path.as_ref()
+    }
+
     /// The statistics registry.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// The tracer (switches and destinations).
     pub fn tracer(&self) -> &Arc<Tracer> {
-        &self.tracer
+        &self.shared.tracer
     }
 
-    /// The config it runs on.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// A copy of the config in force.
+    pub fn config(&self) -> Config {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone()
     }
 
-    /// The log level handle.
-    pub fn log(&self) -> &LogHandle {
-        &self.log
+    /// What the MI shares.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
-    /// Swaps in a new config: destinations, trace ids, filters and switches' defaults. Relayed
-    /// connections are not touched; listeners are not re-bound (a changed `[[listener]]` needs a
-    /// restart, and says so). On any error the old config keeps running.
-    pub fn reload(&mut self, config: Config) -> Result<(), BuildError> {
-        let mut built = build::build(&config, &self.stats, Some(&self.built))?;
-        built.adopt(&mut self.built);
-        if build::listener_specs(&config)
-            .iter()
-            .map(|s| (s.proto, s.listen, s.upstream.clone()))
-            .ne(build::listener_specs(&self.config)
-                .iter()
-                .map(|s| (s.proto, s.listen, s.upstream.clone())))
-        {
-            tracing::warn!(
-                "The [[listener]] sections changed; they take effect at the next restart"
-            );
-        }
-        self.tracer.publish(built.pipeline.clone());
-        std::mem::replace(&mut self.built, built).retire();
-        self.config = config;
-        Ok(())
+    /// Swaps in a new config; see [`Shared::reload`].
+    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
+        self.shared.reload(config)
+    }
+
+    /// Re-reads the config from its source and swaps it in (SIGHUP).
+    pub fn reload_from_source(&self) -> Result<(), Vec<String>> {
+        self.shared.reload_from_source()
+    }
+
+    /// Makes the MI check its FIFO now and re-create it if it was deleted.
+    pub fn recheck_fifo(&self) {
+        self.mi.recheck_fifo();
     }
 
     /// Stops the agent.
@@ -171,11 +291,20 @@ impl Running {
         };
         self.kill.cancel();
         self.tracker.wait().await;
+        self.mi_stop.cancel();
+        self.mi.join().await;
         // Dropping the tracer's snapshot releases the last producers; then flush.
-        self.tracer.publish(build::empty_pipeline());
-        self.built
-            .shutdown(grace.max(Duration::from_millis(200)))
-            .await;
+        self.shared.tracer.publish(build::empty_pipeline());
+        let built = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .built
+            .take();
+        if let Some(built) = built {
+            built.shutdown(grace.max(Duration::from_millis(200))).await;
+        }
     }
 }
 
@@ -183,25 +312,26 @@ impl Running {
 pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(), StartError> {
     let mut signals = Signals::install()?;
     let grace = config.service.shutdown_grace;
-    let mut running = start(config, log).await?;
+    let running = start_with_source(config, log, Some(source)).await?;
+    if let Some(fifo) = running.mi_fifo() {
+        tracing::info!(fifo = %fifo.display(), "MI FIFO ready");
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "heptap is ready");
     loop {
         match signals.recv().await {
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the config");
-                match Config::load(&source)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| {
-                        check(&c).map_err(|e| e.to_string())?;
-                        Ok(c)
-                    }) {
-                    Ok(c) => match running.reload(c) {
-                        Ok(()) => tracing::info!("Config reloaded"),
-                        Err(e) => {
-                            tracing::error!("Reload refused, the old config keeps running:\n{e}")
-                        }
-                    },
-                    Err(e) => tracing::error!("Reload refused, the old config keeps running:\n{e}"),
+                running.recheck_fifo();
+                let shared = running.shared().clone();
+                let result = tokio::task::spawn_blocking(move || shared.reload_from_source())
+                    .await
+                    .unwrap_or_else(|e| Err(vec![e.to_string()]));
+                match result {
+                    Ok(()) => tracing::info!("Config reloaded"),
+                    Err(e) => tracing::error!(
+                        "Reload refused, the old config keeps running:\n{}",
+                        e.join("\n")
+                    ),
                 }
             }
             Signal::Terminate => {

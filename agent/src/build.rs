@@ -85,6 +85,7 @@ pub fn empty_pipeline() -> Pipeline {
         sip_on: Switch::new(false),
         trace_ids: BTreeMap::new(),
         destinations: BTreeMap::new(),
+        mi: None,
     }
 }
 
@@ -318,6 +319,11 @@ pub fn build(
         net,
         sip_on: carry(old.map(|o| &o.sip_on), config.tracer.trace_on),
         trace_ids,
+        mi: config
+            .mi
+            .trace_destination
+            .as_ref()
+            .and_then(|d| senders.get(d).cloned()),
         destinations: senders,
     };
     Ok(Built { pipeline, tasks })

@@ -6,11 +6,29 @@
 //! the HEP byte format (heptap-hep), the config model (heptap-config), the route language
 //! (heptap-filters) or the MI protocol (heptap-mi).
 //!
-//! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
+//! - [`agent`]: build from a config, [`agent::start`] / [`agent::Running`], reload, shutdown.
+//! - [`build`]: config -> destinations, routes, switches, listener specs.
+//! - [`tap`]: listeners and the byte relay; [`tap::leg`] builds the connection events.
+//! - [`tracer`]: the published pipeline snapshot and the run-time switches.
 //! - [`sender`]: one task per destination behind a bounded queue; UDP, TCP, TLS, stdout, file.
+//! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
+//! - [`hep_dump`]: `heptap hep-dump`, a HEP receiver printing JSON lines.
+//! - [`cli`], [`logging`], [`signals`], [`clock`], [`conn_id`]: the process around it.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod build;
+pub mod cli;
+pub mod clock;
+pub mod conn_id;
+pub mod control;
+mod dump_text;
+pub mod hep_dump;
+pub mod logging;
 pub mod sender;
+pub mod signals;
 pub mod sip;
 pub mod stats;
+pub mod tap;
+pub mod tracer;

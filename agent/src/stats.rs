@@ -37,7 +37,9 @@ impl Counter {
         let _ = self
             .0
             .value
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
     }
 
     /// Sets the value (gauges).
@@ -113,7 +115,23 @@ impl Stats {
     pub fn snapshot(&self) -> Vec<(String, String, u64)> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
         map.iter()
-            .flat_map(|(g, names)| names.iter().map(move |(n, c)| (g.clone(), n.clone(), c.get())))
+            .flat_map(|(g, names)| {
+                names
+                    .iter()
+                    .map(move |(n, c)| (g.clone(), n.clone(), c.get()))
+            })
+            .collect()
+    }
+
+    /// Every statistic as `(group, name, value, is_gauge)`, ordered by group then name.
+    pub fn snapshot_with_kind(&self) -> Vec<(String, String, u64, bool)> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .flat_map(|(g, names)| {
+                names
+                    .iter()
+                    .map(move |(n, c)| (g.clone(), n.clone(), c.get(), c.is_gauge()))
+            })
             .collect()
     }
 

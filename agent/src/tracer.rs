@@ -143,6 +143,8 @@ pub struct Pipeline {
     pub trace_ids: BTreeMap<String, TraceId>,
     /// Every destination by name (for MI `hep_ids`, and to keep them alive).
     pub destinations: BTreeMap<String, Sender>,
+    /// `[mi] trace_destination`: where MI requests and replies are traced.
+    pub mi: Option<Sender>,
 }
 
 impl Pipeline {

@@ -238,3 +238,55 @@ pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() ->
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A directory of the test's own under the system temp dir, removed on drop: for the MI FIFO
+/// and anything else a running heptap writes.
+#[derive(Debug)]
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory (mode 0700).
+    pub fn new() -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "heptap-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .expect("create the scratch dir");
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// An `[mi]` section that keeps the MI inside this directory, with HTTP off (or on a port
+    /// of its own with `http`).
+    pub fn mi_toml(&self, http: bool) -> String {
+        format!(
+            "[mi]\nfifo_name = \"{}/fifo\"\nreply_dir = \"{}\"\nhttp_listen = \"{}\"\n",
+            self.0.display(),
+            self.0.display(),
+            if http { "127.0.0.1:0" } else { "" }
+        )
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

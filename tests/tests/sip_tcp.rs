@@ -9,7 +9,7 @@ use heptap::agent::{Running, Stop, start};
 use heptap::logging::LogHandle;
 use heptap_config::Config;
 use heptap_hep::Packet;
-use heptap_tests::collector::{UdpCollector, WAIT, correlation, event_of};
+use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::sip::{
     CALL_ID, SipUpstream, client_messages, options, read_message, upstream_messages,
 };
@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str) -> Config {
+fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str, dir: &Scratch) -> Config {
+    let mi = dir.mi_toml(false);
     let text = format!(
         r#"
 [hep.ids]
@@ -37,8 +38,7 @@ sip_trace_id = "tid"
 trace_on = true
 trace_destination = "col"
 
-[mi]
-http_listen = ""
+{mi}
 "#
     );
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
@@ -72,7 +72,8 @@ async fn dialog(client: &mut TcpStream) -> Vec<Vec<u8>> {
 async fn a_dialog_is_traced_in_order_with_addresses_call_id_and_the_connection_id() {
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let listen = heptap.listen_addrs()[0];
     let mut client = TcpStream::connect(listen).await.unwrap();
     let me = client.local_addr().unwrap();
@@ -128,7 +129,8 @@ async fn a_dialog_is_traced_in_order_with_addresses_call_id_and_the_connection_i
 async fn sip_payload_json_wraps_the_message_as_opensips_does() {
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "sip_payload = \"json\"")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "sip_payload = \"json\"", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     dialog(&mut client).await;
     let got = col.until(WAIT, |g| g.iter().any(is_sip)).await;
@@ -143,7 +145,8 @@ async fn sip_payload_json_wraps_the_message_as_opensips_does() {
 async fn switching_the_trace_id_off_mid_dialog_stops_sip_packets_and_the_relay_goes_on() {
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let [invite, ack, bye] = client_messages();
     client.write_all(&invite).await.unwrap();
@@ -177,7 +180,8 @@ async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_
     // An echo upstream: what the client sends comes back, so both directions carry the stream.
     let up = heptap_tests::collector::EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let [invite, ack, bye] = client_messages();
     let mut stream = Vec::new();

@@ -11,7 +11,7 @@ use heptap::logging::LogHandle;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{
-    EchoUpstream, UdpCollector, WAIT, closed_port, correlation, event_of, payload_json,
+    EchoUpstream, Scratch, UdpCollector, WAIT, closed_port, correlation, event_of, payload_json,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 
 /// A config with one TCP listener on port 0 relaying to `upstream`, tracing connection events to
 /// the UDP collector, plus `extra` TOML.
-fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str) -> Config {
+fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str, dir: &Scratch) -> Config {
+    let mi = dir.mi_toml(false);
     let text = format!(
         r#"
 [hep.ids]
@@ -34,8 +35,7 @@ upstream = "{upstream}"
 trace_on = true
 trace_destination = "col"
 
-[mi]
-http_listen = ""
+{mi}
 {extra}
 "#
     );
@@ -60,7 +60,8 @@ async fn events(col: &mut UdpCollector, n: usize) -> Vec<Packet> {
 async fn a_relayed_connection_traces_both_legs_in_opensips_shape() {
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let listen = heptap.listen_addrs()[0];
 
     let mut client = TcpStream::connect(listen).await.unwrap();
@@ -133,7 +134,8 @@ async fn a_relayed_connection_traces_both_legs_in_opensips_shape() {
 async fn homer5_mode_joins_the_values_with_the_delimiter_and_drops_the_net_correlation() {
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "[hep]\nhomer5_on = true\n")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "[hep]\nhomer5_on = true\n", &dir)).await;
     let client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let got = events(&mut col, 3).await;
     let text = |p: &Packet| String::from_utf8(p.payload.clone().unwrap().to_vec()).unwrap();
@@ -155,7 +157,8 @@ async fn homer5_mode_joins_the_values_with_the_delimiter_and_drops_the_net_corre
 async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close() {
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(up.addr, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let (mut r, mut w) = client.into_split();
 
@@ -212,7 +215,8 @@ async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close
 async fn a_refused_upstream_is_traced_as_connected_failure_and_the_client_is_reset() {
     let dead = closed_port().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(dead, col.addr, "")).await;
+    let dir = Scratch::new();
+    let heptap = run(config(dead, col.addr, "", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(WAIT, client.read(&mut buf))
@@ -250,7 +254,8 @@ async fn a_refused_upstream_is_traced_as_connected_failure_and_the_client_is_res
 async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let mut cfg = config(up.addr, col.addr, "");
+    let dir = Scratch::new();
+    let mut cfg = config(up.addr, col.addr, "", &dir);
     cfg.net.tcp.trace_on = false;
     let heptap = run(cfg).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
@@ -290,9 +295,10 @@ route[keep] {
 }
 '''
 "#;
-    let mut cfg = config(up.addr, col.addr, extra);
+    let dir = Scratch::new();
+    let mut cfg = config(up.addr, col.addr, extra, &dir);
     cfg.net.tcp.trace_filter_route = Some("net_filter".into());
-    let mut heptap = run(cfg.clone()).await;
+    let heptap = run(cfg.clone()).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     client.write_all(b"x").await.unwrap();
     let mut b = [0u8; 1];
