@@ -4,8 +4,9 @@
 //! ports and a fresh SQLite file (schema from `schema.sql` next to it, created by the `sqlite3`
 //! CLI because Kamailio ships none), runs `kamailio -DD -E` in the foreground in its own process
 //! group, and returns once its TCP port accepts. Dropping it stops the whole group (SIGTERM, then
-//! SIGKILL if it lingers) and removes the directory. [`Kamailio::rows`] queries the database with
-//! `sqlite3 -json`.
+//! SIGKILL if it lingers) and removes the directory. [`Kamailio::wait_stored`] waits for
+//! Kamailio's own confirmation that a message is stored, and [`Kamailio::rows`] then queries the
+//! database with `sqlite3 -json`.
 //!
 //! Needs the Debian packages `kamailio kamailio-sqlite-modules sqlite3`; without them the tests
 //! fail with that instruction rather than being skipped.
@@ -24,7 +25,7 @@ pub const KAMAILIO_ENV: &str = "KAMAILIO";
 /// How long Kamailio gets to open its ports (it takes well under a second here).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How often a condition (port open, row stored) is checked while waiting for it.
+/// How often a condition (port open, message stored) is checked while waiting for it.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// Attempts at starting on freshly picked ports: a port picked free can be taken by someone else
@@ -138,19 +139,29 @@ impl Kamailio {
         }
     }
 
-    /// Polls `sql` until it returns at least one row, and returns [`Kamailio::rows`]'s output;
-    /// panics with Kamailio's log when nothing is stored within `timeout`.
-    pub fn wait_rows(&self, sql: &str, timeout: Duration) -> String {
+    /// Waits (bounded) until Kamailio confirms in its log that it stored the message with `key`
+    /// (the Call-ID for SIP, chunk 0x0011 otherwise) in `table`; panics with the log when it says
+    /// it could not, or says nothing within `timeout`.
+    ///
+    /// Wait for this before [`Kamailio::rows`]: db_sqlite sets no busy timeout, so an insert
+    /// that meets a reader's lock fails at once ("database is locked") and the row is lost. The
+    /// log is read as a plain file, which never gets in Kamailio's way.
+    pub fn wait_stored(&self, table: &str, key: &str, timeout: Duration) {
+        let stored = format!("heptap-test: stored {table} {key}");
+        let not_stored = format!("heptap-test: not stored {table} {key}");
         let deadline = Instant::now() + timeout;
         loop {
-            let rows = self.rows(sql);
-            if rows != "[]" {
-                return rows;
+            let log = self.log();
+            if log.lines().any(|line| line.ends_with(&stored)) {
+                return;
             }
             assert!(
+                !log.lines().any(|line| line.ends_with(&not_stored)),
+                "Kamailio could not store {key} in {table}\nlog:\n{log}"
+            );
+            assert!(
                 Instant::now() < deadline,
-                "Kamailio stored nothing matching {sql:?} within {timeout:?}\nlog:\n{}",
-                self.log()
+                "Kamailio did not store {key} in {table} within {timeout:?}\nlog:\n{log}"
             );
             std::thread::sleep(POLL_EVERY);
         }

@@ -72,15 +72,13 @@ fn send_udp(packet: &[u8], to: SocketAddr) {
 /// The stored INVITE with `call_id`, as sipcapture wrote it, with `date` back in Unix seconds
 /// (db_sqlite's sqlite_to_timet: 86400 * (jd - 2440587.5) + 0.5).
 fn stored_invite(kamailio: &Kamailio, call_id: &str) -> Value {
-    let rows = kamailio.wait_rows(
-        &format!(
-            "SELECT method, callid, correlation_id, source_ip, source_port, destination_ip, \
+    kamailio.wait_stored("sip_capture", call_id, WAIT);
+    let rows = kamailio.rows(&format!(
+        "SELECT method, callid, correlation_id, source_ip, source_port, destination_ip, \
              destination_port, proto, family, type, node, micro_ts, ruri_user, from_user, \
              to_user, cseq, CAST(round((date - 2440587.5) * 86400.0 + 0.5) AS INTEGER) AS date \
              FROM sip_capture WHERE callid = '{call_id}'"
-        ),
-        WAIT,
-    );
+    ));
     let rows: Vec<Value> = serde_json::from_str(&rows).unwrap();
     assert_eq!(rows.len(), 1, "one stored row for {call_id}: {rows:?}");
     rows.into_iter().next().unwrap()
@@ -254,9 +252,9 @@ fn kamailio_sipcapture_stores_a_heptap_net_event_under_its_connection_id() {
 
     send_udp(&encode(&Encoder::new(Version::V3), &msg), kamailio.udp);
 
-    let rows = kamailio.wait_rows(
+    kamailio.wait_stored("report_capture", "co-kamailio-1", WAIT);
+    let rows = kamailio.rows(
         "SELECT correlation_id, msg FROM report_capture WHERE correlation_id = 'co-kamailio-1'",
-        WAIT,
     );
     let rows: Vec<Value> = serde_json::from_str(&rows).unwrap();
     assert_eq!(
