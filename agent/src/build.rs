@@ -348,6 +348,16 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
             max_connections: l.max_connections,
             connect_timeout: l.connect_timeout,
             idle_timeout: l.idle_timeout,
+            upstream_proto: net_proto(l.upstream_proto()),
+            upstream_host: l.upstream.host.clone(),
+            tls: l.tls.clone(),
+            // A TLS upstream without `upstream_tls` verifies against the system roots.
+            upstream_tls: l
+                .upstream_proto()
+                .is_tls()
+                .then(|| l.upstream_tls.clone().unwrap_or_default()),
+            proxy_protocol: l.proxy_protocol,
+            handshake_timeout: l.handshake_timeout,
             sip: l.sip_trace_id.as_ref().map(|tid| {
                 Arc::new(SipSettings {
                     trace_id: tid.clone(),

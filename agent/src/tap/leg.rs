@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use heptap_hep::{TraceMessage, proto_type};
+use heptap_hep::{Part, TraceMessage, proto_type};
 
 use crate::clock::{FlowClock, now_micros};
 use crate::tracer::{NetProto, Tracer};
@@ -114,16 +114,32 @@ impl Leg {
     /// Traces one event of this leg, if the protocol's switch is on, it has a destination, and
     /// the filter route (run now if this is the leg's first traced event) did not drop it.
     /// `extra` parts go between `Protocol` and `Event` (the TLS certificate fields) or after
-    /// `Message` (`trailer`: the WS handshake). Never blocks.
+    /// `Message` (`trailer`). Never blocks.
     pub fn trace(
         &mut self,
         tracer: &Tracer,
         ev: &'static str,
         st: &'static str,
         msg: Cow<'static, str>,
-        extra: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-        trailer: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+        extra: Vec<Part>,
+        trailer: Vec<Part>,
     ) {
+        self.trace_with(tracer, |parts| {
+            parts.extend(extra);
+            parts.push(("Event".into(), ev.into()));
+            parts.push(("Status".into(), st.into()));
+            if !msg.is_empty() {
+                parts.push(("Message".into(), msg));
+            }
+            parts.extend(trailer);
+        });
+    }
+
+    /// Traces one event whose parts after `Protocol` are written by `parts`, which runs only
+    /// when the event is traced (so certificate names and handshake texts cost nothing
+    /// otherwise). For events whose parts interleave, like the WebSocket handshake's `Event`,
+    /// `Ws-Request`, `Status`, `Ws-Reply`, `Message`. Never blocks.
+    pub fn trace_with(&mut self, tracer: &Tracer, parts: impl FnOnce(&mut Vec<Part>)) {
         let pipeline = tracer.load();
         let net = pipeline.net(self.proto);
         if !net.on.is_on() || self.verdict == Verdict::Dropped {
@@ -154,20 +170,26 @@ impl Leg {
             usec,
         );
         m.correlation_id = Some(Cow::Owned(self.id.to_string()));
-        m.parts.reserve(4 + extra.len() + trailer.len());
+        m.parts.reserve(8);
         m.parts.push(("Protocol".into(), self.proto.label().into()));
-        m.parts.extend(extra);
-        m.parts.push(("Event".into(), ev.into()));
-        m.parts.push(("Status".into(), st.into()));
-        if !msg.is_empty() {
-            m.parts.push(("Message".into(), msg));
-        }
-        m.parts.extend(trailer);
+        parts(&mut m.parts);
         if let Some(peer) = &self.peer_id {
             m.extra_correlation
                 .push(("net".into(), Cow::Owned(peer.to_string())));
         }
         dest.offer(&Arc::new(m));
+    }
+
+    /// Whether this leg's handshake should keep the TLS session secrets: `trace_master_key` is
+    /// set for its protocol and its events are traced (as far as can be known before the
+    /// handshake; the filter route may still drop the leg).
+    pub fn wants_secrets(&self, tracer: &Tracer) -> bool {
+        let pipeline = tracer.load();
+        let net = pipeline.net(self.proto);
+        net.master_key
+            && net.on.is_on()
+            && net.destination.is_some()
+            && self.verdict != Verdict::Dropped
     }
 
     /// [`Leg::trace`] with no extra parts.

@@ -2,18 +2,28 @@
 //! trace what happens on both legs.
 //!
 //! Per connection the work is: accept (a permit from the listener's connection limit is taken
-//! first: backpressure at the door), connect upstream, then [`relay::pump`] both ways. Tracing
-//! happens beside the bytes, never in their way: events are built and `offer`ed to the
-//! destinations' queues, which never block.
+//! first: backpressure at the door), the client's handshake inside the connection's task under
+//! `handshake_timeout` ([`tls`] and/or the [`ws`] upgrade), connect upstream (a
+//! [`proxy_protocol`] header first if asked, then TLS and/or the WebSocket upgrade), then relay
+//! both ways: bytes through [`relay::pump`] for TCP and TLS, messages through [`ws::relay`] for
+//! WS and WSS. Tracing happens beside the data, never in its way: events are built and
+//! `offer`ed to the destinations' queues, which never block.
 
+pub mod certs;
 pub mod leg;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod sip;
+pub mod stream;
+pub mod tls;
+pub mod ws;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use heptap_config::{ListenerTls, ProxyProtocol, UpstreamTls};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +32,67 @@ use tokio_util::task::TaskTracker;
 use crate::conn_id::ConnIds;
 use crate::stats::{Counter, Stats};
 use crate::tracer::{NetProto, Tracer};
+
+/// A listener that cannot be set up (its TLS material, mostly).
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// A certificate, key or CA file cannot be read or holds nothing usable.
+    #[error("listener {listener}: {what} {}: {reason}", path.display())]
+    TlsFile {
+        /// The listener's name.
+        listener: String,
+        /// Which key (`tls.cert_file`...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the material (a key that does not match the certificate...).
+    #[error("listener {listener}: TLS: {source}")]
+    Tls {
+        /// The listener's name.
+        listener: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// `upstream_tls.server_name` (or the upstream host) is not a valid TLS name.
+    #[error("listener {listener}: '{server_name}' is not a valid TLS server name")]
+    InvalidServerName {
+        /// The listener's name.
+        listener: String,
+        /// The name.
+        server_name: String,
+    },
+    /// Verification is on but there is no CA to verify the upstream with.
+    #[error(
+        "listener {listener}: no CA certificate to verify the upstream (set upstream_tls.ca_file)"
+    )]
+    NoRootCertificates {
+        /// The listener's name.
+        listener: String,
+    },
+    /// Only one of `upstream_tls.cert_file` and `key_file` is set.
+    #[error("listener {listener}: upstream_tls needs both cert_file and key_file")]
+    ClientAuthIncomplete {
+        /// The listener's name.
+        listener: String,
+    },
+    /// `client_cert = "require"` without `client_ca_file`.
+    #[error("listener {listener}: client_cert = \"require\" needs tls.client_ca_file")]
+    MissingClientCa {
+        /// The listener's name.
+        listener: String,
+    },
+    /// The client CA file cannot verify anything.
+    #[error("listener {listener}: tls.client_ca_file: {reason}")]
+    ClientVerifier {
+        /// The listener's name.
+        listener: String,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// One `[[listener]]`, resolved.
 #[derive(Clone, Debug)]
@@ -42,6 +113,64 @@ pub struct ListenerSpec {
     pub idle_timeout: Option<Duration>,
     /// SIP tracing (`sip_trace_id`); `None` when the listener names no trace id.
     pub sip: Option<Arc<sip::SipSettings>>,
+    /// The protocol of the upstream leg: tcp or tls for tcp/tls listeners, ws or wss for ws/wss
+    /// ones. The upstream leg's events are traced under this protocol's `[net.*]` settings.
+    pub upstream_proto: NetProto,
+    /// The upstream's host without brackets: the default TLS server name.
+    pub upstream_host: String,
+    /// The certificate clients see (tls and wss listeners).
+    pub tls: Option<ListenerTls>,
+    /// TLS toward the upstream; set exactly when `upstream_proto` is tls or wss.
+    pub upstream_tls: Option<UpstreamTls>,
+    /// PROXY protocol header sent first on every upstream connection.
+    pub proxy_protocol: ProxyProtocol,
+    /// Upper bound for the client's TLS handshake and WebSocket upgrade.
+    pub handshake_timeout: Duration,
+}
+
+/// A listener ready to relay: its spec and the TLS configurations built from it once.
+#[derive(Debug)]
+pub struct Tap {
+    /// The spec.
+    pub spec: Arc<ListenerSpec>,
+    /// Terminates the clients' TLS (tls and wss listeners).
+    pub tls_server: Option<tls::TlsServer>,
+    /// Originates TLS to the upstream (tls and wss upstreams).
+    pub tls_client: Option<tls::TlsClient>,
+}
+
+impl Tap {
+    /// Loads the TLS material the spec names.
+    pub fn new(spec: ListenerSpec) -> Result<Self, TapError> {
+        let tls_server = match (
+            &spec.tls,
+            matches!(spec.proto, NetProto::Tls | NetProto::Wss),
+        ) {
+            (Some(t), true) => Some(tls::TlsServer::new(&spec.name, t)?),
+            _ => None,
+        };
+        let tls_client = if matches!(spec.upstream_proto, NetProto::Tls | NetProto::Wss) {
+            let defaults = UpstreamTls::default();
+            let settings = spec.upstream_tls.as_ref().unwrap_or(&defaults);
+            Some(tls::TlsClient::new(
+                &spec.name,
+                &spec.upstream_host,
+                settings,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            spec: Arc::new(spec),
+            tls_server,
+            tls_client,
+        })
+    }
+}
+
+/// Checks that a listener's TLS material loads, without binding anything (`check-config`).
+pub fn check(spec: &ListenerSpec) -> Result<(), TapError> {
+    Tap::new(spec.clone()).map(|_| ())
 }
 
 /// What every connection task shares.
@@ -64,9 +193,11 @@ pub struct ListenerStats {
     pub active: Counter,
     /// Upstream connects that failed.
     pub upstream_connect_failed: Counter,
-    /// Bytes relayed client -> upstream.
+    /// Client TLS handshakes or WebSocket upgrades that failed or timed out.
+    pub handshake_failed: Counter,
+    /// Bytes relayed client -> upstream (WS/WSS: message payloads).
     pub bytes_in: Counter,
-    /// Bytes relayed upstream -> client.
+    /// Bytes relayed upstream -> client (WS/WSS: message payloads).
     pub bytes_out: Counter,
     /// `accept()` errors (EMFILE...).
     pub accept_errors: Counter,
@@ -81,6 +212,7 @@ impl ListenerStats {
             accepted: stats.counter(&g, "accepted"),
             active: stats.gauge(&g, "active"),
             upstream_connect_failed: stats.counter(&g, "upstream_connect_failed"),
+            handshake_failed: stats.counter(&g, "handshake_failed"),
             bytes_in: stats.counter(&g, "bytes_in"),
             bytes_out: stats.counter(&g, "bytes_out"),
             accept_errors: stats.counter(&g, "accept_errors"),
@@ -94,18 +226,26 @@ impl ListenerStats {
 pub struct BoundListener {
     /// Its spec.
     pub spec: Arc<ListenerSpec>,
+    /// The spec with its TLS configurations.
+    tap: Arc<Tap>,
     /// The socket.
     listener: TcpListener,
 }
 
 impl BoundListener {
-    /// Binds the listening socket (before privileges are dropped, before READY is reported).
+    /// Loads the listener's TLS material and binds the listening socket (before privileges are
+    /// dropped, before READY is reported). Bad TLS material is an `InvalidInput` error naming
+    /// the listener and the file.
     pub async fn bind(spec: ListenerSpec) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(spec.listen).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.listen))
+        let tap = Tap::new(spec)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let listen = tap.spec.listen;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
         })?;
         Ok(Self {
-            spec: Arc::new(spec),
+            spec: tap.spec.clone(),
+            tap: Arc::new(tap),
             listener,
         })
     }
@@ -125,6 +265,7 @@ impl BoundListener {
         kill: CancellationToken,
     ) {
         let spec = self.spec;
+        let tap = self.tap;
         let stats = ListenerStats::new(&ctx.stats, &spec.name);
         let permits = Arc::new(Semaphore::new(spec.max_connections.max(1)));
         let bound = self.listener.local_addr().unwrap_or(spec.listen);
@@ -146,12 +287,12 @@ impl BoundListener {
                     stats.accepted.inc();
                     let local = stream.local_addr().unwrap_or(spec.listen);
                     let ctx = ctx.clone();
-                    let spec = spec.clone();
+                    let tap = tap.clone();
                     let stats = stats.clone();
                     let kill = kill.clone();
                     tracker.spawn(async move {
                         stats.active.inc();
-                        relay::tcp(stream, peer, local, &spec, &ctx, &stats, kill).await;
+                        relay::connection(stream, peer, local, &tap, &ctx, &stats, kill).await;
                         stats.active.sub(1);
                         drop(permit);
                     });

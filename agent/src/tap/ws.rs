@@ -1,0 +1,726 @@
+//! WebSocket taps (RFC 6455, RFC 7118): the HTTP upgrade on both legs, and the message relay.
+//!
+//! The upgrades are done here rather than by tungstenite's handshake, for three reasons: the
+//! trace carries the exact bytes of the request and the reply (`Ws-Request`/`Ws-Reply`, as
+//! OpenSIPS traces what it read and wrote), a refused upgrade gets OpenSIPS's `400 Bad Request`
+//! reply, and bytes the client sent right behind its request are kept. After the upgrade,
+//! tungstenite does the framing.
+//!
+//! The relay moves messages, not bytes: each text, binary, ping, pong or close message read on
+//! one side is sent on the other. tungstenite answers every ping it reads by itself (that
+//! cannot be switched off); pings are still relayed end to end so the far side sees them, and
+//! the far side's pong to a relayed ping is dropped, since the pinging side already had its
+//! answer. Unsolicited pongs (keep-alives) are relayed. Fragmented messages arrive reassembled
+//! and leave as one frame.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::relay::End;
+use super::sip::{Direction, SipConn};
+use super::stream::Stream;
+use crate::clock::now_micros;
+use crate::stats::Counter;
+use crate::tracer::Tracer;
+
+/// `Ws-Request` and `Ws-Reply` are cut to this many bytes (OpenSIPS's `WS_TRACE_MAX`).
+pub const TRACE_MAX: usize = 1024;
+
+/// An upgrade request or reply head larger than this is refused.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// OpenSIPS's reply to a request it will not upgrade (`WS_HTTP_BAD_REQ`).
+pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// How long the far side has to answer a relayed close before the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Pings remembered per direction, to recognise the pongs that answer them.
+const PING_MEMORY: usize = 8;
+
+/// tungstenite's settings: a read buffer sized like the byte relay's (its default, 128 KiB per
+/// side, is too much for thousands of SIP connections), and a bound on what one message may
+/// make us hold.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
+/// The prefix of `bytes` that the trace carries.
+pub fn trace_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(TRACE_MAX)]).into_owned()
+}
+
+/// A client's accepted upgrade.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The request head as received, up to and including its empty line.
+    pub request: Vec<u8>,
+    /// The 101 reply as written.
+    pub reply: Vec<u8>,
+    /// The request target (path and query), requested again from the upstream.
+    pub target: String,
+    /// The client's `Origin`, passed on to the upstream.
+    pub origin: Option<String>,
+    /// Whether the client offered the `sip` subprotocol (and got it).
+    pub sip: bool,
+    /// Bytes read behind the request head: the first frames, for tungstenite.
+    pub leftover: Vec<u8>,
+}
+
+/// Why a client's upgrade failed.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// Not a valid WebSocket upgrade; [`BAD_REQUEST`] was sent back.
+    Refused {
+        /// The request head as received (or its first [`MAX_HEAD`] bytes).
+        request: Vec<u8>,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The connection failed or ended before a whole request head arrived.
+    Io(io::Error),
+}
+
+/// Reads the client's upgrade request and answers it: 101 with `Sec-WebSocket-Protocol: sip`
+/// when the client offered `sip` (OpenSIPS's header order), or OpenSIPS's 400.
+pub async fn accept<S>(s: &mut S) -> Result<Upgrade, AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (request, leftover) = match read_head(s).await {
+        Ok(head) => head,
+        Err(HeadError::Io(e)) => return Err(AcceptError::Io(e)),
+        Err(HeadError::TooLarge(partial)) => {
+            return Err(refuse(s, partial, format!("request head over {MAX_HEAD} bytes")).await);
+        }
+    };
+    let checked = match check_request(&request) {
+        Ok(c) => c,
+        Err(reason) => return Err(refuse(s, request, reason).await),
+    };
+    let mut reply = Vec::with_capacity(160);
+    reply.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    if checked.sip {
+        reply.extend_from_slice(b"Sec-WebSocket-Protocol: sip\r\n");
+    }
+    reply.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    reply.extend_from_slice(derive_accept_key(checked.key.as_bytes()).as_bytes());
+    reply.extend_from_slice(b"\r\n\r\n");
+    s.write_all(&reply).await.map_err(AcceptError::Io)?;
+    s.flush().await.map_err(AcceptError::Io)?;
+    Ok(Upgrade {
+        request,
+        reply,
+        target: checked.target,
+        origin: checked.origin,
+        sip: checked.sip,
+        leftover,
+    })
+}
+
+/// Sends the 400 reply (best effort: the client may be gone) and says why.
+async fn refuse<S>(s: &mut S, request: Vec<u8>, reason: String) -> AcceptError
+where
+    S: AsyncWrite + Unpin,
+{
+    if s.write_all(BAD_REQUEST).await.is_ok() {
+        let _ = s.flush().await;
+    }
+    AcceptError::Refused { request, reason }
+}
+
+/// What the relay needs from a valid upgrade request.
+struct Checked {
+    /// Request target.
+    target: String,
+    /// `Sec-WebSocket-Key`.
+    key: String,
+    /// `Origin`.
+    origin: Option<String>,
+    /// `sip` offered in `Sec-WebSocket-Protocol`.
+    sip: bool,
+}
+
+/// RFC 6455 §4.2.1: GET, HTTP/1.1, `Upgrade: websocket`, `Connection: Upgrade`, a 24-character
+/// key, version 13. Host, Origin and the subprotocol are not required (OpenSIPS requires them;
+/// heptap leaves that to the upstream).
+fn check_request(head: &[u8]) -> Result<Checked, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete request head".to_owned()),
+        Err(e) => return Err(format!("bad request head: {e}")),
+    }
+    if req.method != Some("GET") {
+        return Err(format!("method {}, not GET", req.method.unwrap_or("")));
+    }
+    if req.version != Some(1) {
+        return Err("not HTTP/1.1".to_owned());
+    }
+    let target = req.path.unwrap_or("/").to_owned();
+    let mut upgrade = false;
+    let mut connection = false;
+    let mut version = false;
+    let mut key = None;
+    let mut origin = None;
+    let mut sip = false;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= has_token(value, "websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection |= has_token(value, "upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version |= value == "13";
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            sip |= has_token(value, "sip");
+        }
+    }
+    if !upgrade {
+        return Err("no Upgrade: websocket".to_owned());
+    }
+    if !connection {
+        return Err("no Connection: Upgrade".to_owned());
+    }
+    if !version {
+        return Err("no Sec-WebSocket-Version: 13".to_owned());
+    }
+    let Some(key) = key.filter(|k| k.len() == 24) else {
+        return Err("no valid Sec-WebSocket-Key".to_owned());
+    };
+    Ok(Checked {
+        target,
+        key,
+        origin,
+        sip,
+    })
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Why a head could not be read.
+enum HeadError {
+    /// The connection failed or ended first.
+    Io(io::Error),
+    /// No empty line within [`MAX_HEAD`] bytes; what was read.
+    TooLarge(Vec<u8>),
+}
+
+/// Reads up to and including the first empty line; returns the head and what came after it.
+async fn read_head<S>(s: &mut S) -> Result<(Vec<u8>, Vec<u8>), HeadError>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the end of the HTTP head",
+            )));
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(at) = memchr::memmem::find(&buf[from..], b"\r\n\r\n") {
+            let end = from + at + 4;
+            let rest = buf.split_off(end);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            buf.truncate(MAX_HEAD);
+            return Err(HeadError::TooLarge(buf));
+        }
+    }
+}
+
+/// An upstream's accepted upgrade.
+#[derive(Debug)]
+pub struct Connected {
+    /// The request as written.
+    pub request: Vec<u8>,
+    /// The 101 reply head as received.
+    pub reply: Vec<u8>,
+    /// Bytes read behind the reply head: the first frames, for tungstenite.
+    pub leftover: Vec<u8>,
+}
+
+/// Why an upgrade toward the upstream failed.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// The request as written (empty if it could not be written).
+    pub request: Vec<u8>,
+    /// The reply head, when one arrived.
+    pub reply: Option<Vec<u8>>,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What to ask the upstream for.
+#[derive(Debug)]
+pub struct UpgradeRequest<'a> {
+    /// `Host`: the upstream as configured.
+    pub host: &'a str,
+    /// The client's request target.
+    pub target: &'a str,
+    /// The client's `Origin`, or (as OpenSIPS sends) the host.
+    pub origin: &'a str,
+    /// Ask for the `sip` subprotocol (the client got it from us).
+    pub sip: bool,
+}
+
+/// Upgrades the connection to the upstream, writing the request in OpenSIPS's shape
+/// (`ws_start_handshake`), and checks the reply as RFC 6455 §4.1 asks.
+pub async fn connect<S>(s: &mut S, req: &UpgradeRequest<'_>) -> Result<Connected, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nOrigin: {}\r\nSec-WebSocket-Key: {key}\r\n\
+         Upgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n",
+        req.target, req.host, req.origin
+    )
+    .into_bytes();
+    if req.sip {
+        request.extend_from_slice(b"Sec-WebSocket-Protocol: sip\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    let fail = |request: Vec<u8>, reply: Option<Vec<u8>>, reason: String| ConnectError {
+        request,
+        reply,
+        reason,
+    };
+    if let Err(e) = s.write_all(&request).await {
+        return Err(fail(request, None, format!("write: {e}")));
+    }
+    if let Err(e) = s.flush().await {
+        return Err(fail(request, None, format!("write: {e}")));
+    }
+    let (reply, leftover) = match read_head(s).await {
+        Ok(r) => r,
+        Err(HeadError::Io(e)) => return Err(fail(request, None, format!("read: {e}"))),
+        Err(HeadError::TooLarge(partial)) => {
+            return Err(fail(
+                request,
+                Some(partial),
+                format!("reply head over {MAX_HEAD} bytes"),
+            ));
+        }
+    };
+    match check_reply(&reply, &key, req.sip) {
+        Ok(()) => Ok(Connected {
+            request,
+            reply,
+            leftover,
+        }),
+        Err(reason) => Err(fail(request, Some(reply), reason)),
+    }
+}
+
+/// 101, `Upgrade: websocket`, `Connection: Upgrade`, the right `Sec-WebSocket-Accept`, and no
+/// subprotocol we did not ask for.
+fn check_reply(head: &[u8], key: &str, sip: bool) -> Result<(), String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut rsp = httparse::Response::new(&mut headers);
+    match rsp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete reply head".to_owned()),
+        Err(e) => return Err(format!("bad reply head: {e}")),
+    }
+    if rsp.code != Some(101) {
+        return Err(format!(
+            "upgrade refused: {} {}",
+            rsp.code.unwrap_or(0),
+            rsp.reason.unwrap_or("")
+        ));
+    }
+    let expected = derive_accept_key(key.as_bytes());
+    let (mut upgrade, mut connection, mut accept) = (false, false, false);
+    for h in rsp.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= has_token(value, "websocket");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection |= has_token(value, "upgrade");
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
+            accept |= value == expected;
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol")
+            && !(sip && value.eq_ignore_ascii_case("sip"))
+        {
+            return Err(format!("subprotocol {value} was not asked for"));
+        }
+    }
+    if !upgrade || !connection {
+        return Err("no Upgrade: websocket / Connection: Upgrade in the reply".to_owned());
+    }
+    if !accept {
+        return Err("wrong Sec-WebSocket-Accept".to_owned());
+    }
+    Ok(())
+}
+
+/// A WebSocket over `stream` after an upgrade done here, with the bytes read past the head.
+pub async fn websocket(stream: Stream, leftover: Vec<u8>, role: Role) -> WebSocketStream<Stream> {
+    WebSocketStream::from_partially_read(stream, leftover, role, Some(config())).await
+}
+
+/// Pings relayed one way, until the pong answering them comes back.
+#[derive(Debug, Default)]
+struct Pings(Mutex<VecDeque<Bytes>>);
+
+impl Pings {
+    /// A ping was relayed.
+    fn sent(&self, payload: &Bytes) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == PING_MEMORY {
+                q.pop_front();
+            }
+            q.push_back(payload.clone());
+        }
+    }
+
+    /// Whether a pong answers a relayed ping (which tungstenite already answered).
+    fn answers(&self, payload: &Bytes) -> bool {
+        let Ok(mut q) = self.0.lock() else {
+            return false;
+        };
+        match q.iter().position(|p| p == payload) {
+            Some(i) => {
+                q.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What both directions of a WebSocket relay share.
+#[derive(Debug)]
+pub struct Relay<'a> {
+    /// Decides what is traced.
+    pub tracer: &'a Tracer,
+    /// SIP tracing of the connection, if the listener has it.
+    pub sip: Option<&'a SipConn>,
+    /// Payload bytes client -> upstream.
+    pub bytes_in: &'a Counter,
+    /// Payload bytes upstream -> client.
+    pub bytes_out: &'a Counter,
+    /// Close after this long without a message one way.
+    pub idle: Option<Duration>,
+}
+
+/// Relays messages both ways until one side closes or fails, and returns how each direction
+/// ended (client -> upstream, upstream -> client). A close is relayed and the far side gets
+/// [`CLOSE_GRACE`] to answer it; any other end stops both directions (WebSocket has no
+/// half-close).
+pub async fn relay(
+    client: WebSocketStream<Stream>,
+    upstream: WebSocketStream<Stream>,
+    r: &Relay<'_>,
+    kill: &CancellationToken,
+) -> (Option<End>, Option<End>) {
+    let (mut c_tx, mut c_rx) = client.split();
+    let (mut u_tx, mut u_rx) = upstream.split();
+    let (client_pings, upstream_pings) = (Pings::default(), Pings::default());
+    let (mut c_end, mut u_end): (Option<End>, Option<End>) = (None, None);
+    {
+        let c2u = forward(
+            &mut c_rx,
+            &mut u_tx,
+            r,
+            Direction::ClientToUpstream,
+            &client_pings,
+            &upstream_pings,
+        );
+        let u2c = forward(
+            &mut u_rx,
+            &mut c_tx,
+            r,
+            Direction::UpstreamToClient,
+            &upstream_pings,
+            &client_pings,
+        );
+        tokio::pin!(c2u, u2c);
+        let grace = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(grace);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                e = &mut c2u, if c_end.is_none() => c_end = Some(e),
+                e = &mut u2c, if u_end.is_none() => u_end = Some(e),
+                _ = &mut grace, if closing => break,
+                _ = kill.cancelled() => break,
+            }
+            match (&c_end, &u_end) {
+                (Some(_), Some(_)) => break,
+                (Some(End::Close(_)), None) | (None, Some(End::Close(_))) if !closing => {
+                    closing = true;
+                    grace
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                (Some(End::Close(_)), None) | (None, Some(End::Close(_))) => {}
+                _ => break,
+            }
+        }
+    }
+    // A reset on one side is passed on as a reset on the other.
+    let reset = |e: &Option<End>| matches!(e, Some(End::ReadError(e)) if super::relay::is_reset(e));
+    if reset(&u_end) {
+        if let Ok(ws) = c_rx.reunite(c_tx) {
+            ws.get_ref().reset_on_drop();
+        }
+    } else if reset(&c_end)
+        && let Ok(ws) = u_rx.reunite(u_tx)
+    {
+        ws.get_ref().reset_on_drop();
+    }
+    (c_end, u_end)
+}
+
+/// One direction: each message read from `src` is sent on `dst`.
+async fn forward<S, D>(
+    src: &mut S,
+    dst: &mut D,
+    r: &Relay<'_>,
+    dir: Direction,
+    mine: &Pings,
+    theirs: &Pings,
+) -> End
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+    D: Sink<Message, Error = WsError> + Unpin,
+{
+    let bytes = match dir {
+        Direction::ClientToUpstream => r.bytes_in,
+        Direction::UpstreamToClient => r.bytes_out,
+    };
+    loop {
+        let next = match r.idle {
+            Some(d) => match tokio::time::timeout(d, src.next()).await {
+                Ok(n) => n,
+                Err(_) => return End::Idle,
+            },
+            None => src.next().await,
+        };
+        let msg = match next {
+            None => return End::Eof,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return read_end(e),
+        };
+        match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                let traced = r.sip.map(|conn| {
+                    let payload = match &msg {
+                        Message::Text(t) => Bytes::from(t.clone()),
+                        Message::Binary(b) => b.clone(),
+                        _ => Bytes::new(),
+                    };
+                    (conn, payload, now_micros())
+                });
+                let len = msg.len() as u64;
+                if let Err(e) = dst.send(msg).await {
+                    return write_end(e);
+                }
+                bytes.add(len);
+                if let Some((conn, payload, read_at)) = traced {
+                    conn.frame(r.tracer, dir, payload, read_at);
+                }
+            }
+            Message::Ping(p) => {
+                mine.sent(&p);
+                if let Err(e) = dst.send(Message::Ping(p)).await {
+                    return write_end(e);
+                }
+            }
+            Message::Pong(p) => {
+                if !theirs.answers(&p)
+                    && let Err(e) = dst.send(Message::Pong(p)).await
+                {
+                    return write_end(e);
+                }
+            }
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
+                // The far side may have closed too; then there is nothing to tell it.
+                let _ = dst.send(Message::Close(frame)).await;
+                // Reading on lets tungstenite send its close reply and finish this side.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(_)) = src.next().await {}
+                })
+                .await;
+                return End::Close(code);
+            }
+            Message::Frame(_) => {}
+        }
+    }
+}
+
+/// How a failed read ends a direction.
+fn read_end(e: WsError) -> End {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Eof,
+        WsError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => End::Eof,
+        WsError::Io(e) => End::ReadError(e),
+        e => End::ReadError(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+    }
+}
+
+/// How a failed send ends a direction.
+fn write_end(e: WsError) -> End {
+    match e {
+        WsError::Io(e) => End::WriteError(e),
+        e => End::WriteError(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const REQUEST: &[u8] = b"GET /ws?x=1 HTTP/1.1\r\nHost: sip.example.com\r\n\
+        Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: https://phone.example.com\r\n\
+        Sec-WebSocket-Protocol: chat, sip\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_valid_upgrade_gets_opensips_101_with_sip_and_keeps_early_frames() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let mut sent = REQUEST.to_vec();
+        sent.extend_from_slice(b"\x81\x00"); // an early empty text frame
+        client.write_all(&sent).await.unwrap();
+        let up = accept(&mut server).await.unwrap();
+        assert_eq!(up.request, REQUEST);
+        assert_eq!(up.leftover, b"\x81\x00");
+        assert_eq!(up.target, "/ws?x=1");
+        assert_eq!(up.origin.as_deref(), Some("https://phone.example.com"));
+        assert!(up.sip);
+        let expected: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(up.reply, expected);
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_get_is_refused_with_opensips_400() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        client.write_all(req).await.unwrap();
+        match accept(&mut server).await {
+            Err(AcceptError::Refused { request, reason }) => {
+                assert_eq!(request, req);
+                assert_eq!(reason, "no Upgrade: websocket");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut got = vec![0u8; BAD_REQUEST.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn an_endless_head_is_refused() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&[b'a'; MAX_HEAD + 10]).await.unwrap();
+        assert!(matches!(
+            accept(&mut server).await,
+            Err(AcceptError::Refused { request, .. }) if request.len() == MAX_HEAD
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_upstream_request_is_opensips_shaped_and_the_reply_is_checked() {
+        let (mut heptap, mut upstream) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            let up = accept(&mut upstream).await.unwrap();
+            (up, upstream)
+        });
+        let req = UpgradeRequest {
+            host: "127.0.0.1:5060",
+            target: "/ws",
+            origin: "https://phone.example.com",
+            sip: true,
+        };
+        let connected = connect(&mut heptap, &req).await.unwrap();
+        let (up, _) = server.await.unwrap();
+        assert_eq!(connected.request, up.request);
+        assert_eq!(connected.reply, up.reply);
+        let text = String::from_utf8(connected.request).unwrap();
+        assert!(text.starts_with(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:5060\r\nOrigin: https://phone.example.com\r\nSec-WebSocket-Key: "
+        ));
+        assert!(text.ends_with(
+            "\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_upstream_upgrade_keeps_the_reply() {
+        let (mut heptap, mut upstream) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            let _ = read_head(&mut upstream).await;
+            upstream
+                .write_all(b"HTTP/1.1 404 Not Found\r\n\r\n")
+                .await
+                .unwrap();
+            upstream
+        });
+        let req = UpgradeRequest {
+            host: "h:1",
+            target: "/",
+            origin: "h:1",
+            sip: false,
+        };
+        let e = connect(&mut heptap, &req).await.unwrap_err();
+        assert_eq!(
+            e.reply.as_deref(),
+            Some(&b"HTTP/1.1 404 Not Found\r\n\r\n"[..])
+        );
+        assert_eq!(e.reason, "upgrade refused: 404 Not Found");
+        drop(server);
+    }
+
+    #[test]
+    fn trace_text_is_capped_at_1024_bytes() {
+        assert_eq!(trace_text(&[b'x'; 2000]).len(), 1024);
+    }
+}
