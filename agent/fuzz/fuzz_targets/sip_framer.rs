@@ -38,7 +38,10 @@ fn check(framed: &Framed) {
     };
     match parse_head(bytes) {
         Ok(head) => match declared {
-            None => assert_eq!(head.content_length, Some((bytes.len() - head.head_len) as u64)),
+            None => assert_eq!(
+                head.content_length,
+                Some((bytes.len() - head.head_len) as u64)
+            ),
             Some(len) => {
                 assert_eq!(head.head_len, bytes.len());
                 assert_eq!(head.content_length, Some(len));
