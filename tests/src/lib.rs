@@ -16,3 +16,7 @@ pub mod kamailio;
 pub mod sip;
 
 pub use heptap_bin::{HEPTAP_BIN_ENV, heptap_bin};
+pub mod events;
+pub mod taps;
+pub mod tls;
+pub mod ws;
