@@ -1,0 +1,533 @@
+//! The WS and WSS taps end to end: a client that writes its own upgrade request, heptap's
+//! `start()` in-process, an upstream running tungstenite's server handshake, and a HEP
+//! collector on 127.0.0.1 (spec/opensips-tracing.md §3.5): the handshake event of each leg
+//! carries `Ws-Request` and `Ws-Reply` in OpenSIPS's order; WSS adds the TLS parts to the same
+//! event.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use heptap::agent::Stop;
+use heptap::tracer::NetProto;
+use heptap_hep::Packet;
+use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};
+use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
+use heptap_tests::taps::{config, events, listener, random_bytes, random_sizes, run, stat};
+use heptap_tests::tls::{self, CA_SUBJECT, Pki, SERVER_SUBJECT, UPSTREAM_SUBJECT};
+use heptap_tests::ws::{Behaviour, WsUpstream, client, expected_reply, read_head, upgrade_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const OPENSIPS_400: &str = "HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+/// A WS listener relaying to `up` (WS), with `keys`.
+async fn ws_heptap(
+    up: SocketAddr,
+    col: &UdpCollector,
+    keys: &str,
+    extra: &str,
+    pki: &Pki,
+) -> heptap::agent::Running {
+    run(config(
+        &listener("ws", up, keys, None, ""),
+        col.addr,
+        extra,
+        &pki.dir,
+    ))
+    .await
+}
+
+/// Connects a client through heptap and upgrades; returns it, its address and the request.
+async fn ws_client(listen: SocketAddr) -> (WebSocketStream<TcpStream>, SocketAddr, Vec<u8>) {
+    let tcp = TcpStream::connect(listen).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let request = upgrade_request("/ws?room=1", &listen.to_string());
+    let (ws, reply) = client(tcp, &request).await;
+    assert_eq!(text(&reply), text(&expected_reply()));
+    (ws.expect("upgraded"), me, request)
+}
+
+/// Sends a normal close (1000) and reads until the connection ends.
+async fn close<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.close(Some(bye)).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+#[tokio::test]
+async fn a_ws_connection_traces_the_upgrade_of_each_leg_in_opensips_order() {
+    let pki = Pki::new();
+    let mut up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let listen = heptap.listen_addrs()[0];
+    let (mut ws, me, request) = ws_client(listen).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    close(&mut ws).await;
+
+    let got = events(&mut col, 5).await;
+    let seq: Vec<String> = got.iter().map(event_of).collect();
+    assert_eq!(
+        seq,
+        ["ACCEPTED", "CONNECT_START", "CONNECTED", "CLOSED", "CLOSED"]
+    );
+    let client_id = correlation(&got[0]);
+    for p in &got {
+        assert_eq!((p.proto_type, p.ip_proto), (Some(89), Some(50)), "WS is 50");
+        assert_eq!(part(p, "Protocol"), "WS");
+    }
+    assert_eq!((got[0].src(), got[0].dst()), (Some(me), Some(listen)));
+    assert_eq!(
+        parts_of(&got[0]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "ACCEPTED"),
+            ("Ws-Request", &text(&request)),
+            ("Status", "SUCCESS"),
+            ("Ws-Reply", &text(&expected_reply())),
+            ("Message", "Connection accepted..."),
+        ])
+    );
+    // The upstream leg: what the upstream read and wrote, byte for byte.
+    let seen = up.seen.recv().await.unwrap();
+    assert_eq!(
+        parts_of(&got[2]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "CONNECTED"),
+            ("Ws-Request", &text(&seen.request)),
+            ("Status", "SUCCESS"),
+            ("Ws-Reply", &text(&seen.reply)),
+            ("Message", "Successfully connected..."),
+        ])
+    );
+    assert_eq!(got[2].src(), Some(up.addr));
+    assert_eq!(
+        net_correlation(&got[2]).as_deref(),
+        Some(client_id.as_str())
+    );
+    // Same path, the client's Origin, the sip subprotocol, OpenSIPS's header order.
+    let upstream_request = text(&seen.request);
+    assert!(
+        upstream_request.starts_with(&format!(
+            "GET /ws?room=1 HTTP/1.1\r\nHost: {}\r\nOrigin: https://phone.test\r\nSec-WebSocket-Key: ",
+            up.addr
+        )),
+        "{upstream_request}"
+    );
+    assert!(upstream_request.ends_with(
+        "\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+    ));
+    assert!(text(&seen.reply).contains("sec-websocket-protocol: sip\r\n"));
+    // The client's close went through; both legs say so.
+    for p in &got[3..] {
+        assert_eq!(part(p, "Message"), "Close frame received (1000)", "{p:?}");
+    }
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn homer5_mode_joins_the_ws_handshake_parts_in_opensips_order() {
+    let pki = Pki::new();
+    let up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "", "[hep]\nhomer5_on = true\n", &pki).await;
+    let (_ws, _, request) = ws_client(heptap.listen_addrs()[0]).await;
+    let got = events(&mut col, 1).await;
+    assert_eq!(
+        text_of(&got[0]),
+        format!(
+            "WS:ACCEPTED:{}:SUCCESS:{}:Connection accepted...",
+            text(&request),
+            text(&expected_reply())
+        )
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn messages_are_relayed_unchanged_both_ways() {
+    let pki = Pki::new();
+    let up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let (ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    let (mut tx, mut rx) = ws.split();
+
+    // 1 MiB in binary messages of random sizes, and a text message every 50.
+    let data = random_bytes(0x1234_5678, 1 << 20);
+    let sizes = random_sizes(99, 4096, 8000);
+    let mut messages = Vec::new();
+    let (mut off, mut i) = (0, 0);
+    while off < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - off);
+        messages.push(Message::binary(data[off..off + n].to_vec()));
+        if i % 50 == 0 {
+            messages.push(Message::text(format!("SIP/2.0 100 message {i}\r\n\r\n")));
+        }
+        off += n;
+        i += 1;
+    }
+    let sent = messages.clone();
+    let writer = tokio::spawn(async move {
+        for m in sent {
+            tx.send(m).await.unwrap();
+        }
+        tx
+    });
+    let mut back = Vec::with_capacity(messages.len());
+    while back.len() < messages.len() {
+        let m = tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("echo within the timeout")
+            .unwrap()
+            .unwrap();
+        back.push(m);
+    }
+    assert!(back == messages, "relayed messages differ");
+    let mut ws = writer.await.unwrap().reunite(rx).unwrap();
+    close(&mut ws).await;
+    events(&mut col, 5).await;
+    let binary: u64 = messages.iter().map(|m| m.len() as u64).sum();
+    assert_eq!(stat(&heptap, "bytes_in"), Some(binary));
+    assert_eq!(stat(&heptap, "bytes_out"), Some(binary));
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn pings_reach_the_far_side_each_gets_one_pong_and_keepalive_pongs_are_relayed() {
+    let pki = Pki::new();
+    let mut up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::text("send-pong")).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(ws.next().await.unwrap().unwrap());
+    }
+    assert_eq!(
+        got,
+        [
+            // heptap's own answer; the upstream's answer to the relayed ping is not repeated.
+            Message::Pong(b"are you there".to_vec().into()),
+            // The upstream's unsolicited keep-alive pong, relayed.
+            Message::Pong(b"keepalive".to_vec().into()),
+            Message::text("send-pong"),
+        ]
+    );
+    assert_eq!(up.pings.recv().await.unwrap(), b"are you there");
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_gets_opensips_400_and_is_traced_as_accepted_failure() {
+    let pki = Pki::new();
+    let up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let mut tcp = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: sip.test\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut reply))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert_eq!(text(&reply), OPENSIPS_400);
+    let got = events(&mut col, 2).await;
+    assert_eq!(
+        parts_of(&got[0]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "ACCEPTED"),
+            ("Ws-Request", request),
+            ("Status", "FAILURE"),
+            ("Ws-Reply", OPENSIPS_400),
+            ("Message", "Failed to accept connection..."),
+        ])
+    );
+    assert_eq!(
+        parts_of(&got[1]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "CLOSED"),
+            ("Status", "SUCCESS"),
+            (
+                "Message",
+                "WebSocket upgrade refused: no Upgrade: websocket"
+            ),
+        ])
+    );
+    assert_eq!(stat(&heptap, "handshake_failed"), Some(1));
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+/// Reads the close frame a client gets when heptap cannot reach the upstream.
+async fn close_code(ws: &mut WebSocketStream<TcpStream>) -> Option<CloseCode> {
+    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => Some(code),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_the_upgrade_is_connected_failure_and_the_client_gets_1011() {
+    let pki = Pki::new();
+    let refuser = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = refuser.local_addr().unwrap();
+    let refused = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = refuser.accept().await.unwrap();
+        let request = read_head(&mut s).await.unwrap();
+        s.write_all(refused.as_bytes()).await.unwrap();
+        request
+    });
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up_addr, &col, "", "", &pki).await;
+    let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
+    let request = upstream.await.unwrap();
+    let got = events(&mut col, 4).await;
+    assert_eq!(
+        parts_of(&got[2]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "CONNECTED"),
+            ("Ws-Request", &text(&request)),
+            ("Status", "FAILURE"),
+            ("Ws-Reply", refused),
+            ("Message", "Failed to connect..."),
+        ])
+    );
+    assert_eq!(part(&got[3], "Message"), "Upstream connect failed");
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_connected_failure_and_the_client_gets_1011() {
+    let pki = Pki::new();
+    let dead = closed_port().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(dead, &col, "", "", &pki).await;
+    let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
+    let got = events(&mut col, 4).await;
+    assert_eq!(
+        parts_of(&got[2]),
+        owned(&[
+            ("Protocol", "WS"),
+            ("Event", "CONNECTED"),
+            ("Status", "FAILURE"),
+            ("Message", "Failed to connect..."),
+        ])
+    );
+    assert_eq!(got[2].src(), Some(dead));
+    assert_eq!(stat(&heptap, "upstream_connect_failed"), Some(1));
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn an_upstream_reset_mid_stream_resets_the_client_and_both_legs_close() {
+    let pki = Pki::new();
+    let resetter = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = resetter.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (s, _) = resetter.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        let _ = ws.next().await;
+        let tcp = ws.get_ref();
+        tcp.set_zero_linger().unwrap();
+        drop(ws);
+    });
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up_addr, &col, "", "", &pki).await;
+    let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    upstream.await.unwrap();
+    let r = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    assert!(
+        matches!(&r, Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the reset is passed on: {r:?}"
+    );
+    let got = events(&mut col, 5).await;
+    let client_id = correlation(&got[0]);
+    let (c, u): (Vec<&Packet>, Vec<&Packet>) =
+        got[3..].iter().partition(|p| correlation(p) == client_id);
+    assert!(part(u[0], "Message").starts_with("Read error: "));
+    assert_eq!(
+        part(c[0], "Message"),
+        "Closed by heptap: the upstream leg ended"
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_v1_line_precedes_the_upstream_upgrade() {
+    let pki = Pki::new();
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let (tx, mut header) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            line.push(b[0]);
+        }
+        tx.send(line).unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() && ws.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up_addr, &col, "proxy_protocol = \"v1\"", "", &pki).await;
+    let listen = heptap.listen_addrs()[0];
+    let (mut ws, me, _) = ws_client(listen).await;
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    assert_eq!(
+        text(&header.recv().await.unwrap()),
+        format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+            me.port(),
+            listen.port()
+        )
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn ws_trace_on_false_and_a_dropping_filter_route_trace_nothing_while_relaying() {
+    let pki = Pki::new();
+    let up = WsUpstream::bind(None, Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let routes = "[routes]\ninline = '''\nroute[no_ws] {\n    if ($proto == \"ws\")\n        drop;\n}\n'''\n";
+    let mut cfg = config(
+        &listener("ws", up.addr, "", None, ""),
+        col.addr,
+        routes,
+        &pki.dir,
+    );
+    cfg.net.ws.trace_filter_route = Some("no_ws".into());
+    let heptap = run(cfg).await;
+    let listen = heptap.listen_addrs()[0];
+    let roundtrip = || async {
+        let (mut ws, me, _) = ws_client(listen).await;
+        ws.send(Message::text("x")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+        close(&mut ws).await;
+        me
+    };
+    roundtrip().await;
+    let switch = heptap.tracer().load().net(NetProto::Ws).on.clone();
+    switch.set(false);
+    roundtrip().await;
+    // The route goes, the switch comes back on: only the third connection is traced.
+    heptap
+        .reload(config(
+            &listener("ws", up.addr, "", None, ""),
+            col.addr,
+            "",
+            &pki.dir,
+        ))
+        .unwrap();
+    switch.set(true);
+    let third = roundtrip().await;
+    let got = events(&mut col, 1).await;
+    assert_eq!(event_of(&got[0]), "ACCEPTED");
+    assert_eq!(
+        got[0].src(),
+        Some(third),
+        "nothing of the first two connections"
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn a_wss_connection_traces_tls_and_ws_parts_in_one_event_per_leg() {
+    let pki = Pki::new();
+    let mut up = WsUpstream::bind(Some(pki.upstream_config()), Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let keys = format!(
+        "upstream_proto = \"wss\"\n{}",
+        heptap_tests::taps::upstream_tls(&pki)
+    );
+    let heptap = run(config(
+        &listener("wss", up.addr, &keys, Some(&pki), ""),
+        col.addr,
+        "",
+        &pki.dir,
+    ))
+    .await;
+    let listen = heptap.listen_addrs()[0];
+    let tls = tls::connect(listen, pki.client_config(None, None, None))
+        .await
+        .unwrap();
+    let request = upgrade_request("/", "sip.test");
+    let (ws, reply) = client(tls, &request).await;
+    assert_eq!(text(&reply), text(&expected_reply()));
+    let mut ws = ws.unwrap();
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+    close(&mut ws).await;
+    let got = events(&mut col, 5).await;
+    for p in &got {
+        assert_eq!(
+            (part(p, "Protocol").as_str(), p.ip_proto),
+            ("WSS", Some(50))
+        );
+    }
+    assert_eq!(
+        parts_of(&got[0]),
+        owned(&[
+            ("Protocol", "WSS"),
+            ("server-subject", SERVER_SUBJECT),
+            ("server-issuer", CA_SUBJECT),
+            ("Event", "ACCEPTED"),
+            ("Ws-Request", &text(&request)),
+            ("Status", "SUCCESS"),
+            ("Ws-Reply", &text(&expected_reply())),
+            ("Message", "Connection accepted..."),
+        ])
+    );
+    let seen = up.seen.recv().await.unwrap();
+    assert_eq!(
+        parts_of(&got[2]),
+        owned(&[
+            ("Protocol", "WSS"),
+            ("client-subject", UPSTREAM_SUBJECT),
+            ("client-issuer", CA_SUBJECT),
+            ("Event", "CONNECTED"),
+            ("Ws-Request", &text(&seen.request)),
+            ("Status", "SUCCESS"),
+            ("Ws-Reply", &text(&seen.reply)),
+            ("Message", "Successfully connected..."),
+        ])
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}
