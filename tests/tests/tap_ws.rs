@@ -531,3 +531,40 @@ async fn a_wss_connection_traces_tls_and_ws_parts_in_one_event_per_leg() {
     );
     heptap.shutdown(Stop::Immediate).await;
 }
+
+#[tokio::test]
+async fn idle_timeout_spares_a_connection_where_one_side_talks_and_closes_a_silent_one() {
+    let pki = Pki::new();
+    let up = WsUpstream::bind(None, Behaviour::Sip).await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = ws_heptap(up.addr, &col, "idle_timeout = \"300ms\"", "", &pki).await;
+    let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
+    // Client -> upstream only (the upstream answers nothing to these), for twice the timeout.
+    for _ in 0..6 {
+        ws.send(Message::text("\r\n\r\n")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Still relayed both ways.
+    let invite = heptap_tests::sip::client_messages()[0].clone();
+    ws.send(Message::text(String::from_utf8(invite).unwrap()))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(t))) if t.starts_with("SIP/2.0 100")),
+        "{reply:?}"
+    );
+    // Then silence both ways: heptap closes.
+    let mut rest = Vec::new();
+    while let Some(Ok(m)) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        rest.push(m);
+    }
+    assert_eq!(rest.len(), 2, "180 and 200, then the end");
+    let got = events(&mut col, 5).await;
+    let reasons: Vec<String> = got[3..].iter().map(|p| part(p, "Message")).collect();
+    assert!(
+        reasons.iter().any(|r| r == "Timeout on no traffic"),
+        "{reasons:?}"
+    );
+    heptap.shutdown(Stop::Immediate).await;
+}

@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use heptap_hep::Part;
@@ -45,10 +46,59 @@ pub enum End {
     ReadError(io::Error),
     /// Writing to the other side failed.
     WriteError(io::Error),
-    /// Nothing moved for the idle timeout.
+    /// Nothing moved either way for the idle timeout.
     Idle,
     /// A WebSocket close frame (with its code) was read and relayed.
     Close(Option<u16>),
+}
+
+/// `idle_timeout` for one connection: it is idle when neither direction has moved for that
+/// long, so a connection where only one side talks (keep-alives one way) stays up.
+#[derive(Debug)]
+pub struct Idle {
+    /// The timeout.
+    timeout: Duration,
+    /// When the connection started; `last` counts from here.
+    start: Instant,
+    /// Milliseconds from `start` to the last data either way (one relaxed store per read).
+    last: AtomicU64,
+}
+
+impl Idle {
+    /// A connection that has just moved data.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Data moved, one way or the other.
+    pub fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// How much longer to wait before the connection is idle; None when it is.
+    fn left(&self) -> Option<Duration> {
+        let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
+        let deadline = last + self.timeout;
+        let now = Instant::now();
+        (deadline > now).then(|| deadline - now)
+    }
+
+    /// Waits for `read` until it completes, or until the connection has been idle for the
+    /// timeout in both directions (then `read`, a cancel-safe read, is dropped).
+    pub async fn read<F: std::future::Future>(&self, read: F) -> Option<F::Output> {
+        tokio::pin!(read);
+        loop {
+            let left = self.left()?;
+            if let Ok(r) = tokio::time::timeout(left, read.as_mut()).await {
+                return Some(r);
+            }
+        }
+    }
 }
 
 /// Copies `r` to `w` until EOF or an error, counting bytes; passes EOF on with `shutdown`.
@@ -59,7 +109,7 @@ pub async fn pump<R, W>(
     mut r: R,
     mut w: W,
     bytes: &Counter,
-    idle: Option<Duration>,
+    idle: Option<&Idle>,
     obs: &mut impl Observe,
 ) -> End
 where
@@ -69,9 +119,9 @@ where
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         let read = match idle {
-            Some(d) => match tokio::time::timeout(d, r.read(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => return End::Idle,
+            Some(idle) => match idle.read(r.read(&mut buf)).await {
+                Some(r) => r,
+                None => return End::Idle,
             },
             None => r.read(&mut buf).await,
         };
@@ -84,6 +134,9 @@ where
             Ok(n) => n,
             Err(e) => return End::ReadError(e),
         };
+        if let Some(idle) = idle {
+            idle.touch();
+        }
         let read_at = if obs.wants_time() { now_micros() } else { 0 };
         if let Err(e) = w.write_all(&buf[..n]).await {
             return End::WriteError(e);
@@ -551,6 +604,7 @@ pub async fn connection(
             client_leg.id.clone(),
         )
     });
+    let idle = spec.idle_timeout.map(Idle::new);
     let (c_end, u_end) = match (accepted.upgrade, upstream.upgrade) {
         (Some(c_up), Some(u_up)) => {
             let client = ws::websocket(accepted.stream, c_up.leftover, Role::Server).await;
@@ -560,7 +614,7 @@ pub async fn connection(
                 sip: sip.as_ref(),
                 bytes_in: &stats.bytes_in,
                 bytes_out: &stats.bytes_out,
-                idle: spec.idle_timeout,
+                idle: idle.as_ref(),
             };
             ws::relay(client, up, &r, &kill).await
         }
@@ -569,7 +623,7 @@ pub async fn connection(
                 tracer: &ctx.tracer,
                 sip: sip.as_ref(),
                 stats,
-                idle: spec.idle_timeout,
+                idle: idle.as_ref(),
                 kill: &kill,
             };
             relay_bytes(accepted.stream, upstream.stream, &r).await
@@ -606,8 +660,8 @@ struct Bytes<'a> {
     sip: Option<&'a SipConn>,
     /// Byte counters.
     stats: &'a ListenerStats,
-    /// Close after this long without a byte one way.
-    idle: Option<Duration>,
+    /// Close after this long without a byte either way.
+    idle: Option<&'a Idle>,
     /// Shutdown.
     kill: &'a CancellationToken,
 }

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::relay::End;
+use super::relay::{End, Idle};
 use super::sip::{Direction, SipConn};
 use super::stream::Stream;
 use crate::clock::now_micros;
@@ -436,8 +436,8 @@ pub struct Relay<'a> {
     pub bytes_in: &'a Counter,
     /// Payload bytes upstream -> client.
     pub bytes_out: &'a Counter,
-    /// Close after this long without a message one way.
-    pub idle: Option<Duration>,
+    /// Close after this long without a message either way.
+    pub idle: Option<&'a Idle>,
 }
 
 /// Relays messages both ways until one side closes or fails, and returns how each direction
@@ -528,12 +528,15 @@ where
     };
     loop {
         let next = match r.idle {
-            Some(d) => match tokio::time::timeout(d, src.next()).await {
-                Ok(n) => n,
-                Err(_) => return End::Idle,
+            Some(idle) => match idle.read(src.next()).await {
+                Some(n) => n,
+                None => return End::Idle,
             },
             None => src.next().await,
         };
+        if let Some(idle) = r.idle {
+            idle.touch();
+        }
         let msg = match next {
             None => return End::Eof,
             Some(Ok(m)) => m,
