@@ -78,6 +78,12 @@ pub enum TapError {
         /// The listener's name.
         listener: String,
     },
+    /// A tls or wss listener without `tls` (certificate and key).
+    #[error("listener {listener}: a tls or wss listener needs tls.cert_file and tls.key_file")]
+    MissingCertificate {
+        /// The listener's name.
+        listener: String,
+    },
     /// `client_cert = "require"` without `client_ca_file`.
     #[error("listener {listener}: client_cert = \"require\" needs tls.client_ca_file")]
     MissingClientCa {
@@ -147,6 +153,11 @@ impl Tap {
             matches!(spec.proto, NetProto::Tls | NetProto::Wss),
         ) {
             (Some(t), true) => Some(tls::TlsServer::new(&spec.name, t)?),
+            (None, true) => {
+                return Err(TapError::MissingCertificate {
+                    listener: spec.name.clone(),
+                });
+            }
             _ => None,
         };
         let tls_client = if matches!(spec.upstream_proto, NetProto::Tls | NetProto::Wss) {
@@ -310,5 +321,56 @@ impl BoundListener {
             }
         }
         tracing::info!(listener = %spec.name, "Stopped accepting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(proto: NetProto, tls: Option<ListenerTls>) -> ListenerSpec {
+        ListenerSpec {
+            name: "edge".into(),
+            proto,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: "127.0.0.1:5060".into(),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            sip: None,
+            upstream_proto: NetProto::Tcp,
+            upstream_host: "127.0.0.1".into(),
+            tls,
+            upstream_tls: None,
+            proxy_protocol: ProxyProtocol::None,
+            handshake_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn unreadable_tls_material_is_refused_naming_the_listener_and_the_file() {
+        let tls = ListenerTls {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
+            client_cert: heptap_config::ClientCert::None,
+        };
+        let e = check(&spec(NetProto::Tls, Some(tls)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("listener edge: tls.cert_file /nonexistent/cert.pem: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tls_listener_without_a_certificate_is_refused() {
+        let e = check(&spec(NetProto::Wss, None)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "listener edge: a tls or wss listener needs tls.cert_file and tls.key_file"
+        );
+        assert!(check(&spec(NetProto::Tcp, None)).is_ok());
     }
 }
