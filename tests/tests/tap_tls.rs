@@ -113,29 +113,45 @@ async fn a_tls_client_leg_has_one_accepted_event_with_our_certificate_then_the_t
 }
 
 #[tokio::test]
-async fn homer5_mode_joins_the_tls_parts_in_opensips_order() {
+async fn homer5_mode_joins_the_tls_parts_of_every_event_of_both_legs_in_opensips_order() {
     let pki = Pki::new();
-    let up = EchoUpstream::bind().await;
+    let up = TlsUpstream::bind(&pki, Behaviour::Echo, 0).await;
     let mut col = UdpCollector::bind().await;
+    let keys = format!("upstream_proto = \"tls\"\n{}", upstream_tls(&pki));
     let heptap = run(config(
-        &listener("tls", up.addr, "", Some(&pki), ""),
+        &listener("tls", up.addr, &keys, Some(&pki), ""),
         col.addr,
         "[hep]\nhomer5_on = true\n",
         &pki.dir,
     ))
     .await;
-    let _client = tls::connect(
+    let mut client = tls::connect(
         heptap.listen_addrs()[0],
         pki.client_config(None, None, None),
     )
     .await
     .unwrap();
-    let got = events(&mut col, 1).await;
+    client.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    client.read_exact(&mut b).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    let got = events(&mut col, 5).await;
+    let texts: Vec<String> = got.iter().map(text_of).collect();
     assert_eq!(
-        text_of(&got[0]),
-        format!("TLS:{SERVER_SUBJECT}:{CA_SUBJECT}:ACCEPTED:SUCCESS:Connection accepted...")
+        texts,
+        [
+            format!("TLS:{SERVER_SUBJECT}:{CA_SUBJECT}:ACCEPTED:SUCCESS:Connection accepted..."),
+            "TLS:CONNECT_START:SUCCESS:Async connect in progress...".to_owned(),
+            format!(
+                "TLS:{UPSTREAM_SUBJECT}:{CA_SUBJECT}:CONNECTED:SUCCESS:Successfully connected..."
+            ),
+            "TLS:CLOSED:SUCCESS:EOF received".to_owned(),
+            "TLS:CLOSED:SUCCESS:EOF received".to_owned(),
+        ]
     );
-    assert!(got[0].extra_correlation.is_none());
+    assert!(got.iter().all(|p| p.extra_correlation.is_none()));
     heptap.shutdown(Stop::Immediate).await;
 }
 

@@ -529,6 +529,77 @@ async fn a_wss_connection_traces_tls_and_ws_parts_in_one_event_per_leg() {
             ("Message", "Successfully connected..."),
         ])
     );
+    assert_eq!(
+        parts_of(&got[1]),
+        owned(&[
+            ("Protocol", "WSS"),
+            ("Event", "CONNECT_START"),
+            ("Status", "SUCCESS"),
+            ("Message", "Async connect in progress..."),
+        ])
+    );
+    for p in &got[3..] {
+        assert_eq!(
+            parts_of(p),
+            owned(&[
+                ("Protocol", "WSS"),
+                ("Event", "CLOSED"),
+                ("Status", "SUCCESS"),
+                ("Message", "Close frame received (1000)"),
+            ])
+        );
+    }
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn homer5_mode_for_wss_joins_every_event_of_both_legs_in_order() {
+    let pki = Pki::new();
+    let mut up = WsUpstream::bind(Some(pki.upstream_config()), Behaviour::Echo).await;
+    let mut col = UdpCollector::bind().await;
+    let keys = format!(
+        "upstream_proto = \"wss\"\n{}",
+        heptap_tests::taps::upstream_tls(&pki)
+    );
+    let heptap = run(config(
+        &listener("wss", up.addr, &keys, Some(&pki), ""),
+        col.addr,
+        "[hep]\nhomer5_on = true\n",
+        &pki.dir,
+    ))
+    .await;
+    let tls = tls::connect(
+        heptap.listen_addrs()[0],
+        pki.client_config(None, None, None),
+    )
+    .await
+    .unwrap();
+    let request = upgrade_request("/", "sip.test");
+    let (ws, _) = client(tls, &request).await;
+    let mut ws = ws.unwrap();
+    close(&mut ws).await;
+    let got = events(&mut col, 5).await;
+    let seen = up.seen.recv().await.unwrap();
+    let texts: Vec<String> = got.iter().map(text_of).collect();
+    assert_eq!(
+        texts,
+        [
+            format!(
+                "WSS:{SERVER_SUBJECT}:{CA_SUBJECT}:ACCEPTED:{}:SUCCESS:{}:Connection accepted...",
+                text(&request),
+                text(&expected_reply())
+            ),
+            "WSS:CONNECT_START:SUCCESS:Async connect in progress...".to_owned(),
+            format!(
+                "WSS:{UPSTREAM_SUBJECT}:{CA_SUBJECT}:CONNECTED:{}:SUCCESS:{}:Successfully connected...",
+                text(&seen.request),
+                text(&seen.reply)
+            ),
+            "WSS:CLOSED:SUCCESS:Close frame received (1000)".to_owned(),
+            "WSS:CLOSED:SUCCESS:Close frame received (1000)".to_owned(),
+        ]
+    );
+    assert!(got.iter().all(|p| p.extra_correlation.is_none()));
     heptap.shutdown(Stop::Immediate).await;
 }
 

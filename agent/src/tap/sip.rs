@@ -4,7 +4,7 @@
 //! `sip_trace_id`) and how they look (addresses as the client sees them, ip-proto by the
 //! listener's protocol, Call-ID in chunk 0x0011, `{"net": <connection id>}` as extra
 //! correlation). On TCP and TLS each direction has a [`SipFramer`] behind a [`SipObserver`]; on
-//! WS and WSS each data frame is handed to [`SipConn::message`] directly.
+//! WS and WSS each data message is handed to [`SipConn::frame`] directly.
 //!
 //! The switches are read per message (global `trace_on`, then the trace id's), so `sip_trace
 //! tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
