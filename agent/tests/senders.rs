@@ -155,6 +155,17 @@ impl UdpCollector {
     }
 }
 
+impl UdpCollector {
+    /// Closes the socket and returns once it is closed.
+    async fn stop(self) -> SocketAddr {
+        let addr = self.addr;
+        self.task.abort();
+        let mut this = self;
+        let _ = (&mut this.task).await;
+        addr
+    }
+}
+
 impl Drop for UdpCollector {
     fn drop(&mut self) {
         self.task.abort();
@@ -371,6 +382,85 @@ async fn udp_packet_larger_than_max_udp_size_is_counted_as_oversize_and_never_se
         collector.datagrams.try_recv().is_err(),
         "nothing else was sent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_destination_resumes_by_itself_when_the_collector_comes_back() {
+    let mut collector = UdpCollector::start("127.0.0.1:0").await.unwrap();
+    let (sender, task) = sender::spawn(
+        hep_spec("homer", collector.addr, Transport::Udp),
+        &Stats::new(),
+    )
+    .unwrap();
+    sender.offer(&message(0));
+    assert_eq!(
+        seq(&heptap_hep::decode(&collector.recv(1).await[0]).unwrap()),
+        0
+    );
+
+    // Nobody listens: the kernel answers with "port unreachable", seen on the next send.
+    let addr = collector.stop().await;
+    for i in 1..=20 {
+        assert_eq!(sender.offer(&message(i)), Offer::Queued);
+    }
+    eventually(Duration::from_secs(2), "the refusal noticed", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+
+    // Back on the same port: what is offered now arrives, and everything arrives in order.
+    let mut collector = UdpCollector::start(&addr.to_string()).await.unwrap();
+    for i in 21..=30 {
+        assert_eq!(sender.offer(&message(i)), Offer::Queued);
+    }
+    let mut got = Vec::new();
+    while got.last() != Some(&30) {
+        got.push(seq(
+            &heptap_hep::decode(&collector.recv(1).await[0]).unwrap()
+        ));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
+    assert!(
+        (21..=30).all(|i| got.contains(&i)),
+        "missing some of 21..=30: {got:?}"
+    );
+    assert!(sender.state().counters.reconnects >= 1);
+    task.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn drops_log_one_warning_per_interval_with_the_count_not_one_per_packet() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = hep_spec("down", closed, Transport::Tcp);
+    spec.limits.queue_packets = 1;
+    let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
+    assert_eq!(sender.offer(&message(0)), Offer::Queued);
+    for i in 1..100 {
+        assert_eq!(
+            sender.offer(&message(i)),
+            Offer::Dropped(DropReason::QueueFull)
+        );
+    }
+    assert_eq!(sender.state().counters.dropped_queue_full, 99);
+    let text = logs.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Dropping HEP packets"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("hep_id=down"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("dropped=1 queue_full=1"),
+        "{}",
+        warnings[0]
+    );
+    task.shutdown(Duration::from_millis(50)).await;
 }
 
 #[tokio::test]

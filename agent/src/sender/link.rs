@@ -17,7 +17,7 @@ use nix::sys::socket::MsgFlags;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use super::{SenderError, Target, Transport, needs_datagrams, tls};
 
@@ -256,16 +256,13 @@ async fn connect_udp(addrs: &[SocketAddr]) -> Result<Link, LinkError> {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = match UdpSocket::bind(local).await {
-            Ok(s) => s,
-            Err(source) => {
-                last = Some(LinkError::Connect { addr, source });
-                continue;
-            }
-        };
-        // A connected socket reports ICMP errors (port unreachable) on the next send.
-        match socket.connect(addr).await {
-            Ok(()) => return Ok(Link::Datagram(socket)),
+        // A connected socket reports ICMP errors (port unreachable) on the next send. Binding
+        // and connecting a UDP socket never wait.
+        let socket = std::net::UdpSocket::bind(local)
+            .and_then(|s| s.connect(addr).map(|()| s))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s));
+        match socket {
+            Ok(socket) => return Ok(Link::Datagram(socket)),
             Err(source) => last = Some(LinkError::Connect { addr, source }),
         }
     }
@@ -328,8 +325,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// One live connection, socket or output.
 pub(crate) enum Link {
-    /// A connected UDP socket.
-    Datagram(UdpSocket),
+    /// A connected, non-blocking UDP socket. Deliberately not registered with the runtime: a
+    /// registered UDP socket wakes the runtime's poller every time the kernel frees a sent
+    /// datagram, which costs a context switch per packet. A full send buffer (rare for UDP)
+    /// is waited out by retrying.
+    Datagram(std::net::UdpSocket),
     /// A TCP or TLS connection.
     Stream(StreamLink),
     /// Standard output or a file.

@@ -217,7 +217,7 @@ impl DropLog {
         let since = total.saturating_sub(self.reported.swap(total, Ordering::Relaxed));
         let c = counters.snapshot();
         tracing::warn!(
-            hep_id = name,
+            hep_id = %name,
             dropped = since,
             queue_full = c.dropped_queue_full,
             oversize = c.dropped_oversize,
@@ -360,12 +360,17 @@ impl Shared {
         true
     }
 
-    /// Gives back the room of one packet of `est` bytes (sent, dropped, or refused).
+    /// Gives back the room of one packet of `est` bytes (refused after its reservation).
     pub(crate) fn release(&self, est: usize) {
-        self.counters.queue_depth.sub(1);
+        self.release_many(1, est);
+    }
+
+    /// Gives back the room of `n` packets of `est` bytes in all (sent or dropped).
+    pub(crate) fn release_many(&self, n: usize, est: usize) {
+        self.counters.queue_depth.sub(n as u64);
         self.counters.queue_bytes.sub(est as u64);
         self.bytes.fetch_sub(est, Ordering::AcqRel);
-        self.depth.fetch_sub(1, Ordering::AcqRel);
+        self.depth.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Refuses every later offer.

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +114,20 @@ async fn within<F: Future>(stop: &mut Stop, limit: Duration, fut: F) -> Option<F
                     sleep.as_mut().reset(d);
                 }
             }
+        }
+    }
+}
+
+/// Sends a datagram on a non-blocking socket whose send buffer was full, retrying every
+/// millisecond (the caller bounds the wait). UDP sockets are not registered with the runtime
+/// (see [`Link::Datagram`]), so there is no readiness to wait for.
+async fn send_when_room(socket: &std::net::UdpSocket, datagram: &[u8]) -> io::Result<usize> {
+    loop {
+        match socket.send(datagram) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            other => return other,
         }
     }
 }
@@ -243,6 +258,8 @@ impl Task {
         if self.stop.deadline.is_some_and(|d| Instant::now() >= d) {
             return;
         }
+        // Drops go on while the collector is away: report them even if no new drop comes.
+        self.shared.report_drops();
         let limit = self.limits.connect_timeout;
         let result = within(&mut self.stop, limit, self.endpoint.connect()).await;
         match result {
@@ -332,7 +349,7 @@ impl Task {
             match self.encode(&msg) {
                 Ok(len) => self.pending.units.push_back(Unit { len, est }),
                 Err(reason) => {
-                    self.shared.release(est);
+                    self.shared.release_many(1, est);
                     self.shared.dropped(reason, 1);
                 }
             }
@@ -379,24 +396,29 @@ impl Task {
         }
     }
 
-    /// Counts the oldest pending unit as delivered.
-    fn sent_one(&mut self) {
-        if let Some(unit) = self.pending.units.pop_front() {
-            self.pending.head += unit.len;
-            self.shared.counters.sent.inc();
-            self.shared.counters.sent_bytes.add(unit.len as u64);
-            self.shared.release(unit.est);
-            if self.stop.deadline.is_some() {
-                self.flushed += 1;
-            }
+    /// Counts the `n` oldest pending units as delivered (counters updated once per batch: the
+    /// producers share these cache lines).
+    fn sent_units(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let (mut bytes, mut est) = (0usize, 0usize);
+        for unit in self.pending.units.drain(..n) {
+            bytes += unit.len;
+            est += unit.est;
+        }
+        self.pending.head += bytes;
+        self.shared.counters.sent.add(n as u64);
+        self.shared.counters.sent_bytes.add(bytes as u64);
+        self.shared.release_many(n, est);
+        if self.stop.deadline.is_some() {
+            self.flushed += n as u64;
         }
     }
 
     /// Every pending unit was delivered.
     fn sent_all(&mut self) {
-        while !self.pending.units.is_empty() {
-            self.sent_one();
-        }
+        self.sent_units(self.pending.units.len());
         self.pending.compact();
         // The link carried data: the next failure starts the backoff afresh.
         self.backoff.reset();
@@ -412,29 +434,57 @@ impl Task {
 
     async fn write_datagrams(&mut self) -> Result<(), LinkError> {
         let write_timeout = self.limits.write_timeout;
-        while let Some(unit) = self.pending.units.front().copied() {
+        // Units sent since the last counter update, and the offset of the next one.
+        let (mut done, mut offset) = (0usize, self.pending.head);
+        while let Some(unit) = self.pending.units.get(done).copied() {
             let Some(Link::Datagram(socket)) = self.link.as_ref() else {
-                return Ok(());
+                break;
             };
-            let range = self.pending.head..self.pending.head + unit.len;
-            let datagram = &self.pending.buf[range];
-            match within(&mut self.stop, write_timeout, socket.send(datagram)).await {
-                Some(Ok(_)) => self.sent_one(),
+            let datagram = &self.pending.buf[offset..offset + unit.len];
+            // The socket is nearly always writable: no timer unless it is not.
+            let result = match socket.send(datagram) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    within(
+                        &mut self.stop,
+                        write_timeout,
+                        send_when_room(socket, datagram),
+                    )
+                    .await
+                }
+                other => Some(other),
+            };
+            match result {
+                Some(Ok(_)) => {
+                    done += 1;
+                    offset += unit.len;
+                }
                 Some(Err(e)) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
                     // The path refuses a datagram this large: drop it as oversize, keep going.
+                    self.sent_units(done);
+                    done = 0;
                     if let Some(unit) = self.pending.units.pop_front() {
                         self.pending.head += unit.len;
-                        self.shared.release(unit.est);
+                        self.shared.release_many(1, unit.est);
                         self.shared.dropped(DropReason::Oversize, 1);
                     }
+                    offset = self.pending.head;
                 }
                 // Typically an ICMP port unreachable for an earlier datagram: this one was not
                 // sent, and is retried on a fresh socket.
-                Some(Err(e)) => return Err(LinkError::Write(e)),
-                None => return Err(LinkError::WriteTimeout(write_timeout)),
+                Some(Err(e)) => {
+                    self.sent_units(done);
+                    return Err(LinkError::Write(e));
+                }
+                None => {
+                    self.sent_units(done);
+                    return Err(LinkError::WriteTimeout(write_timeout));
+                }
             }
         }
-        self.sent_all();
+        self.sent_units(done);
+        if self.pending.units.is_empty() {
+            self.sent_all();
+        }
         Ok(())
     }
 
@@ -465,12 +515,18 @@ impl Task {
             };
             written += n;
             if confirm_on_write {
-                while let Some(unit) = self.pending.units.front() {
-                    if self.pending.head + unit.len > written {
-                        break;
-                    }
-                    self.sent_one();
-                }
+                // Whole units now in the kernel count as sent.
+                let mut end = self.pending.head;
+                let whole = self
+                    .pending
+                    .units
+                    .iter()
+                    .take_while(|u| {
+                        end += u.len;
+                        end <= written
+                    })
+                    .count();
+                self.sent_units(whole);
             }
         }
         let Some(Link::Stream(link)) = self.link.as_mut() else {
@@ -508,9 +564,8 @@ impl Task {
             Err(e) => {
                 // The write panicked and took the lines with it: they are lost, and counted.
                 let lost = std::mem::take(&mut self.pending.units);
-                for unit in &lost {
-                    self.shared.release(unit.est);
-                }
+                let est = lost.iter().map(|u| u.est).sum();
+                self.shared.release_many(lost.len(), est);
                 self.shared
                     .dropped(DropReason::EncodeError, lost.len() as u64);
                 self.pending.head = 0;
@@ -524,11 +579,11 @@ impl Task {
         self.rx.close();
         let mut abandoned = 0u64;
         while let Ok(msg) = self.rx.try_recv() {
-            self.shared.release(estimate(&msg));
+            self.shared.release_many(1, estimate(&msg));
             abandoned += 1;
         }
         for unit in std::mem::take(&mut self.pending.units) {
-            self.shared.release(unit.est);
+            self.shared.release_many(1, unit.est);
             abandoned += 1;
         }
         if abandoned > 0 {

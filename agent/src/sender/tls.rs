@@ -46,7 +46,7 @@ pub(crate) fn client_config(
         builder.with_root_certificates(root_store(name, settings.ca_file.as_deref())?)
     } else {
         tracing::warn!(
-            hep_id = name,
+            hep_id = %name,
             "TLS certificate verification is off (tls_verify = false): the collector is not authenticated"
         );
         builder
@@ -82,10 +82,10 @@ fn root_store(name: &str, ca_file: Option<&Path>) -> Result<RootCertStore, Sende
         None => {
             let native = rustls_native_certs::load_native_certs();
             for error in &native.errors {
-                tracing::debug!(hep_id = name, %error, "Skipping part of the system CA store");
+                tracing::debug!(hep_id = %name, %error, "Skipping part of the system CA store");
             }
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
-            tracing::debug!(hep_id = name, added, ignored, "Loaded the system CA store");
+            tracing::debug!(hep_id = %name, added, ignored, "Loaded the system CA store");
         }
     }
     if roots.is_empty() {
