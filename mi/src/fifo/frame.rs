@@ -215,6 +215,16 @@ impl FrameParser {
         match scan.feed(&self.buf[body_start..]) {
             Some(len) => {
                 let end = body_start + len;
+                // Complete but too large: refused as when it is cut, whatever the reads were.
+                if end > self.max {
+                    self.buf.drain(..end);
+                    return Some(Frame::Bad {
+                        framing: Framing::Json,
+                        reply: Some(reply),
+                        command: None,
+                        why: Bad::TooLarge,
+                    });
+                }
                 let body = self.buf[body_start..end].to_vec();
                 self.buf.drain(..end);
                 Some(Frame::Json { reply, body })
@@ -511,6 +521,23 @@ mod tests {
         assert_eq!(p.next_frame(), None);
         p.push(b"\"]}:next:{}");
         assert_eq!(p.next_frame(), Some(json("next", "{}")));
+    }
+
+    #[test]
+    fn too_large_json_is_refused_even_when_it_arrives_in_one_read() {
+        let big = format!(":big:{{\"params\":[\"{}\"]}}:next:{{}}", "x".repeat(200));
+        assert_eq!(
+            frames(100, &[big.as_bytes()]),
+            [
+                Frame::Bad {
+                    framing: Framing::Json,
+                    reply: Some("big".into()),
+                    command: None,
+                    why: Bad::TooLarge
+                },
+                json("next", "{}")
+            ]
+        );
     }
 
     #[test]
