@@ -230,6 +230,11 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
             }
         }
     }
+    for (i, spec) in listener_specs(config).iter().enumerate() {
+        if let Err(e) = crate::tap::check(spec) {
+            errors.push(format!("listener[{i}]: {e}"));
+        }
+    }
     for spec in destination_specs(config) {
         if let Err(e) = sender::check(&spec) {
             errors.push(format!("hep.ids.{}: {e}", spec.name));

@@ -242,3 +242,29 @@ async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_
     assert!(stat("sip_keepalives") >= 4);
     heptap.shutdown(Stop::Immediate).await;
 }
+
+#[tokio::test]
+async fn in_homer5_mode_the_payload_is_the_raw_message_and_the_net_correlation_is_dropped() {
+    let up = SipUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let mut cfg = config(up.addr, col.addr, "", &dir);
+    cfg.hep.homer5_on = true;
+    let heptap = run(cfg).await;
+    let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    dialog(&mut client).await;
+    let got = col
+        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 7)
+        .await;
+    let [invite, ..] = client_messages();
+    let sip: Vec<&Packet> = got.iter().filter(|p| is_sip(p)).collect();
+    assert_eq!(sip[0].payload.as_deref(), Some(invite.as_slice()));
+    for p in sip {
+        assert_eq!(correlation(p), CALL_ID, "0x11 stays the Call-ID");
+        assert!(
+            p.extra_correlation.is_none(),
+            "homer5 mode sends no 0x65 chunk (OpenSIPS drops the net correlation)"
+        );
+    }
+    heptap.shutdown(Stop::Immediate).await;
+}
