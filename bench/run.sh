@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# bench/run.sh: heptap's relay side by side with HAProxy and a direct connection, on loopback.
+#
+#   bench/run.sh                       # build, run everything once, update BENCHMARKS.md
+#   ROUNDS=5 DURATION=5 bench/run.sh   # more and longer repetitions (medians are reported)
+#
+# Targets, each on its own port, all relaying to the same SIP responder (heptap-bench
+# echo-server, one thread):
+#   heptap-on   heptap with connection events ([net.tcp], [net.tls]) and SIP tracing on, HEP over
+#               UDP to a counting sink (heptap-bench hep-sink)
+#   heptap-off  the same config with trace_on = false everywhere
+#   haproxy     HAProxy from the Debian package, mode tcp, nbthread 1
+#   direct      the responder itself (no relay)
+# over plain TCP and over TLS (terminated by the relay with a self-signed ECDSA certificate, the
+# upstream leg plain TCP; the client offers TLS 1.3 AES-128-GCM only, no resumption).
+#
+# Measurements (heptap-bench subcommands, each bounded in time and count):
+#   idle      10,000 connections, one request/response each, held idle: relay VmRSS delta / count
+#             (fresh relay processes, first thing; n/a for direct)
+#   bulk      one connection, 64 KiB writes for DURATION s, MB/s counted by the responder
+#   rr        600-byte request, 400-byte reply, 50 connections, 5,000 msg/s open loop: p50/p99
+#             from the intended send time
+#   rr --max  the same 50 connections closed loop: messages/s and p99
+#   connrate  16 clients looping connect, one request/response, close: connections/s
+# Every measurement also records the relay's CPU time (/proc/PID/stat) and, for heptap-on, the
+# HEP packets the sink received. Targets run back to back per measurement (order rotated every
+# round) so they share the machine's noise; compare the ratios rather than absolute figures.
+#
+# Environment: DURATION (s, default 3), ROUNDS (default 3), IDLE_CONNS (default 10000),
+# NICE (default -10: every process of the benchmark runs at this niceness, so that other jobs
+# on a shared machine, such as compilers at niceness 0, disturb it less; 0 to leave it),
+# PORT_BASE (default 17000), BENCH_MD (default BENCHMARKS.md at the repo root),
+# REV_NOTE (what to print as the heptap revision, default from git),
+# SKIP_BUILD=1 (use the binaries already in $CARGO_TARGET_DIR/release), KEEP=1 (keep the work
+# directory with configs, logs and results), POSTSCRIPT (a Markdown file appended to the section).
+# Needs root for apt-get (HAProxy is installed if missing) and for raising `ulimit -n`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-3}
+ROUNDS=${ROUNDS:-3}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+NICE=${NICE:--10}
+PORT_BASE=${PORT_BASE:-17000}
+BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE; do printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh"
+IDLE_ASKED=$IDLE_CONNS
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+WORK=$(mktemp -d /tmp/relay-bench.XXXXXX)
+declare -A PID=()
+cleanup() {
+    local p
+    for p in "${PID[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ ${KEEP:-0} == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# --- prerequisites ---------------------------------------------------------------------------
+if ! command -v haproxy >/dev/null; then
+    log "installing haproxy"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+# 10,000 idle connections: the relay holds two sockets for each, the client and responder one.
+# Without CAP_SYS_RESOURCE (containers) the hard limit stays: then hold as many as fit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+FIT=$(((NOFILE - 200) / 2))
+if [[ $IDLE_CONNS -gt $FIT ]]; then
+    log "ulimit -n is $NOFILE (hard limit): idle test with $FIT connections instead of $IDLE_CONNS"
+    IDLE_CONNS=$FIT
+fi
+HAPROXY_MAXCONN=$(((NOFILE - 100) / 2))
+[[ $HAPROXY_MAXCONN -gt 40000 ]] && HAPROXY_MAXCONN=40000
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release --locked -q -p heptap -p heptap-bench)
+fi
+HEPTAP=$CARGO_TARGET_DIR/release/heptap
+B=$CARGO_TARGET_DIR/release/heptap-bench
+
+# Everything started from here on (relays, responder, sink, load tools) inherits the niceness.
+if [[ $NICE != 0 ]]; then
+    renice -n "$NICE" -p $$ >/dev/null || log "renice $NICE failed: running at the current niceness"
+fi
+
+# --- ports -----------------------------------------------------------------------------------
+declare -A UPSTREAM=([heptap-on]=$((PORT_BASE + 1)) [heptap-off]=$((PORT_BASE + 2))
+    [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)))
+declare -A PORT_tcp=([heptap-on]=$((PORT_BASE + 101)) [heptap-off]=$((PORT_BASE + 201))
+    [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)))
+declare -A PORT_tls=([heptap-on]=$((PORT_BASE + 111)) [heptap-off]=$((PORT_BASE + 211))
+    [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)))
+HEP_PORT=$((PORT_BASE + 900))
+HEP_STATS=$WORK/hep.stats
+RESULTS=$WORK/results.jsonl
+PKI=$WORK/pki
+
+wait_port() {
+    local i
+    for i in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "nothing listens on port $1; logs in $WORK"
+    KEEP=1
+    exit 1
+}
+
+# --- configs ---------------------------------------------------------------------------------
+heptap_config() { # name trace_on
+    local name=$1 on=$2
+    mkdir -p "$WORK/$name"
+    cat >"$WORK/$name.toml" <<EOF
+[log]
+level = "error"
+
+[hep.ids]
+col = "[col] 127.0.0.1:$HEP_PORT; transport=udp"
+
+[tracer]
+trace_on = $on
+trace_id = ["[tid]uri=hep:col"]
+
+[[listener]]
+name = "tcp"
+proto = "tcp"
+listen = "127.0.0.1:${PORT_tcp[$name]}"
+upstream = "127.0.0.1:${UPSTREAM[$name]}"
+sip_trace_id = "tid"
+max_connections = 20000
+
+[[listener]]
+name = "tls"
+proto = "tls"
+listen = "127.0.0.1:${PORT_tls[$name]}"
+upstream = "127.0.0.1:${UPSTREAM[$name]}"
+sip_trace_id = "tid"
+max_connections = 20000
+tls = { cert_file = "$PKI/cert.pem", key_file = "$PKI/key.pem" }
+
+[net.tcp]
+trace_on = $on
+trace_destination = "col"
+
+[net.tls]
+trace_on = $on
+trace_destination = "col"
+
+[mi]
+fifo_name = "$WORK/$name/fifo"
+reply_dir = "$WORK/$name/"
+http_listen = ""
+EOF
+    "$HEPTAP" check-config -c "$WORK/$name.toml" >/dev/null
+}
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+    # no logging: heptap runs at level error and logs nothing either
+
+defaults
+    mode tcp
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend sip_tcp
+    bind 127.0.0.1:${PORT_tcp[haproxy]}
+    default_backend responder
+
+frontend sip_tls
+    bind 127.0.0.1:${PORT_tls[haproxy]} ssl crt $PKI/combined.pem
+    default_backend responder
+
+backend responder
+    server responder 127.0.0.1:${UPSTREAM[haproxy]}
+EOF
+
+start_relays() {
+    "$HEPTAP" serve -c "$WORK/heptap-on.toml" >>"$WORK/heptap-on.log" 2>&1 &
+    PID[heptap-on]=$!
+    "$HEPTAP" serve -c "$WORK/heptap-off.toml" >>"$WORK/heptap-off.log" 2>&1 &
+    PID[heptap-off]=$!
+    haproxy -f "$WORK/haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
+    PID[haproxy]=$!
+    local t
+    for t in heptap-on heptap-off haproxy; do
+        wait_port "${PORT_tcp[$t]}"
+        wait_port "${PORT_tls[$t]}"
+    done
+}
+
+stop_relays() {
+    local t
+    for t in heptap-on heptap-off haproxy; do
+        kill "${PID[$t]}" 2>/dev/null || true
+        wait "${PID[$t]}" 2>/dev/null || true
+        unset "PID[$t]"
+    done
+}
+
+# --- one measurement of one target -----------------------------------------------------------
+measure() { # round sub proto target [args...]
+    local round=$1 sub=$2 proto=$3 target=$4
+    shift 4
+    local port
+    if [[ $proto == tls ]]; then port=${PORT_tls[$target]}; else port=${PORT_tcp[$target]}; fi
+    local args=(--target "127.0.0.1:$port" --label "$target" --round "$round" --out "$RESULTS")
+    [[ $proto == tls ]] && args+=(--tls "$PKI/cert.pem")
+    [[ $target != direct ]] && args+=(--cpu-pid "${PID[$target]}")
+    [[ $target == heptap-on ]] && args+=(--hep-stats "$HEP_STATS")
+    log "round $round: $sub $* $proto $target"
+    if ! "$B" "$sub" "${args[@]}" "$@" >>"$WORK/measure.log" 2>&1; then
+        log "  FAILED (see $WORK/measure.log): $(tail -n 1 "$WORK/measure.log")"
+        KEEP=1
+    fi
+}
+
+# --- run -------------------------------------------------------------------------------------
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+"$B" gen-cert --dir "$PKI"
+heptap_config heptap-on true
+heptap_config heptap-off false
+
+"$B" echo-server --cert "$PKI/cert.pem" --key "$PKI/key.pem" \
+    --listen "127.0.0.1:${UPSTREAM[heptap-on]}" --listen "127.0.0.1:${UPSTREAM[heptap-off]}" \
+    --listen "127.0.0.1:${UPSTREAM[haproxy]}" --listen "127.0.0.1:${UPSTREAM[direct]}" \
+    --listen-tls "127.0.0.1:${PORT_tls[direct]}" >>"$WORK/echo.log" 2>&1 &
+PID[echo]=$!
+"$B" hep-sink --listen "127.0.0.1:$HEP_PORT" --stats "$HEP_STATS" >>"$WORK/sink.log" 2>&1 &
+PID[sink]=$!
+wait_port "${UPSTREAM[direct]}"
+wait_port "${PORT_tls[direct]}"
+
+# Memory first, on fresh relay processes (for each transport), before load has grown the heaps.
+for proto in tcp tls; do
+    start_relays
+    for target in heptap-on heptap-off haproxy; do
+        measure 1 idle "$proto" "$target" --count "$IDLE_CONNS"
+    done
+    stop_relays
+done
+
+start_relays
+TARGETS=(heptap-on heptap-off haproxy direct)
+for round in $(seq "$ROUNDS"); do
+    # Rotate the order each round so no target always runs first (or right after another).
+    shift_by=$(((round - 1) % ${#TARGETS[@]}))
+    order=("${TARGETS[@]:shift_by}" "${TARGETS[@]:0:shift_by}")
+    for proto in tcp tls; do
+        for target in "${order[@]}"; do measure "$round" bulk "$proto" "$target" --duration "$DURATION"; done
+        for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --duration "$DURATION"; done
+        for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
+        for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION"; done
+    done
+done
+END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ----------------------------------------------------------------------------------
+GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $GIT_REV != unknown ]] && ! (cd "$ROOT" && git diff --quiet HEAD -- agent 2>/dev/null); then
+    GIT_REV="$GIT_REV (agent/ with uncommitted changes)"
+fi
+GIT_REV=${REV_NOTE:-$GIT_REV}
+cat >"$WORK/preamble.md" <<EOF
+## Relay: heptap vs HAProxy vs direct (bench/run.sh)
+
+Run on $(date -u '+%Y-%m-%d %H:%M UTC'), heptap $GIT_REV, $("$HEPTAP" --version 2>/dev/null | head -n 1),
+$(haproxy -v 2>/dev/null | head -n 1 | sed 's/ - .*//'), Linux $(uname -r),
+$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')).
+**The machine is shared with other jobs and noisy** (load average $START_LOAD at the start,
+$END_LOAD at the end): absolute figures move from run to run, the ratios taken within the run
+are what to compare. Everything ran on these $(nproc) cores at once: the load tool (2 threads), the
+responder (1 thread), the relay (heptap: tokio's multi-threaded runtime, one worker per core;
+HAProxy: \`nbthread 1\`) and, for heptap-on, the HEP sink, all at niceness $NICE to keep other
+jobs' compilers (niceness 0 and 10) from stealing most of the CPU.
+
+Memory per idle connection: $IDLE_CONNS connections held$([[ $IDLE_CONNS != "$IDLE_ASKED" ]] && echo " (not $IDLE_ASKED: the open-file hard limit here is $NOFILE, and a relay holds two sockets per connection)" || true), one
+request/response on each first; VmRSS of the relay process with them open minus before, divided
+by the count (kernel socket buffers are not in it).
+
+Command: \`$COMMAND\` (from the repository root; see the top of bench/run.sh for what each
+measurement does). heptap-on traces connection events (\`[net.tcp]\`/\`[net.tls]\`) and every
+SIP message (\`sip_trace_id\`) as HEP3 over UDP to a local sink that counts; heptap-off is the
+same config with every \`trace_on = false\`. TLS is terminated by the relay (TLS 1.3,
+AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct TLS is the
+responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that
+connection and only its connection events are traced there.
+EOF
+POST_ARGS=()
+[[ -n ${POSTSCRIPT:-} ]] && POST_ARGS=(--postscript "$POSTSCRIPT")
+"$B" report --results "$RESULTS" --file "$BENCH_MD" --preamble "$WORK/preamble.md" "${POST_ARGS[@]}"
+mkdir -p "$ROOT/bench/results"
+cp "$RESULTS" "$ROOT/bench/results/last-run.jsonl"
+cp "$WORK/preamble.md" "$ROOT/bench/results/last-run-preamble.md"
+if grep -q '"errors":[1-9]' "$RESULTS"; then
+    log "some measurements had errors: see bench/results/last-run.jsonl"
+fi
+log "done: $BENCH_MD updated; raw results in bench/results/last-run.jsonl"

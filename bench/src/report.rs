@@ -1,0 +1,388 @@
+//! The Markdown report: the results of one run (JSON lines written by the load tools) turned
+//! into one table per transport with absolute figures, ratios and the aims of the issues, and
+//! written into BENCHMARKS.md between [`START`] and [`END`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+/// Marks the start of this report's section in BENCHMARKS.md.
+pub const START: &str = "<!-- relay-bench:start -->";
+/// Marks its end.
+pub const END: &str = "<!-- relay-bench:end -->";
+
+/// The targets, in table order: (label in the results, column title).
+pub const TARGETS: [(&str, &str); 4] = [
+    ("heptap-on", "heptap, tracing on"),
+    ("heptap-off", "heptap, tracing off"),
+    ("haproxy", "HAProxy"),
+    ("direct", "direct"),
+];
+
+/// One measurement of one target, as appended to the results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// `bulk`, `rr_fixed`, `rr_max`, `connrate` or `idle`.
+    pub test: String,
+    /// `tcp` or `tls`.
+    pub proto: String,
+    /// `heptap-on`, `heptap-off`, `haproxy` or `direct`.
+    pub target: String,
+    /// Which repetition.
+    pub round: u32,
+    /// What the load tool measured.
+    pub result: Value,
+}
+
+/// Reads a results file (one [`Record`] per line).
+pub fn read_results(path: &Path) -> Result<Vec<Record>, Error> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(Error::from))
+        .collect()
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
+}
+
+/// How a row compares heptap (tracing on) with HAProxy.
+#[derive(Debug, Clone, Copy)]
+enum Aim {
+    /// Information only.
+    None,
+    /// heptap-on / HAProxy must be at least this (throughput-like figures).
+    AtLeast(f64),
+    /// heptap-on / HAProxy must be at most this (latency, memory).
+    AtMost(f64),
+}
+
+/// One table row.
+struct Row {
+    /// What is measured, with its unit.
+    label: &'static str,
+    /// Which test's results it reads.
+    test: &'static str,
+    /// The figure, from one result.
+    value: fn(&Value) -> Option<f64>,
+    /// Digits after the decimal point.
+    decimals: usize,
+    /// The aim against HAProxy.
+    aim: Aim,
+    /// The aim for heptap-on / heptap-off (SIP tracing's cost), at least this.
+    on_off_aim: Option<f64>,
+}
+
+fn per_thousand(v: &Value, count: &[&str]) -> Option<f64> {
+    let cpu = num(v, &["probe", "relay_cpu_s"])?;
+    let n = num(v, count)?;
+    (n > 0.0).then(|| cpu * 1e3 / n * 1e3)
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            label: "bulk throughput, MB/s (1 connection)",
+            test: "bulk",
+            value: |v| num(v, &["mb_per_s"]),
+            decimals: 0,
+            aim: Aim::AtLeast(0.9),
+            on_off_aim: None,
+        },
+        Row {
+            label: "SIP at 5,000 msg/s (50 conns): p50 latency, µs",
+            test: "rr_fixed",
+            value: |v| num(v, &["latency", "p50_us"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "SIP at 5,000 msg/s (50 conns): p99 latency, µs",
+            test: "rr_fixed",
+            value: |v| num(v, &["latency", "p99_us"]),
+            decimals: 0,
+            aim: Aim::AtMost(1.2),
+            on_off_aim: None,
+        },
+        Row {
+            label: "SIP at 5,000 msg/s: rate achieved, msg/s",
+            test: "rr_fixed",
+            value: |v| num(v, &["rate_achieved"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "SIP max rate (50 conns, closed loop), msg/s",
+            test: "rr_max",
+            value: |v| num(v, &["rate"]),
+            decimals: 0,
+            aim: Aim::AtLeast(0.9),
+            on_off_aim: Some(0.85),
+        },
+        Row {
+            label: "SIP at max rate: p99 latency, µs",
+            test: "rr_max",
+            value: |v| num(v, &["latency", "p99_us"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "connections/s (connect, 1 request, close)",
+            test: "connrate",
+            value: |v| num(v, &["rate"]),
+            decimals: 0,
+            aim: Aim::AtLeast(0.9),
+            on_off_aim: None,
+        },
+        Row {
+            label: "connections/s: failed connections",
+            test: "connrate",
+            value: |v| num(v, &["errors"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "memory per idle connection, KiB",
+            test: "idle",
+            value: |v| num(v, &["bytes_per_conn"]).map(|b| b / 1024.0),
+            decimals: 1,
+            aim: Aim::AtMost(3.0),
+            on_off_aim: None,
+        },
+        Row {
+            label: "idle: connections that failed to open",
+            test: "idle",
+            value: |v| num(v, &["errors"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "relay CPU per message at max rate, µs",
+            test: "rr_max",
+            value: |v| per_thousand(v, &["completed"]),
+            decimals: 1,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "relay CPU per connection, µs",
+            test: "connrate",
+            value: |v| per_thousand(v, &["completed"]),
+            decimals: 1,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "relay CPU per MB of bulk, µs",
+            test: "bulk",
+            value: |v| {
+                let cpu = num(v, &["probe", "relay_cpu_s"])?;
+                let mb = num(v, &["bytes"])? / 1e6;
+                (mb > 0.0).then(|| cpu / mb * 1e6)
+            },
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "HEP packets received at 5,000 msg/s (2 per round trip expected)",
+            test: "rr_fixed",
+            value: |v| num(v, &["probe", "hep_packets"]),
+            decimals: 0,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+        Row {
+            label: "HEP packets received per round trip at max rate",
+            test: "rr_max",
+            value: |v| {
+                let hep = num(v, &["probe", "hep_packets"])?;
+                let n = num(v, &["completed"])?;
+                (n > 0.0).then(|| hep / n)
+            },
+            decimals: 2,
+            aim: Aim::None,
+            on_off_aim: None,
+        },
+    ]
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    Some(if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    })
+}
+
+/// The median over rounds of each (test, proto, target) figure of `row`.
+fn figure(records: &[Record], row: &Row, proto: &str, target: &str) -> Option<f64> {
+    median(
+        records
+            .iter()
+            .filter(|r| r.test == row.test && r.proto == proto && r.target == target)
+            .filter_map(|r| (row.value)(&r.result))
+            .collect(),
+    )
+}
+
+fn fmt(x: Option<f64>, decimals: usize) -> String {
+    match x {
+        Some(x) => format!("{x:.decimals$}"),
+        None => "n/a".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+/// The tables of one run, with what the aims say.
+pub fn tables(records: &[Record]) -> String {
+    let mut out = String::new();
+    let mut protos: Vec<&str> = records.iter().map(|r| r.proto.as_str()).collect();
+    protos.sort_by_key(|p| if *p == "tcp" { 0 } else { 1 });
+    protos.dedup();
+    let rounds: BTreeMap<u32, ()> = records.iter().map(|r| (r.round, ())).collect();
+    let _ = writeln!(
+        out,
+        "Figures are medians over {} round(s). Ratios: heptap with tracing on over HAProxy \
+         (`on/HAProxy`) and over heptap with tracing off (`on/off`).\n",
+        rounds.len()
+    );
+    for proto in protos {
+        let _ = writeln!(out, "#### {}\n", proto.to_uppercase());
+        let mut head = String::from("| measurement |");
+        for (_, title) in TARGETS {
+            let _ = write!(head, " {title} |");
+        }
+        head.push_str(" on/HAProxy | on/off | aim |");
+        let _ = writeln!(out, "{head}");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
+        for row in rows() {
+            let figs: Vec<Option<f64>> = TARGETS
+                .iter()
+                .map(|(t, _)| figure(records, &row, proto, t))
+                .collect();
+            if figs.iter().all(Option::is_none) {
+                continue;
+            }
+            let vs_haproxy = ratio(figs[0], figs[2]);
+            let vs_off = ratio(figs[0], figs[1]);
+            let mut aims = Vec::new();
+            match (row.aim, vs_haproxy) {
+                (Aim::AtLeast(a), Some(r)) => {
+                    aims.push(format!("on/HAProxy ≥ {a}: {}", verdict(r >= a)));
+                }
+                (Aim::AtMost(a), Some(r)) => {
+                    aims.push(format!("on/HAProxy ≤ {a}: {}", verdict(r <= a)));
+                }
+                _ => {}
+            }
+            if let (Some(a), Some(r)) = (row.on_off_aim, vs_off) {
+                aims.push(format!("on/off ≥ {a}: {}", verdict(r >= a)));
+            }
+            let mut line = format!("| {} |", row.label);
+            for f in &figs {
+                let _ = write!(line, " {} |", fmt(*f, row.decimals));
+            }
+            let _ = writeln!(
+                out,
+                "{line} {} | {} | {} |",
+                fmt(vs_haproxy, 2),
+                fmt(vs_off, 2),
+                aims.join("; ")
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Replaces the section between [`START`] and [`END`] in `doc` with `section` (markers
+/// included), or appends it when the markers are not there.
+pub fn splice(doc: &str, section: &str) -> String {
+    let block = format!("{START}\n{}\n{END}", section.trim_end());
+    match (doc.find(START), doc.find(END)) {
+        (Some(s), Some(e)) if s < e => {
+            format!("{}{block}{}", &doc[..s], &doc[e + END.len()..])
+        }
+        _ if doc.trim().is_empty() => format!("# Benchmarks\n\n{block}\n"),
+        _ => format!("{}\n\n{block}\n", doc.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn splice_replaces_only_the_marked_section() {
+        let doc = format!("# Benchmarks\n\n## HEP senders\nkeep\n\n{START}\nold\n{END}\n\ntail\n");
+        let got = splice(&doc, "new\n");
+        assert_eq!(
+            got,
+            format!("# Benchmarks\n\n## HEP senders\nkeep\n\n{START}\nnew\n{END}\n\ntail\n")
+        );
+    }
+
+    #[test]
+    fn splice_appends_when_there_is_no_section_yet() {
+        assert_eq!(
+            splice("# Benchmarks\n\n## HEP senders\n", "x"),
+            format!("# Benchmarks\n\n## HEP senders\n\n{START}\nx\n{END}\n")
+        );
+    }
+
+    #[test]
+    fn a_table_shows_medians_ratios_and_whether_the_aim_is_met() {
+        let rec = |target: &str, round, rate: f64| Record {
+            test: "rr_max".into(),
+            proto: "tcp".into(),
+            target: target.into(),
+            round,
+            result: json!({"rate": rate, "completed": 1000, "latency": {"p99_us": 100.0},
+                           "probe": {"relay_cpu_s": null, "hep_packets": null}}),
+        };
+        let records = vec![
+            rec("heptap-on", 1, 800.0),
+            rec("heptap-on", 2, 900.0),
+            rec("heptap-on", 3, 1000.0),
+            rec("heptap-off", 1, 1000.0),
+            rec("haproxy", 1, 1000.0),
+            rec("direct", 1, 2000.0),
+        ];
+        let t = tables(&records);
+        assert!(
+            t.contains(
+                "| SIP max rate (50 conns, closed loop), msg/s | 900 | 1000 | 1000 | 2000 | 0.90 | 0.90 | on/HAProxy ≥ 0.9: met; on/off ≥ 0.85: met |"
+            ),
+            "{t}"
+        );
+    }
+}
