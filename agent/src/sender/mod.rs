@@ -108,15 +108,15 @@ impl Limits {
 }
 
 impl Default for Limits {
-    /// 16384 packets or 32 MiB, datagrams up to 65507 bytes, 5 s timeouts, backoff from 100 ms
-    /// to 10 s.
+    /// The `[hep]` defaults of docs/configuration.md: 10000 packets or 16 MiB, datagrams up to
+    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s.
     fn default() -> Self {
         Limits {
-            queue_packets: 16_384,
-            queue_bytes: 32 * 1024 * 1024,
+            queue_packets: 10_000,
+            queue_bytes: 16 * 1024 * 1024,
             max_udp_size: Limits::MAX_UDP_SIZE,
-            connect_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
         }
