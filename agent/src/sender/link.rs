@@ -277,34 +277,45 @@ pub(crate) enum LinkError {
     /// The host name did not resolve.
     #[error("cannot resolve {host}: {source}")]
     Resolve {
+        /// The name.
         host: String,
+        /// The resolver's error.
         #[source]
         source: io::Error,
     },
     /// The host name resolved to nothing.
     #[error("{host} resolves to no address")]
-    NoAddress { host: String },
+    NoAddress {
+        /// The name.
+        host: String,
+    },
     /// Resolving and connecting took longer than the connect timeout.
     #[error("connecting timed out after {0:?}")]
     ConnectTimeout(std::time::Duration),
     /// The collector refused or could not be reached.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
+        /// The address tried last.
         addr: SocketAddr,
+        /// Why it failed.
         #[source]
         source: io::Error,
     },
     /// The TLS handshake failed (untrusted certificate, wrong name, refused client cert...).
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls {
+        /// The collector's address.
         addr: SocketAddr,
+        /// rustls's reason, wrapped by tokio-rustls.
         #[source]
         source: io::Error,
     },
     /// The output file cannot be opened.
     #[error("cannot open {}: {source}", path.display())]
     Open {
+        /// The file.
         path: PathBuf,
+        /// The operating system's reason.
         #[source]
         source: io::Error,
     },

@@ -83,14 +83,23 @@ impl SenderCounters {
 /// The registry's statistics of one destination, named as in docs/senders.md.
 #[derive(Debug)]
 pub(crate) struct Counters {
+    /// Packets accepted by `offer`.
     pub(crate) enqueued: Counter,
+    /// Packets delivered.
     pub(crate) sent: Counter,
+    /// Bytes delivered.
     pub(crate) sent_bytes: Counter,
+    /// Refused: the queue was full.
     pub(crate) dropped_queue_full: Counter,
+    /// Too large for a datagram or a HEP packet.
     pub(crate) dropped_oversize: Counter,
+    /// Refused by the encoder.
     pub(crate) dropped_encode_error: Counter,
+    /// Refused or abandoned by shutdown.
     pub(crate) dropped_shutdown: Counter,
+    /// Failed connects and writes, lost connections.
     pub(crate) send_errors: Counter,
+    /// Connections after the first.
     pub(crate) reconnects: Counter,
     /// Gauge: 1 while connected.
     pub(crate) connected: Counter,

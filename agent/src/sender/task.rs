@@ -149,19 +149,29 @@ enum Wake {
 /// A destination's task and everything it owns.
 #[derive(Debug)]
 pub(crate) struct Task {
+    /// Counters, reservation and state shared with the producers.
     shared: Arc<Shared>,
+    /// The queue's receiving end.
     rx: mpsc::Receiver<Arc<TraceMessage>>,
+    /// The shutdown deadline, once given.
     stop: Stop,
+    /// This destination's HEP settings.
     encoder: Encoder,
+    /// Where to connect.
     endpoint: Endpoint,
+    /// Datagrams, stream frames or JSON lines.
     framing: Framing,
+    /// Timeouts, backoff and the datagram limit.
     limits: Limits,
+    /// Encoded units not yet delivered.
     pending: Pending,
     /// Messages just taken from the queue.
     scratch: Vec<Arc<TraceMessage>>,
     /// The encoded HEP packet of a JSON line.
     hep: Vec<u8>,
+    /// The live connection, socket or output; `None` between a failure and the next attempt.
     link: Option<Link>,
+    /// Delays between connection attempts.
     backoff: Backoff,
     /// No connection attempt before this.
     next_attempt: Instant,
@@ -237,6 +247,10 @@ impl Task {
                 && self.link.is_some()
                 && let Err(e) = self.write_pending().await
             {
+                if self.stop.deadline.is_some_and(|d| Instant::now() >= d) {
+                    // The grace period, not the collector, cut this write short.
+                    break;
+                }
                 self.lose_link(e);
             }
         }
