@@ -558,6 +558,11 @@ async fn tcp_collector_stopped_and_restarted_on_the_same_port_gets_what_the_queu
     }
     assert_eq!(seqs(&resumed), (100..200).collect::<Vec<_>>());
 
+    // The counters follow the writes that the collector has just read.
+    eventually(Duration::from_secs(2), "sent == 200", || {
+        sender.state().counters.sent == 200
+    })
+    .await;
     let state = sender.state();
     assert!(state.connected);
     assert!(state.counters.reconnects >= 1, "{:?}", state.counters);
