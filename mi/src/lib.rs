@@ -298,3 +298,45 @@ impl MiRunning {
         }
     }
 }
+
+/// Entry points for the fuzz targets in `mi/fuzz`: the FIFO framing is private, and a fuzz
+/// target can only reach public items. Not an API; it may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::fifo::frame::{FrameParser, MAX_HEADER};
+
+    /// What the FIFO server's parser made of a stream.
+    #[derive(Debug)]
+    pub struct FifoRun {
+        /// Each request cut from the stream (its debug text), then what an idle flush returned.
+        pub frames: Vec<String>,
+        /// The most bytes the parser held after any read once its requests were taken out.
+        pub most_held: usize,
+        /// What it may hold at most: `max_request_size` or the longest header, whichever is
+        /// larger.
+        pub bound: usize,
+    }
+
+    /// Feeds `reads` to the FIFO parser as the server does (taking every complete request
+    /// after each read), then flushes what is left as the request timeout would.
+    pub fn fifo_frames(max_request_size: usize, reads: &[&[u8]]) -> FifoRun {
+        let mut parser = FrameParser::new(max_request_size);
+        let mut frames = Vec::new();
+        let mut most_held = 0;
+        for read in reads {
+            parser.push(read);
+            while let Some(frame) = parser.next_frame() {
+                frames.push(format!("{frame:?}"));
+            }
+            most_held = most_held.max(parser.buffered());
+        }
+        if let Some(frame) = parser.flush_partial() {
+            frames.push(format!("{frame:?}"));
+        }
+        FifoRun {
+            frames,
+            most_held,
+            bound: max_request_size.max(MAX_HEADER),
+        }
+    }
+}

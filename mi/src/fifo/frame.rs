@@ -8,7 +8,7 @@
 use crate::text::{self, TextParam};
 
 /// A header (`:name:reply`) longer than this without its end is garbage.
-const MAX_HEADER: usize = 1024;
+pub(crate) const MAX_HEADER: usize = 1024;
 
 /// Which framing a request used (decides how errors are answered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +135,11 @@ impl FrameParser {
     /// Whether bytes of an unfinished request are held (the idle timeout applies).
     pub fn has_partial(&self) -> bool {
         self.drain.is_some() || self.buf.iter().any(|b| !b.is_ascii_whitespace())
+    }
+
+    /// Bytes held between reads (the fuzz target checks they stay bounded).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Adds bytes read from the FIFO.
