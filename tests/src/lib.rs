@@ -17,6 +17,7 @@ pub mod sip;
 
 pub use heptap_bin::{HEPTAP_BIN_ENV, heptap_bin};
 pub mod events;
+pub mod fault;
 pub mod taps;
 pub mod tls;
 pub mod ws;
