@@ -11,6 +11,9 @@
 //! - [`tap`]: listeners and the byte relay; [`tap::leg`] builds the connection events.
 //! - [`tracer`]: the published pipeline snapshot and the run-time switches.
 //! - [`sender`]: one task per destination behind a bounded queue; UDP, TCP, TLS, stdout, file.
+//! - [`sip`]: SIP framing on streams and the header values a trace needs.
+//! - [`control`]: the MI's view of the agent (`heptap_mi::Control`) and `[mi]` settings.
+//! - [`tls`]: TLS material shared by the taps and the senders (ring provider, PEM, roots).
 //! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
 //! - [`hep_dump`]: `heptap hep-dump`, a HEP receiver printing JSON lines.
 //! - [`cli`], [`logging`], [`signals`], [`clock`], [`conn_id`]: the process around it.
@@ -31,4 +34,5 @@ pub mod signals;
 pub mod sip;
 pub mod stats;
 pub mod tap;
+pub mod tls;
 pub mod tracer;

@@ -1,24 +1,18 @@
 //! The rustls client configuration of a TLS destination (ring provider only).
 //!
 //! Verification is on by default, against `ca_file` or the system's roots; `verify = false`
-//! installs [`AcceptAnyCertificate`], which still checks the handshake signatures (so the peer
+//! installs [`AcceptAnyServerCertificate`], which still checks the handshake signatures (so the peer
 //! must hold the key of the certificate it shows) but trusts any certificate and any name.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::tls::{AcceptAnyServerCertificate, provider};
 
 use super::{SenderError, TlsSettings};
-
-/// The ring provider, the only one heptap builds with.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Builds the client configuration and the SNI name of destination `name` at `host`.
 pub(crate) fn client_config(
@@ -51,7 +45,7 @@ pub(crate) fn client_config(
         );
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(AcceptAnyServerCertificate::new())
     };
     let config = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => {
@@ -79,14 +73,7 @@ fn root_store(name: &str, ca_file: Option<&Path>) -> Result<RootCertStore, Sende
                     .map_err(|e| file_error(name, "ca_file", path, e.to_string()))?;
             }
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for error in &native.errors {
-                tracing::debug!(hep_id = %name, %error, "Skipping part of the system CA store");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(native.certs);
-            tracing::debug!(hep_id = %name, added, ignored, "Loaded the system CA store");
-        }
+        None => roots = crate::tls::system_roots(&format!("hep_id {name}")),
     }
     if roots.is_empty() {
         return Err(SenderError::NoRootCertificates {
@@ -101,24 +88,11 @@ fn load_certs(
     what: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, SenderError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(name, what, path, e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(name, what, path, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error(
-            name,
-            what,
-            path,
-            "no PEM certificate in the file".to_owned(),
-        ));
-    }
-    Ok(certs)
+    crate::tls::pem_certs(path).map_err(|e| file_error(name, what, path, e))
 }
 
 fn load_key(name: &str, path: &Path) -> Result<PrivateKeyDer<'static>, SenderError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| file_error(name, "key_file", path, e.to_string()))
+    crate::tls::pem_key(path).map_err(|e| file_error(name, "key_file", path, e))
 }
 
 fn file_error(name: &str, what: &'static str, path: &Path, reason: String) -> SenderError {
@@ -127,55 +101,5 @@ fn file_error(name: &str, what: &'static str, path: &Path, reason: String) -> Se
         what,
         path: path.to_owned(),
         reason,
-    }
-}
-
-/// `tls_verify = false`: any certificate for any name, but the handshake signatures are still
-/// checked with the provider's algorithms.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::TapError;
@@ -20,14 +19,7 @@ pub fn load_certs(
         path: path.to_owned(),
         reason,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(file_error("no PEM certificate in the file".to_owned()));
-    }
-    Ok(certs)
+    crate::tls::pem_certs(path).map_err(file_error)
 }
 
 /// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
@@ -36,11 +28,11 @@ pub fn load_key(
     what: &'static str,
     path: &Path,
 ) -> Result<PrivateKeyDer<'static>, TapError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TapError::TlsFile {
+    crate::tls::pem_key(path).map_err(|reason| TapError::TlsFile {
         listener: listener.to_owned(),
         what,
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason,
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use heptap_config::{ClientCert, ListenerTls, UpstreamTls};
 use heptap_hep::Part;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -28,10 +28,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 use super::TapError;
 use super::certs::{CertNames, load_certs, load_key};
 
-/// The ring provider, the only one heptap builds with.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::tls::{AcceptAnyServerCertificate, provider};
 
 /// What the trace shows of one leg's handshake.
 #[derive(Debug, Default)]
@@ -260,7 +257,7 @@ impl TlsClient {
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate(provider())))
+                .with_custom_certificate_verifier(AcceptAnyServerCertificate::new())
         };
         let (config, own) = match (&tls.cert_file, &tls.key_file) {
             (Some(cert), Some(key)) => {
@@ -332,13 +329,7 @@ fn root_store(name: &str, tls: &UpstreamTls) -> Result<RootCertStore, TapError> 
                 })?;
             }
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for error in &native.errors {
-                tracing::debug!(listener = name, %error, "Skipping part of the system CA store");
-            }
-            roots.add_parsable_certificates(native.certs);
-        }
+        None => roots = crate::tls::system_roots(&format!("listener {name}")),
     }
     if roots.is_empty() {
         return Err(TapError::NoRootCertificates {
@@ -373,56 +364,6 @@ impl ClientCertVerifier for AcceptAnyClientCertificate {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `upstream_tls.tls_verify = false`: any certificate for any name; the handshake signatures
-/// are still checked.
-#[derive(Debug)]
-struct AcceptAnyServerCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
