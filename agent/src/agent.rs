@@ -312,35 +312,58 @@ impl Running {
 pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(), StartError> {
     let mut signals = Signals::install()?;
     let grace = config.service.shutdown_grace;
+    // -- service (packaging): who heptap becomes, and systemd's notify socket; see service.rs.
+    let privileges = crate::service::Privileges::plan(&config).map_err(std::io::Error::from)?;
+    let notify = crate::service::Notifier::from_env();
+    // --
     let running = start_with_source(config, log, Some(source)).await?;
     if let Some(fifo) = running.mi_fifo() {
         tracing::info!(fifo = %fifo.display(), "MI FIFO ready");
     }
+    // -- service: sockets are bound and the FIFO exists; give up root before reporting ready.
+    if let Err(e) = privileges.drop_after_start(running.mi_fifo().map(PathBuf::as_path)) {
+        running.shutdown(Stop::Immediate).await;
+        return Err(std::io::Error::from(e).into());
+    }
+    // --
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "heptap is ready");
+    notify.ready(&format!(
+        "Relaying on {} listener(s)",
+        running.listen_addrs().len()
+    ));
     loop {
         match signals.recv().await {
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the config");
+                notify.reloading();
                 running.recheck_fifo();
                 let shared = running.shared().clone();
                 let result = tokio::task::spawn_blocking(move || shared.reload_from_source())
                     .await
                     .unwrap_or_else(|e| Err(vec![e.to_string()]));
                 match result {
-                    Ok(()) => tracing::info!("Config reloaded"),
-                    Err(e) => tracing::error!(
-                        "Reload refused, the old config keeps running:\n{}",
-                        e.join("\n")
-                    ),
+                    Ok(()) => {
+                        tracing::info!("Config reloaded");
+                        notify.ready("Config reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "Reload refused, the old config keeps running:\n{}",
+                            e.join("\n")
+                        );
+                        notify.ready("Reload refused; the old config keeps running");
+                    }
                 }
             }
             Signal::Terminate => {
                 tracing::info!(grace = ?grace, "SIGTERM: draining");
+                notify.stopping("Draining");
                 running.shutdown(Stop::Graceful(grace)).await;
                 return Ok(());
             }
             Signal::Interrupt => {
                 tracing::info!("SIGINT: stopping");
+                notify.stopping("Stopping");
                 running.shutdown(Stop::Immediate).await;
                 return Ok(());
             }

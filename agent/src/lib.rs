@@ -16,7 +16,8 @@
 //! - [`tls`]: TLS material shared by the taps and the senders (ring provider, PEM, roots).
 //! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
 //! - [`hep_dump`]: `heptap hep-dump`, a HEP receiver printing JSON lines.
-//! - [`cli`], [`logging`], [`signals`], [`clock`], [`conn_id`]: the process around it.
+//! - [`cli`], [`logging`], [`signals`], [`service`], [`clock`], [`conn_id`]: the process around
+//!   it.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ mod dump_text;
 pub mod hep_dump;
 pub mod logging;
 pub mod sender;
+pub mod service;
 pub mod signals;
 pub mod sip;
 pub mod stats;
