@@ -1,6 +1,8 @@
 //! JSON-RPC over HTTP (OpenSIPS mi_http): `POST /<http_root>`, replies in a 200 with
 //! `application/json`, 202 with no body for notifications, 404 for other paths, 405 for other
-//! methods, 400 for an empty body, 413 for a body over `max_request_size`.
+//! methods, 400 for an empty body, 413 for a body over `max_request_size`, 408 for a body that
+//! does not arrive within `request_timeout`. A connection with no complete request for
+//! `request_timeout` is closed.
 //!
 //! jsonrpsee serves the connections (HTTP/1.1 and HTTP/2, graceful shutdown); the service in
 //! front of it is ours, so the OpenSIPS semantics of `core` apply byte for byte (see
@@ -8,8 +10,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -58,23 +61,85 @@ pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener, shutdown: Canc
         let stop = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let idle = core.settings.request_timeout;
+            let activity = Arc::new(Activity::new());
+            let watched = Arc::clone(&activity);
             let service = tower::service_fn(move |req: http::Request<Incoming>| {
                 let core = Arc::clone(&core);
-                async move { Ok::<_, Infallible>(respond(&core, req, origin).await) }
+                let busy = watched.begin();
+                async move {
+                    let response = respond(&core, req, origin).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
-            if let Err(e) = jsonrpsee::server::serve_with_graceful_shutdown(
+            let serving = jsonrpsee::server::serve_with_graceful_shutdown(
                 stream,
                 service,
                 stop.cancelled_owned(),
-            )
-            .await
-            {
-                tracing::debug!(client.addr = %client, error = %e, "MI HTTP connection ended");
+            );
+            tokio::select! {
+                served = serving => if let Err(e) = served {
+                    tracing::debug!(client.addr = %client, error = %e, "MI HTTP connection ended");
+                },
+                () = activity.expired(idle) => {
+                    tracing::debug!(client.addr = %client, "MI HTTP connection closed: no complete request within the request timeout");
+                }
             }
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// When a connection last finished answering a request, and whether it is answering one now:
+/// a connection that holds its slot without a complete request for `request_timeout` (half a
+/// head, a silent client, an idle keep-alive) is closed, so 64 such clients cannot lock the MI.
+#[derive(Debug)]
+struct Activity {
+    /// Requests being answered.
+    busy: AtomicUsize,
+    /// When the connection opened or last finished answering.
+    last: Mutex<Instant>,
+}
+
+/// Marks a request as being answered until dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            busy: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been answered or in progress for `idle`.
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let next = if self.busy.load(Ordering::SeqCst) > 0 {
+                Instant::now() + idle
+            } else if last.elapsed() >= idle {
+                return;
+            } else {
+                last + idle
+            };
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -127,10 +192,12 @@ async fn respond(
             jsonrpc::failure(&error, &Id::Null, core.style),
         )
     };
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+    let collect = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(core.settings.request_timeout, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+        Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n"),
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n");

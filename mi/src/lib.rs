@@ -255,6 +255,12 @@ impl Mi {
         if let Some(listener) = listener {
             if let Some(addr) = http_addr {
                 tracing::info!(http.addr = %addr, root = %settings.http_root, "MI HTTP listening");
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        http.addr = %addr,
+                        "The MI listens beyond loopback (http_allow_remote = true): whoever reaches it can switch tracing and reload the config"
+                    );
+                }
             }
             tasks.push(tokio::spawn(http::serve(
                 Arc::clone(&self.core),
