@@ -21,7 +21,8 @@
 #   rr        600-byte request, 400-byte reply, 50 connections, 5,000 msg/s open loop: p50/p99
 #             from the intended send time
 #   rr --max  the same 50 connections closed loop: messages/s and p99
-#   connrate  16 clients looping connect, one request/response, close: connections/s
+#   connrate  16 clients looping connect, one request/response, close (the client closes
+#             first): connections/s, at most 15,000 connections per measurement
 # Every measurement also records the relay's CPU time (/proc/PID/stat) and, for heptap-on, the
 # HEP packets the sink received. Targets run back to back per measurement (order rotated every
 # round) so they share the machine's noise; compare the ratios rather than absolute figures.
@@ -260,7 +261,7 @@ for round in $(seq "$ROUNDS"); do
         for target in "${order[@]}"; do measure "$round" bulk "$proto" "$target" --duration "$DURATION"; done
         for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --duration "$DURATION"; done
         for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
-        for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION"; done
+        for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION" --max-conns 15000; done
     done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -290,7 +291,9 @@ by the count (kernel socket buffers are not in it).
 
 Command: \`$COMMAND\` (from the repository root; see the top of bench/run.sh for what each
 measurement does). heptap-on traces connection events (\`[net.tcp]\`/\`[net.tls]\`) and every
-SIP message (\`sip_trace_id\`) as HEP3 over UDP to a local sink that counts; heptap-off is the
+SIP message (\`sip_trace_id\`) as HEP3 over UDP to a local sink that counts (it polls its socket
+every millisecond instead of sleeping in \`recv\`, so heptap's sends do not pay for waking it, as
+with a collector on another host); heptap-off is the
 same config with every \`trace_on = false\`. TLS is terminated by the relay (TLS 1.3,
 AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct TLS is the
 responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that
