@@ -112,6 +112,10 @@ async fn a_relayed_connection_traces_both_legs_in_opensips_shape() {
         assert_eq!(extra, json!({"net": client_id}));
     }
     assert_eq!(parts(&got[1])["Message"], "Async connect in progress...");
+    // No local port is taken before the connect (a bound port could not be shared between
+    // destinations and would stay held through TIME_WAIT); CONNECTED has the real one.
+    assert_eq!(got[1].dst(), Some("0.0.0.0:0".parse().unwrap()));
+    assert_ne!(got[2].dst().map(|a| a.port()), Some(0));
     assert_eq!(parts(&got[2])["Message"], "Successfully connected...");
     // Both CLOSED events carry real addresses and a reason.
     let closed_client = got[3..]

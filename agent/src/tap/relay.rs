@@ -168,8 +168,11 @@ pub(super) fn is_reset(e: &io::Error) -> bool {
     )
 }
 
-/// Connects to the first address of `upstream` that answers, with a socket bound first so the
-/// CONNECT_START event can carry our local port.
+/// Connects to the first address of `upstream` that answers. The socket is not bound before the
+/// connect: a port taken by `bind` cannot be shared between destinations and stays held through
+/// TIME_WAIT, which ran the ephemeral range dry at a few thousand connections per second. So
+/// CONNECT_START carries an unspecified local address (port 0); CONNECTED and later events carry
+/// the real one.
 async fn connect_tcp(
     upstream: &str,
     proto: NetProto,
@@ -218,11 +221,7 @@ async fn connect_tcp(
         } else {
             SocketAddr::from(([0u16; 8], 0))
         };
-        if let Err(e) = sock.bind(any) {
-            last_err = e.to_string();
-            continue;
-        }
-        leg.local = sock.local_addr().unwrap_or(any);
+        leg.local = any;
         leg.event(
             &ctx.tracer,
             event::CONNECT_START,
