@@ -33,8 +33,13 @@ use crate::clock::now_micros;
 use crate::stats::Counter;
 use crate::tracer::{NetProto, Tracer};
 
-/// Bytes read at once per direction.
+/// Bytes read at once per direction once a connection has shown bulk traffic.
 const BUF_SIZE: usize = 16 * 1024;
+
+/// Bytes read at once until a read fills the buffer: enough for most SIP messages, and what an
+/// idle connection keeps per direction (a relay holding 10,000 idle connections pays for this,
+/// not for [`BUF_SIZE`]).
+const FIRST_BUF_SIZE: usize = 2 * 1024;
 
 /// How one direction of a relay ended.
 #[derive(Debug)]
@@ -116,7 +121,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_SIZE];
+    // Small until the traffic shows it needs more: a read that fills the buffer grows it to
+    // BUF_SIZE for the rest of the connection (bulk transfers), once.
+    let mut buf = vec![0u8; FIRST_BUF_SIZE];
     loop {
         let read = match idle {
             Some(idle) => match idle.read(r.read(&mut buf)).await {
@@ -146,6 +153,9 @@ where
         }
         bytes.add(n as u64);
         obs.observe(&buf[..n], read_at);
+        if n == buf.len() && buf.len() < BUF_SIZE {
+            buf.resize(BUF_SIZE, 0);
+        }
     }
 }
 
