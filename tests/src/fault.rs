@@ -4,6 +4,8 @@
 //! after (open file descriptors, resident memory).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use heptap_hep::{Hep3Framer, Packet, decode};
@@ -40,12 +42,15 @@ pub struct FaultyCollector {
 }
 
 /// A listener on `addr` with SO_REUSEADDR, so a collector can come back on the port it left, and
-/// a small receive buffer (inherited by accepted sockets), so a collector that reads slowly or
-/// not at all pushes back on the sender after kilobytes rather than megabytes.
+/// a fixed receive buffer (inherited by accepted sockets), so a collector that reads slowly or
+/// not at all pushes back on the sender after a few hundred kilobytes. Not smaller: below
+/// loopback's 64 KiB MSS, Linux holds back window updates (silly window avoidance) and the
+/// sender waits on its zero-window probe timer, for a minute or more, after the reader
+/// resumes.
 fn listen_on(addr: SocketAddr, backlog: u32) -> TcpListener {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    socket.set_recv_buffer_size(256 * 1024).expect("SO_RCVBUF");
     socket
         .bind(addr)
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -108,19 +113,21 @@ impl FaultyCollector {
             .flatten()
     }
 
-    /// Reads packets until one satisfies `want` (true) or `timeout` passes (false).
+    /// Reads packets until one satisfies `want` (Ok) or `timeout` passes (Err); either way,
+    /// how many packets went by before.
     pub async fn wait_for(
         &mut self,
         timeout: Duration,
         mut want: impl FnMut(&Packet) -> bool,
-    ) -> bool {
+    ) -> Result<usize, usize> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut before = 0;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
-                Some(p) if want(&p) => return true,
-                Some(_) => {}
-                None => return false,
+                Some(p) if want(&p) => return Ok(before),
+                Some(_) => before += 1,
+                None => return Err(before),
             }
         }
     }
@@ -271,4 +278,138 @@ pub fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples.sort();
     let i = (samples.len().saturating_sub(1) * p) / 100;
     samples.get(i).copied().unwrap_or_default()
+}
+
+/// What a [`ScriptedUpstream`] does with each connection it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamScript {
+    /// Resets the connection as soon as it is accepted.
+    ResetAtOnce,
+    /// Reads this many bytes, then resets.
+    ResetAfter(usize),
+    /// Writes `bye\r\n`, half-closes (FIN), then reads to EOF and reports what it read.
+    HalfClose,
+    /// Reads everything and reports it at EOF; never writes.
+    Sink,
+    /// Neither reads nor writes; holds the connection until [`ScriptedUpstream::release`].
+    Stall,
+}
+
+/// An upstream "proxy" that misbehaves as scripted, on 127.0.0.1:0.
+#[derive(Debug)]
+pub struct ScriptedUpstream {
+    /// Where heptap relays to.
+    pub addr: SocketAddr,
+    /// What each connection read before it ended (HalfClose and Sink).
+    pub received: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// Bumped to make the connections held so far let go.
+    release: watch::Sender<u64>,
+    /// Connections being served right now.
+    live: Arc<AtomicUsize>,
+    /// The accept loop; owns the connection tasks.
+    tasks: JoinSet<()>,
+}
+
+impl ScriptedUpstream {
+    /// Binds 127.0.0.1:0 and follows `script` on every connection.
+    pub async fn bind(script: UpstreamScript) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, received) = mpsc::unbounded_channel();
+        let (release, release_rx) = watch::channel(0);
+        let live = Arc::new(AtomicUsize::new(0));
+        let counted = live.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => {
+                            let live = Live::new(&counted);
+                            let (tx, release) = (tx.clone(), release_rx.clone());
+                            conns.spawn(async move {
+                                follow(s, script, tx, release).await;
+                                drop(live);
+                            });
+                        }
+                        Err(_) => return,
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Self {
+            addr,
+            received,
+            release,
+            live,
+            tasks,
+        }
+    }
+
+    /// Makes the connections held so far (Stall) close; later ones are held again.
+    pub fn release(&self) {
+        self.release.send_modify(|generation| *generation += 1);
+    }
+
+    /// Connections being served right now (their sockets open).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and closes every connection.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+async fn follow(
+    mut s: TcpStream,
+    script: UpstreamScript,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    mut release: watch::Receiver<u64>,
+) {
+    let held_since = *release.borrow_and_update();
+    use tokio::io::AsyncWriteExt;
+    match script {
+        UpstreamScript::ResetAtOnce => {
+            let _ = s.set_zero_linger();
+        }
+        UpstreamScript::ResetAfter(n) => {
+            let mut buf = vec![0u8; n];
+            let _ = s.read_exact(&mut buf).await;
+            let _ = s.set_zero_linger();
+        }
+        UpstreamScript::HalfClose | UpstreamScript::Sink => {
+            if script == UpstreamScript::HalfClose {
+                let _ = s.write_all(b"bye\r\n").await;
+                let _ = s.shutdown().await;
+            }
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            let _ = tx.send(got);
+        }
+        UpstreamScript::Stall => {
+            let _ = release
+                .wait_for(|generation| *generation != held_since)
+                .await;
+        }
+    }
+}
+
+/// Counts a connection as live while it exists.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
