@@ -141,9 +141,9 @@ async fn exchange(s: &mut TcpStream, data: &[u8], what: &str) {
 }
 
 /// Asks the upstream to close (a zero length), reads its EOF, then closes: the upstream closes
-/// first, as a proxy hanging up does, so the TIME_WAIT states stay on the listening ports
-/// instead of using up ephemeral ports (heptap binds its upstream leg's port before
-/// connecting, so a port in TIME_WAIT on its side stays unusable for a minute).
+/// first, as a proxy hanging up does, so the TIME_WAIT states (a minute each) land on the
+/// accepting sockets and tens of thousands of churned connections do not use up the ephemeral
+/// ports the box shares with whatever else runs.
 async fn hang_up(s: &mut TcpStream, what: &str) {
     s.write_all(&[0, 0, 0, 0])
         .await
