@@ -314,6 +314,7 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
     let grace = config.service.shutdown_grace;
     // -- service (packaging): who heptap becomes, and systemd's notify socket; see service.rs.
     let privileges = crate::service::Privileges::plan(&config).map_err(std::io::Error::from)?;
+    crate::service::raise_open_file_limit();
     let notify = crate::service::Notifier::from_env();
     // --
     let running = start_with_source(config, log, Some(source)).await?;

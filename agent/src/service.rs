@@ -450,6 +450,28 @@ fn one_line(s: &str) -> String {
     s.replace('\n', " ")
 }
 
+/// Raises the soft limit on open files to the hard limit: a relayed connection holds two
+/// descriptors, and the usual soft limit of 1024 would refuse connections after about 500
+/// (systemd's unit sets its own limit; this covers heptap started anywhere else). Returns the
+/// limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "Raised the open-file limit");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "Cannot raise the open-file limit");
+            Some(soft)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

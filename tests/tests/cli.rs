@@ -252,7 +252,10 @@ fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(heptap_bin())
+    // Started with the soft open-file limit at 1024, as a shell usually leaves it.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""])
+        .arg(heptap_bin())
         .args(["serve", "-c"])
         .arg(&cfg)
         .env("RUST_LOG", "info")
@@ -295,6 +298,16 @@ fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
     assert_eq!(events[2]["payload_json"]["Event"], "CONNECTED");
     assert_eq!(events[2]["src_port"], up.port());
     let pid = child.id().to_string();
+    // The soft open-file limit is raised to the hard one (two descriptors per relayed
+    // connection; 1024 would refuse connections after about 500).
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(files[3], files[4], "soft == hard: {limits}");
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
