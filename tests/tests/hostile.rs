@@ -424,9 +424,6 @@ async fn bad_websocket_upgrades_get_400_and_are_traced_as_accepted_failure() {
 }
 
 #[tokio::test]
-#[ignore = "bug reported: agent/src/tap/ws.rs read_head checks the 8 KiB limit only while the end \
-            of the head is missing, so a head of 8 to 10 KiB whose end arrives in the read that \
-            crosses the limit is accepted"]
 async fn an_upgrade_head_over_8_kib_is_refused_whatever_the_reads() {
     let pki = Pki::new();
     let up = sink().await;

@@ -254,6 +254,12 @@ where
         buf.extend_from_slice(&chunk[..n]);
         if let Some(at) = memchr::memmem::find(&buf[from..], b"\r\n\r\n") {
             let end = from + at + 4;
+            // The limit holds whatever the reads: a head whose end arrived in the read that
+            // crossed it is still too large.
+            if end > MAX_HEAD {
+                buf.truncate(MAX_HEAD);
+                return Err(HeadError::TooLarge(buf));
+            }
             let rest = buf.split_off(end);
             return Ok((buf, rest));
         }
