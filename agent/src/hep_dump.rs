@@ -55,6 +55,8 @@ pub enum Format {
 /// Runs until SIGINT or SIGTERM. Binds every listener first and reports each bound address on
 /// stderr as `listening on udp:IP:PORT`, so a caller that asked for port 0 learns the port.
 pub async fn run(listen: Vec<ListenSpec>, format: Format) -> std::io::Result<()> {
+    // Handlers first: once "listening on" is printed, a SIGTERM must end hep-dump cleanly.
+    let mut signals = crate::signals::Signals::install()?;
     let (lines, mut rx) = mpsc::channel::<String>(4096);
     let mut tasks = tokio::task::JoinSet::new();
     for spec in listen {
@@ -87,7 +89,7 @@ pub async fn run(listen: Vec<ListenSpec>, format: Format) -> std::io::Result<()>
         }
         let _ = out.flush();
     });
-    crate::signals::terminated().await;
+    while signals.recv().await == crate::signals::Signal::Reload {}
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     let _ = writer.await;

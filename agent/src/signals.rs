@@ -43,18 +43,3 @@ impl Signals {
         }
     }
 }
-
-/// Resolves at the first SIGINT or SIGTERM (for tools that just stop, such as hep-dump).
-pub async fn terminated() {
-    match Signals::install() {
-        Ok(mut s) => loop {
-            if s.recv().await != Signal::Reload {
-                return;
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot install signal handlers; waiting for Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
