@@ -14,7 +14,9 @@ use std::sync::Arc;
 use heptap_filters::{AddressGroups, ListKind, NameList, Routes};
 use heptap_hep::{Encoder, PayloadMode, Version};
 
-use crate::sender::{self, DestinationSpec, Limits, Sender, SenderTask, Target, TlsSettings};
+use crate::sender::{
+    self, DestinationSpec, FanOut, Limits, Sender, SenderTask, Target, TlsSettings,
+};
 use crate::stats::Stats;
 use crate::tap::ListenerSpec;
 use crate::tap::sip::SipSettings;
@@ -305,11 +307,12 @@ pub fn build(
                 old.and_then(|o| o.trace_ids.get(&t.name)).map(|o| &o.on),
                 true,
             );
-            let destinations = t
-                .destinations
-                .iter()
-                .filter_map(|d| senders.get(d).cloned())
-                .collect();
+            let destinations = FanOut::new(
+                t.destinations
+                    .iter()
+                    .filter_map(|d| senders.get(d).cloned())
+                    .collect(),
+            );
             (
                 t.name.clone(),
                 TraceId {

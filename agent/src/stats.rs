@@ -105,12 +105,6 @@ impl Stats {
         map.get(group).and_then(|g| g.get(name)).cloned()
     }
 
-    /// Removes a whole group (a destination removed by a reload).
-    pub fn remove_group(&self, group: &str) {
-        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        map.remove(group);
-    }
-
     /// Every statistic as `(group, name, value)`, ordered by group then name.
     pub fn snapshot(&self) -> Vec<(String, String, u64)> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -133,12 +127,6 @@ impl Stats {
                     .map(move |(n, c)| (g.clone(), n.clone(), c.get(), c.is_gauge()))
             })
             .collect()
-    }
-
-    /// The names of the groups.
-    pub fn groups(&self) -> Vec<String> {
-        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        map.keys().cloned().collect()
     }
 
     /// Zeroes every counter (not the gauges), as OpenSIPS's `reset_statistics`.

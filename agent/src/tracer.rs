@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use heptap_filters::Route;
-use heptap_hep::TraceMessage;
 
-use crate::sender::Sender;
+use crate::sender::{FanOut, Sender};
 
 /// The connection protocols heptap taps, as OpenSIPS names them in the `Protocol` part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,17 +118,8 @@ pub struct TraceId {
     pub name: String,
     /// Its run-time switch.
     pub on: Switch,
-    /// Every destination of the id; an event goes to each.
-    pub destinations: Vec<Sender>,
-}
-
-impl TraceId {
-    /// Offers the event to every destination of the id (fan-out). Never blocks.
-    pub fn offer(&self, msg: &Arc<TraceMessage>) {
-        for d in &self.destinations {
-            d.offer(msg);
-        }
-    }
+    /// Every destination of the id; an event goes to each (never blocking).
+    pub destinations: FanOut,
 }
 
 /// Everything the data path reads to decide about an event; immutable once published.

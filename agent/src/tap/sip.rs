@@ -198,7 +198,7 @@ impl SipConn {
         } else {
             m.payload = Some(msg);
         }
-        tid.offer(&Arc::new(m));
+        tid.destinations.offer(&Arc::new(m));
         self.stats.traced.inc();
     }
 

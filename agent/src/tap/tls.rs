@@ -45,6 +45,29 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
+    /// What a finished handshake shows, on either leg: the peer's certificate, our names, the
+    /// captured secrets (when a key log was installed) and the version.
+    fn of(
+        conn: &rustls::CommonState,
+        own: &Option<Arc<CertNames>>,
+        keys: Option<Arc<Capture>>,
+    ) -> Self {
+        TlsInfo {
+            peer: conn.peer_certificates().and_then(|c| c.first()).cloned(),
+            own: own.clone(),
+            secrets: keys.map(|k| k.take()).unwrap_or_default(),
+            version: conn.protocol_version(),
+        }
+    }
+
+    /// What a failed handshake shows: our own certificate only.
+    fn failed(own: &Option<Arc<CertNames>>) -> Self {
+        TlsInfo {
+            own: own.clone(),
+            ..TlsInfo::default()
+        }
+    }
+
     /// Appends the TLS parts in OpenSIPS's order: `client-subject`, `client-issuer` (the peer),
     /// `server-subject`, `server-issuer` (ours), then the secrets: `master-key` (TLS 1.2: the
     /// master secret in hex) and `keylog` (NSS key-log lines, TLS 1.2 and 1.3, so Wireshark can
@@ -201,22 +224,13 @@ impl TlsServer {
             (TlsAcceptor::from(self.config.clone()), None)
         };
         let stream = acceptor.accept(tcp).await?;
-        let conn = stream.get_ref().1;
-        let info = TlsInfo {
-            peer: conn.peer_certificates().and_then(|c| c.first()).cloned(),
-            own: self.own.clone(),
-            secrets: keys.map(|k| k.take()).unwrap_or_default(),
-            version: conn.protocol_version(),
-        };
+        let info = TlsInfo::of(stream.get_ref().1, &self.own, keys);
         Ok((stream, info))
     }
 
     /// What the trace shows when the handshake failed: our own certificate only.
     pub fn failed_info(&self) -> TlsInfo {
-        TlsInfo {
-            own: self.own.clone(),
-            ..TlsInfo::default()
-        }
+        TlsInfo::failed(&self.own)
     }
 }
 
@@ -299,22 +313,13 @@ impl TlsClient {
             (TlsConnector::from(self.config.clone()), None)
         };
         let stream = connector.connect(self.server_name.clone(), tcp).await?;
-        let conn = stream.get_ref().1;
-        let info = TlsInfo {
-            peer: conn.peer_certificates().and_then(|c| c.first()).cloned(),
-            own: self.own.clone(),
-            secrets: keys.map(|k| k.take()).unwrap_or_default(),
-            version: conn.protocol_version(),
-        };
+        let info = TlsInfo::of(stream.get_ref().1, &self.own, keys);
         Ok((stream, info))
     }
 
     /// What the trace shows when the handshake failed: our own certificate only.
     pub fn failed_info(&self) -> TlsInfo {
-        TlsInfo {
-            own: self.own.clone(),
-            ..TlsInfo::default()
-        }
+        TlsInfo::failed(&self.own)
     }
 }
 
