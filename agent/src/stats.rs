@@ -29,7 +29,10 @@ impl Counter {
 
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.value.fetch_add(n, Ordering::Relaxed);
+        // Adding nothing leaves the cache line, shared by every connection, alone.
+        if n != 0 {
+            self.0.value.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Subtracts `n`, saturating at zero (gauges only go down as far as they went up).

@@ -340,6 +340,39 @@ async fn udp_sends_one_datagram_per_packet_in_queue_order() {
     task.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A burst queued at once goes out in sendmmsg batches (64 datagrams per system call): every
+/// packet still arrives as its own whole datagram, in queue order, and is counted once.
+#[tokio::test]
+async fn udp_burst_goes_out_in_batches_each_packet_its_own_whole_datagram_in_order() {
+    let mut collector = UdpCollector::start("127.0.0.1:0").await.unwrap();
+    let (sender, task) = sender::spawn(
+        hep_spec("homer", collector.addr, Transport::Udp),
+        &Stats::new(),
+    )
+    .unwrap();
+    // Two and a half batches, of different sizes, queued before the sender task first runs
+    // (this runtime has one thread); few enough for the collector's receive buffer.
+    let total = 160u32;
+    let messages: Vec<_> = (0..total)
+        .map(|i| message_with_payload(i, "x".repeat(usize::try_from(i).unwrap() * 3)))
+        .collect();
+    for m in &messages {
+        assert_eq!(sender.offer(m), Offer::Queued);
+    }
+    let datagrams = collector.recv(usize::try_from(total).unwrap()).await;
+    for (i, d) in datagrams.iter().enumerate() {
+        assert_eq!(usize::from(u16::from_be_bytes([d[4], d[5]])), d.len());
+        let packet = heptap_hep::decode(d).unwrap();
+        assert_eq!(seq(&packet), u32::try_from(i).unwrap());
+        assert_eq!(packet.payload.as_deref(), messages[i].payload.as_deref());
+    }
+    eventually(Duration::from_secs(2), "all counted as sent", || {
+        sender.state().counters.sent == u64::from(total)
+    })
+    .await;
+    task.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn udp_packet_larger_than_max_udp_size_is_counted_as_oversize_and_never_sent() {
     let mut collector = UdpCollector::start("127.0.0.1:0").await.unwrap();

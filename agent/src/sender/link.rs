@@ -271,6 +271,30 @@ async fn connect_udp(addrs: &[SocketAddr]) -> Result<Link, LinkError> {
     }))
 }
 
+/// Sends `datagrams` on the connected, non-blocking socket with one system call (`sendmmsg`);
+/// how many of them went, from the first. An error is the first datagram's: one the kernel
+/// refuses later in the batch ends the batch there and is reported by the next call.
+pub(crate) fn send_datagrams(
+    socket: &std::net::UdpSocket,
+    datagrams: &[&[u8]],
+) -> io::Result<usize> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags};
+    if let [one] = datagrams {
+        return socket.send(one).map(|_| 1);
+    }
+    let iovs: Vec<[io::IoSlice<'_>; 1]> = datagrams.iter().map(|d| [io::IoSlice::new(d)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = iovs
+        .iter()
+        .zip(controls.iter_mut())
+        .map(|(iov, control)| MMsgHdr::new(iov, control))
+        .collect();
+    rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(io::Error::from)
+}
+
 /// Why a connection attempt or a write failed; shown in the logs and by the MI.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkError {

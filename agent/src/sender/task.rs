@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
-use super::link::{Endpoint, Framing, Link, LinkError};
+use super::link::{Endpoint, Framing, Link, LinkError, send_datagrams};
 use super::queue::{DropReason, Shared, estimate};
 use super::{DestinationSpec, Limits, ShutdownReport};
 
@@ -450,27 +450,41 @@ impl Task {
         let write_timeout = self.limits.write_timeout;
         // Units sent since the last counter update, and the offset of the next one.
         let (mut done, mut offset) = (0usize, self.pending.head);
-        while let Some(unit) = self.pending.units.get(done).copied() {
+        // After a short batch the next datagram goes alone: sendmmsg loses the error that ended
+        // the batch (an ICMP port unreachable, say), and a single send reports it.
+        let mut alone = false;
+        while done < self.pending.units.len() {
             let Some(Link::Datagram(socket)) = self.link.as_ref() else {
                 break;
             };
-            let datagram = &self.pending.buf[offset..offset + unit.len];
+            // Up to a batch's worth of datagrams in one system call: on loopback the call itself
+            // costs about as much as handing the datagram to the kernel.
+            let mut end = offset;
+            let most = if alone { 1 } else { BATCH_MESSAGES };
+            let batch: Vec<&[u8]> = (self.pending.units.range(done..).take(most))
+                .map(|unit| {
+                    let datagram = &self.pending.buf[end..end + unit.len];
+                    end += unit.len;
+                    datagram
+                })
+                .collect();
             // The socket is nearly always writable: no timer unless it is not.
-            let result = match socket.send(datagram) {
+            let result = match send_datagrams(socket, &batch) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    within(
-                        &mut self.stop,
-                        write_timeout,
-                        send_when_room(socket, datagram),
-                    )
-                    .await
+                    let first = batch[0];
+                    within(&mut self.stop, write_timeout, send_when_room(socket, first))
+                        .await
+                        .map(|r| r.map(|_| 1))
                 }
                 other => Some(other),
             };
             match result {
-                Some(Ok(_)) => {
-                    done += 1;
-                    offset += unit.len;
+                Some(Ok(n)) => {
+                    alone = n < batch.len();
+                    for unit in self.pending.units.range(done..done + n) {
+                        offset += unit.len;
+                    }
+                    done += n;
                 }
                 Some(Err(e)) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
                     // The path refuses a datagram this large: drop it as oversize, keep going.
