@@ -511,6 +511,15 @@ impl SipFramer {
                 extend_bounded(&mut self.buf, &rest[..=lf], max_header);
                 let line = &self.buf[..line_len - 1];
                 if start_line(line.strip_suffix(b"\r").unwrap_or(line)).is_some() {
+                    if line_len >= max_header {
+                        // The start line alone fills the header bound: the head is too long,
+                        // as a read holding it whole finds at once (not on the next push).
+                        self.buf.clear();
+                        self.start_resync();
+                        at += lf + 1;
+                        skipped = 0;
+                        continue;
+                    }
                     self.state = State::Head(HeadScan {
                         start_line_end: line_len,
                         scanned: line_len - 1,

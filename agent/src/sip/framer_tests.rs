@@ -254,6 +254,27 @@ fn a_head_beyond_the_header_bound_is_malformed_and_the_next_message_is_found() {
     }
 }
 
+/// Found by the `sip_framer` fuzz target: a start line split across reads that alone fills the
+/// header bound was judged (too long, malformed) only when more bytes came, so at the end of
+/// the stream the counts depended on how the reads fell.
+#[test]
+fn a_split_start_line_as_long_as_the_header_bound_is_judged_at_once() {
+    let limits = Limits {
+        max_header_bytes: 16,
+        max_message_bytes: 400,
+        max_resync_bytes: 384,
+    };
+    let stream: &[u8] = b"\n7\n\x00\x01\xff\r\nSIP/2.0 200\nSIP/2.0 200 OK\r\n";
+    let mut whole = SipFramer::new(limits);
+    assert!(frame(&mut whole, &[stream]).is_empty());
+    let mut split = SipFramer::new(limits);
+    let reads: Vec<&[u8]> = stream.chunks(13).collect();
+    assert!(frame(&mut split, &reads).is_empty());
+    assert_eq!(whole.counters(), counters(0, 1, 3));
+    assert_eq!(split.counters(), whole.counters());
+    assert_eq!(split.buffered(), 0);
+}
+
 #[test]
 fn ten_megabytes_without_a_newline_never_exceed_the_bound_and_stop_tracing() {
     let limits = Limits::default();
