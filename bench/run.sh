@@ -32,6 +32,8 @@
 # on a shared machine, such as compilers at niceness 0, disturb it less; 0 to leave it),
 # PORT_BASE (default 17000), BENCH_MD (default BENCHMARKS.md at the repo root),
 # REV_NOTE (what to print as the heptap revision, default from git),
+# MEASURE (default "idle bulk rr rr_max connrate": a subset for quick comparisons while
+# working), PROTOS (default "tcp tls"),
 # SKIP_BUILD=1 (use the binaries already in $CARGO_TARGET_DIR/release), KEEP=1 (keep the work
 # directory with configs, logs and results), POSTSCRIPT (a Markdown file appended to the section).
 # Needs root for apt-get (HAProxy is installed if missing) and for raising `ulimit -n`.
@@ -47,6 +49,9 @@ BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE; do printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh"
 IDLE_ASKED=$IDLE_CONNS
+MEASURE=${MEASURE:-idle bulk rr rr_max connrate}
+PROTOS=${PROTOS:-tcp tls}
+wanted() { [[ " $MEASURE " == *" $1 "* ]]; }
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -243,7 +248,8 @@ wait_port "${UPSTREAM[direct]}"
 wait_port "${PORT_tls[direct]}"
 
 # Memory first, on fresh relay processes (for each transport), before load has grown the heaps.
-for proto in tcp tls; do
+for proto in $PROTOS; do
+    wanted idle || continue
     start_relays
     for target in heptap-on heptap-off haproxy; do
         measure 1 idle "$proto" "$target" --count "$IDLE_CONNS"
@@ -257,11 +263,19 @@ for round in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first (or right after another).
     shift_by=$(((round - 1) % ${#TARGETS[@]}))
     order=("${TARGETS[@]:shift_by}" "${TARGETS[@]:0:shift_by}")
-    for proto in tcp tls; do
-        for target in "${order[@]}"; do measure "$round" bulk "$proto" "$target" --duration "$DURATION"; done
-        for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --duration "$DURATION"; done
-        for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
-        for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION" --max-conns 15000; done
+    for proto in $PROTOS; do
+        if wanted bulk; then
+            for target in "${order[@]}"; do measure "$round" bulk "$proto" "$target" --duration "$DURATION"; done
+        fi
+        if wanted rr; then
+            for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --duration "$DURATION"; done
+        fi
+        if wanted rr_max; then
+            for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
+        fi
+        if wanted connrate; then
+            for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION" --max-conns 15000; done
+        fi
     done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
