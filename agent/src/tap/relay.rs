@@ -36,9 +36,8 @@ use crate::tracer::{NetProto, Tracer};
 /// Bytes read at once per direction once a connection has shown bulk traffic.
 const BUF_SIZE: usize = 16 * 1024;
 
-/// Bytes read at once until a read fills the buffer: enough for most SIP messages, and what an
-/// idle connection keeps per direction (a relay holding 10,000 idle connections pays for this,
-/// not for [`BUF_SIZE`]).
+/// Bytes read at once until a read fills the buffer: enough for most SIP messages. What an idle
+/// TLS connection keeps per direction (an idle plain TCP one keeps none, see [`pump`]).
 const FIRST_BUF_SIZE: usize = 2 * 1024;
 
 /// How one direction of a relay ended.
@@ -106,10 +105,47 @@ impl Idle {
     }
 }
 
+/// The read side of a relay direction, as [`pump`] sees it.
+pub trait ReadSide: AsyncRead + Unpin {
+    /// Whether [`ReadSide::readable`] really waits for data. Then the pump waits with no buffer
+    /// and takes one only to read what arrived, so an idle connection holds none.
+    const WAITS: bool;
+    /// Resolves when a read would find data (or EOF, or an error).
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+}
+
+impl ReadSide for tokio::net::tcp::OwnedReadHalf {
+    const WAITS: bool = true;
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        tokio::net::tcp::OwnedReadHalf::readable(self)
+    }
+}
+
+impl<T: ReadSide> ReadSide for &mut T {
+    const WAITS: bool = T::WAITS;
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        T::readable(self)
+    }
+}
+
+/// A TLS (or otherwise wrapped) stream: rustls buffers records itself, so there is no
+/// readiness to wait on without reading; the pump keeps its buffer.
+impl<T: AsyncRead> ReadSide for tokio::io::ReadHalf<T> {
+    const WAITS: bool = false;
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        std::future::ready(Ok(()))
+    }
+}
+
 /// Copies `r` to `w` until EOF or an error, counting bytes; passes EOF on with `shutdown`.
 /// Each chunk is written on (and flushed: a TLS writer holds records until flushed) first and
 /// shown to `obs` after, so tracing adds nothing to the relay's latency; its timestamp is
 /// still the time it was read.
+///
+/// The buffer: [`FIRST_BUF_SIZE`] until a read fills it, then [`BUF_SIZE`] for the rest of the
+/// connection (bulk transfers). Where the reader can wait for data without reading (plain TCP),
+/// a read that did not fill the buffer (the socket is drained) gives the buffer back, and the
+/// next one is taken when data arrives: an idle connection holds no buffer, a busy one keeps it.
 pub async fn pump<R, W>(
     mut r: R,
     mut w: W,
@@ -118,19 +154,35 @@ pub async fn pump<R, W>(
     obs: &mut impl Observe,
 ) -> End
 where
-    R: AsyncRead + Unpin,
+    R: ReadSide,
     W: AsyncWrite + Unpin,
 {
-    // Small until the traffic shows it needs more: a read that fills the buffer grows it to
-    // BUF_SIZE for the rest of the connection (bulk transfers), once.
-    let mut buf = vec![0u8; FIRST_BUF_SIZE];
+    let mut size = FIRST_BUF_SIZE;
+    let mut buf: Vec<u8> = Vec::new();
     loop {
+        if buf.capacity() == 0 {
+            if R::WAITS {
+                let ready = match idle {
+                    Some(idle) => match idle.read(r.readable()).await {
+                        Some(r) => r,
+                        None => return End::Idle,
+                    },
+                    None => r.readable().await,
+                };
+                if let Err(e) = ready {
+                    return End::ReadError(e);
+                }
+            }
+            buf = Vec::with_capacity(size);
+        }
+        buf.clear();
+        // Into the spare capacity: nothing to zero first.
         let read = match idle {
-            Some(idle) => match idle.read(r.read(&mut buf)).await {
+            Some(idle) => match idle.read(r.read_buf(&mut buf)).await {
                 Some(r) => r,
                 None => return End::Idle,
             },
-            None => r.read(&mut buf).await,
+            None => r.read_buf(&mut buf).await,
         };
         let n = match read {
             // A TLS peer that closes its socket without close_notify: an EOF all the same.
@@ -153,8 +205,13 @@ where
         }
         bytes.add(n as u64);
         obs.observe(&buf[..n], read_at);
-        if n == buf.len() && buf.len() < BUF_SIZE {
-            buf.resize(BUF_SIZE, 0);
+        if n >= size {
+            if size < BUF_SIZE {
+                size = BUF_SIZE;
+                buf = Vec::with_capacity(size);
+            }
+        } else if R::WAITS {
+            buf = Vec::new();
         }
     }
 }
@@ -728,9 +785,9 @@ async fn both_ways<CR, CW, UR, UW>(
     r: &Bytes<'_>,
 ) -> (Option<End>, Option<End>)
 where
-    CR: AsyncRead + Unpin,
+    CR: ReadSide,
     CW: AsyncWrite + Unpin,
-    UR: AsyncRead + Unpin,
+    UR: ReadSide,
     UW: AsyncWrite + Unpin,
 {
     let (mut c_end, mut u_end): (Option<End>, Option<End>) = (None, None);
