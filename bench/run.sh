@@ -8,6 +8,8 @@
 # echo-server, one thread):
 #   heptap-on   heptap with connection events ([net.tcp], [net.tls]) and SIP tracing on, HEP over
 #               UDP to a counting sink (heptap-bench hep-sink)
+#   heptap-tcp  the same as heptap-on with HEP over TCP (one connection, frames batched) to the
+#               same sink: on loopback a UDP datagram costs heptap the sink's receive path too
 #   heptap-off  the same config with trace_on = false everywhere
 #   haproxy     HAProxy from the Debian package, mode tcp, nbthread 1
 #   direct      the responder itself (no relay)
@@ -47,7 +49,10 @@ NICE=${NICE:--10}
 PORT_BASE=${PORT_BASE:-17000}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE; do printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh"
+COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE; do printf '%s=%s ' "$v" "${!v}"; done)"
+[[ -n ${MEASURE:-} ]] && COMMAND+="MEASURE=\"$MEASURE\" "
+[[ -n ${PROTOS:-} ]] && COMMAND+="PROTOS=\"$PROTOS\" "
+COMMAND+="bench/run.sh"
 IDLE_ASKED=$IDLE_CONNS
 MEASURE=${MEASURE:-idle bulk rr rr_max connrate}
 PROTOS=${PROTOS:-tcp tls}
@@ -97,11 +102,12 @@ fi
 
 # --- ports -----------------------------------------------------------------------------------
 declare -A UPSTREAM=([heptap-on]=$((PORT_BASE + 1)) [heptap-off]=$((PORT_BASE + 2))
-    [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)))
+    [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 5)))
 declare -A PORT_tcp=([heptap-on]=$((PORT_BASE + 101)) [heptap-off]=$((PORT_BASE + 201))
-    [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)))
+    [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 501)))
 declare -A PORT_tls=([heptap-on]=$((PORT_BASE + 111)) [heptap-off]=$((PORT_BASE + 211))
-    [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)))
+    [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)) [heptap-tcp]=$((PORT_BASE + 511)))
+RELAYS=(heptap-on heptap-tcp heptap-off haproxy)
 HEP_PORT=$((PORT_BASE + 900))
 HEP_STATS=$WORK/hep.stats
 RESULTS=$WORK/results.jsonl
@@ -119,15 +125,15 @@ wait_port() {
 }
 
 # --- configs ---------------------------------------------------------------------------------
-heptap_config() { # name trace_on
-    local name=$1 on=$2
+heptap_config() { # name trace_on hep_transport
+    local name=$1 on=$2 transport=$3
     mkdir -p "$WORK/$name"
     cat >"$WORK/$name.toml" <<EOF
 [log]
 level = "error"
 
 [hep.ids]
-col = "[col] 127.0.0.1:$HEP_PORT; transport=udp"
+col = "[col] 127.0.0.1:$HEP_PORT; transport=$transport"
 
 [tracer]
 trace_on = $on
@@ -194,12 +200,14 @@ EOF
 start_relays() {
     "$HEPTAP" serve -c "$WORK/heptap-on.toml" >>"$WORK/heptap-on.log" 2>&1 &
     PID[heptap-on]=$!
+    "$HEPTAP" serve -c "$WORK/heptap-tcp.toml" >>"$WORK/heptap-tcp.log" 2>&1 &
+    PID[heptap-tcp]=$!
     "$HEPTAP" serve -c "$WORK/heptap-off.toml" >>"$WORK/heptap-off.log" 2>&1 &
     PID[heptap-off]=$!
     haproxy -f "$WORK/haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
     PID[haproxy]=$!
     local t
-    for t in heptap-on heptap-off haproxy; do
+    for t in "${RELAYS[@]}"; do
         wait_port "${PORT_tcp[$t]}"
         wait_port "${PORT_tls[$t]}"
     done
@@ -207,7 +215,7 @@ start_relays() {
 
 stop_relays() {
     local t
-    for t in heptap-on heptap-off haproxy; do
+    for t in "${RELAYS[@]}"; do
         kill "${PID[$t]}" 2>/dev/null || true
         wait "${PID[$t]}" 2>/dev/null || true
         unset "PID[$t]"
@@ -223,7 +231,7 @@ measure() { # round sub proto target [args...]
     local args=(--target "127.0.0.1:$port" --label "$target" --round "$round" --out "$RESULTS")
     [[ $proto == tls ]] && args+=(--tls "$PKI/cert.pem")
     [[ $target != direct ]] && args+=(--cpu-pid "${PID[$target]}")
-    [[ $target == heptap-on ]] && args+=(--hep-stats "$HEP_STATS")
+    [[ $target == heptap-on || $target == heptap-tcp ]] && args+=(--hep-stats "$HEP_STATS")
     log "round $round: $sub $* $proto $target"
     if ! "$B" "$sub" "${args[@]}" "$@" >>"$WORK/measure.log" 2>&1; then
         log "  FAILED (see $WORK/measure.log): $(tail -n 1 "$WORK/measure.log")"
@@ -234,11 +242,13 @@ measure() { # round sub proto target [args...]
 # --- run -------------------------------------------------------------------------------------
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 "$B" gen-cert --dir "$PKI"
-heptap_config heptap-on true
-heptap_config heptap-off false
+heptap_config heptap-on true udp
+heptap_config heptap-tcp true tcp
+heptap_config heptap-off false udp
 
 "$B" echo-server --cert "$PKI/cert.pem" --key "$PKI/key.pem" \
     --listen "127.0.0.1:${UPSTREAM[heptap-on]}" --listen "127.0.0.1:${UPSTREAM[heptap-off]}" \
+    --listen "127.0.0.1:${UPSTREAM[heptap-tcp]}" \
     --listen "127.0.0.1:${UPSTREAM[haproxy]}" --listen "127.0.0.1:${UPSTREAM[direct]}" \
     --listen-tls "127.0.0.1:${PORT_tls[direct]}" >>"$WORK/echo.log" 2>&1 &
 PID[echo]=$!
@@ -251,14 +261,14 @@ wait_port "${PORT_tls[direct]}"
 for proto in $PROTOS; do
     wanted idle || continue
     start_relays
-    for target in heptap-on heptap-off haproxy; do
+    for target in "${RELAYS[@]}"; do
         measure 1 idle "$proto" "$target" --count "$IDLE_CONNS"
     done
     stop_relays
 done
 
 start_relays
-TARGETS=(heptap-on heptap-off haproxy direct)
+TARGETS=(heptap-on heptap-tcp heptap-off haproxy direct)
 for round in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first (or right after another).
     shift_by=$(((round - 1) % ${#TARGETS[@]}))
@@ -296,7 +306,7 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')).
 $END_LOAD at the end): absolute figures move from run to run, the ratios taken within the run
 are what to compare. Everything ran on these $(nproc) cores at once: the load tool (2 threads), the
 responder (1 thread), the relay (heptap: tokio's multi-threaded runtime, one worker per core;
-HAProxy: \`nbthread 1\`) and, for heptap-on, the HEP sink, all at niceness $NICE to keep other
+HAProxy: \`nbthread 1\`) and, for the heptap targets that trace, the HEP sink, all at niceness $NICE to keep other
 jobs' compilers (niceness 0 and 10) from stealing most of the CPU.
 
 Memory per idle connection: $IDLE_CONNS connections held$([[ $IDLE_CONNS != "$IDLE_ASKED" ]] && echo " (not $IDLE_ASKED: the open-file hard limit here is $NOFILE, and a relay holds two sockets per connection)" || true), one
@@ -307,7 +317,10 @@ Command: \`$COMMAND\` (from the repository root; see the top of bench/run.sh for
 measurement does). heptap-on traces connection events (\`[net.tcp]\`/\`[net.tls]\`) and every
 SIP message (\`sip_trace_id\`) as HEP3 over UDP to a local sink that counts (it polls its socket
 every millisecond instead of sleeping in \`recv\`, so heptap's sends do not pay for waking it, as
-with a collector on another host); heptap-off is the
+with a collector on another host); heptap-tcp is the same config sending HEP3 over one TCP
+connection to the same sink (heptap batches frames into each write; on loopback each UDP
+datagram also costs the sender the kernel's receive path up to the sink's socket, which a
+collector on another host would pay itself); heptap-off is the
 same config with every \`trace_on = false\`. TLS is terminated by the relay (TLS 1.3,
 AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct TLS is the
 responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that

@@ -45,7 +45,8 @@ enum Command {
         #[arg(long)]
         key: Option<PathBuf>,
     },
-    /// A UDP HEP receiver that only counts packets.
+    /// A HEP receiver (UDP datagrams, and HEP3 frames on TCP, at the same address) that only
+    /// counts packets.
     HepSink {
         /// Where to receive.
         #[arg(long)]

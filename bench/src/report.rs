@@ -17,12 +17,19 @@ pub const START: &str = "<!-- relay-bench:start -->";
 pub const END: &str = "<!-- relay-bench:end -->";
 
 /// The targets, in table order: (label in the results, column title).
-pub const TARGETS: [(&str, &str); 4] = [
-    ("heptap-on", "heptap, tracing on"),
+pub const TARGETS: [(&str, &str); 5] = [
+    ("heptap-on", "heptap, tracing on, HEP/UDP"),
+    ("heptap-tcp", "heptap, tracing on, HEP/TCP"),
     ("heptap-off", "heptap, tracing off"),
     ("haproxy", "HAProxy"),
     ("direct", "direct"),
 ];
+
+/// The columns of [`TARGETS`] that trace, with the name their ratios and aims go by.
+const TRACING: [(usize, &str); 2] = [(0, "UDP"), (1, "TCP")];
+/// The column of heptap with tracing off, and of HAProxy.
+const OFF: usize = 2;
+const HAPROXY: usize = 3;
 
 /// One measurement of one target, as appended to the results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,7 +38,7 @@ pub struct Record {
     pub test: String,
     /// `tcp` or `tls`.
     pub proto: String,
-    /// `heptap-on`, `heptap-off`, `haproxy` or `direct`.
+    /// `heptap-on`, `heptap-tcp`, `heptap-off`, `haproxy` or `direct`.
     pub target: String,
     /// Which repetition.
     pub round: u32,
@@ -283,8 +290,9 @@ fn verdict(ok: bool) -> &'static str {
 pub fn tables(records: &[Record]) -> String {
     let rounds: BTreeMap<u32, ()> = records.iter().map(|r| (r.round, ())).collect();
     let mut out = format!(
-        "Figures are medians over {} round(s). Ratios: heptap with tracing on over HAProxy \
-         (`on/HAProxy`) and over heptap with tracing off (`on/off`).\n\n",
+        "Figures are medians over {} round(s). Ratios: heptap with tracing on (sending HEP over \
+         UDP, and over TCP) over HAProxy (`on/HAProxy`) and over heptap with tracing off \
+         (`on/off`).\n\n",
         rounds.len()
     );
     out.push_str(&table_set(records, Combine::Median));
@@ -314,9 +322,16 @@ fn table_set(records: &[Record], combine: Combine) -> String {
         for (_, title) in TARGETS {
             let _ = write!(head, " {title} |");
         }
-        head.push_str(" on/HAProxy | on/off | aim |");
+        for (_, via) in TRACING {
+            let _ = write!(head, " on/HAProxy, {via} |");
+        }
+        for (_, via) in TRACING {
+            let _ = write!(head, " on/off, {via} |");
+        }
+        head.push_str(" aim |");
         let _ = writeln!(out, "{head}");
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|");
+        let columns = TARGETS.len() + 2 * TRACING.len();
+        let _ = writeln!(out, "|---|{}---|", "---:|".repeat(columns));
         for row in rows() {
             if combine == Combine::Best && matches!(row.aim, Aim::None) {
                 continue;
@@ -328,32 +343,39 @@ fn table_set(records: &[Record], combine: Combine) -> String {
             if figs.iter().all(Option::is_none) {
                 continue;
             }
-            let vs_haproxy = ratio(figs[0], figs[2]);
-            let vs_off = ratio(figs[0], figs[1]);
+            let vs_haproxy: Vec<Option<f64>> = TRACING
+                .iter()
+                .map(|&(i, _)| ratio(figs[i], figs[HAPROXY]))
+                .collect();
+            let vs_off: Vec<Option<f64>> = TRACING
+                .iter()
+                .map(|&(i, _)| ratio(figs[i], figs[OFF]))
+                .collect();
             let mut aims = Vec::new();
-            match (row.aim, vs_haproxy) {
-                (Aim::AtLeast(a), Some(r)) => {
-                    aims.push(format!("on/HAProxy ≥ {a}: {}", verdict(r >= a)));
+            for (&(_, via), r) in TRACING.iter().zip(&vs_haproxy) {
+                match (row.aim, r) {
+                    (Aim::AtLeast(a), Some(r)) => {
+                        aims.push(format!("on/HAProxy ≥ {a}, {via}: {}", verdict(*r >= a)));
+                    }
+                    (Aim::AtMost(a), Some(r)) => {
+                        aims.push(format!("on/HAProxy ≤ {a}, {via}: {}", verdict(*r <= a)));
+                    }
+                    _ => {}
                 }
-                (Aim::AtMost(a), Some(r)) => {
-                    aims.push(format!("on/HAProxy ≤ {a}: {}", verdict(r <= a)));
-                }
-                _ => {}
             }
-            if let (Some(a), Some(r)) = (row.on_off_aim, vs_off) {
-                aims.push(format!("on/off ≥ {a}: {}", verdict(r >= a)));
+            for (&(_, via), r) in TRACING.iter().zip(&vs_off) {
+                if let (Some(a), Some(r)) = (row.on_off_aim, r) {
+                    aims.push(format!("on/off ≥ {a}, {via}: {}", verdict(*r >= a)));
+                }
             }
             let mut line = format!("| {} |", row.label);
             for f in &figs {
                 let _ = write!(line, " {} |", fmt(*f, row.decimals));
             }
-            let _ = writeln!(
-                out,
-                "{line} {} | {} | {} |",
-                fmt(vs_haproxy, 2),
-                fmt(vs_off, 2),
-                aims.join("; ")
-            );
+            for r in vs_haproxy.iter().chain(&vs_off) {
+                let _ = write!(line, " {} |", fmt(*r, 2));
+            }
+            let _ = writeln!(out, "{line} {} |", aims.join("; "));
         }
         out.push('\n');
     }
@@ -411,6 +433,7 @@ mod tests {
             rec("heptap-on", 1, 800.0),
             rec("heptap-on", 2, 900.0),
             rec("heptap-on", 3, 1000.0),
+            rec("heptap-tcp", 1, 800.0),
             rec("heptap-off", 1, 1000.0),
             rec("haproxy", 1, 1000.0),
             rec("direct", 1, 2000.0),
@@ -418,7 +441,7 @@ mod tests {
         let t = tables(&records);
         assert!(
             t.contains(
-                "| SIP max rate (50 conns, closed loop), msg/s | 900 | 1000 | 1000 | 2000 | 0.90 | 0.90 | on/HAProxy ≥ 0.9: met; on/off ≥ 0.85: met |"
+                "| SIP max rate (50 conns, closed loop), msg/s | 900 | 800 | 1000 | 1000 | 2000 | 0.90 | 0.80 | 0.90 | 0.80 | on/HAProxy ≥ 0.9, UDP: met; on/HAProxy ≥ 0.9, TCP: **missed**; on/off ≥ 0.85, UDP: met; on/off ≥ 0.85, TCP: **missed** |"
             ),
             "{t}"
         );

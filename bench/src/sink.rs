@@ -1,12 +1,14 @@
 //! A HEP collector that only counts: it gives heptap's tracing somewhere to send on loopback
 //! without the cost of decoding or printing, and tells the load tools how many packets
-//! arrived during a measurement. It polls the socket rather than sleeping in `recv`, so that
-//! heptap's sends cost what they would toward a collector on another host.
+//! arrived during a measurement. It receives datagrams on UDP and HEP3 frames on TCP connections
+//! at the same address, and polls its sockets rather than sleeping in `recv`, so that heptap's
+//! sends do not pay for waking it, as with a collector on another host.
 //!
 //! The counts go to a stats file, `"<packets> <bytes>\n"`, rewritten (through a rename)
 //! every [`STATS_PERIOD`].
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +52,16 @@ pub fn run(addr: SocketAddr, stats: PathBuf) -> Result<(), Error> {
             }
         });
     }
+    let listener = TcpListener::bind(addr)?;
+    {
+        let (packets, bytes) = (packets.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (packets, bytes) = (packets.clone(), bytes.clone());
+                std::thread::spawn(move || count_frames(stream, &packets, &bytes));
+            }
+        });
+    }
     // Drain every DRAIN_PERIOD instead of blocking in recv: a reader asleep on the socket makes
     // every sendto of heptap pay for waking it (a third of heptap's CPU at full rate in a
     // profile), which a collector on another host never costs the sender.
@@ -66,6 +78,49 @@ pub fn run(addr: SocketAddr, stats: PathBuf) -> Result<(), Error> {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Counts the HEP3 frames of one TCP connection (length at bytes 4..6 of each frame), draining
+/// it every [`DRAIN_PERIOD`], until it closes or a frame is not HEP3.
+fn count_frames(mut stream: TcpStream, packets: &AtomicU64, bytes: &AtomicU64) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut start, mut end) = (0usize, 0usize);
+    loop {
+        std::thread::sleep(DRAIN_PERIOD);
+        loop {
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            match stream.read(&mut buf[end..]) {
+                Ok(0) => return,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+            while end - start >= 6 {
+                let head = &buf[start..start + 6];
+                if &head[..4] != b"HEP3" {
+                    return;
+                }
+                let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+                if len < 6 {
+                    return;
+                }
+                if end - start < len {
+                    break;
+                }
+                packets.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(len as u64, Ordering::Relaxed);
+                start += len;
             }
         }
     }
