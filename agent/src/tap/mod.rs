@@ -296,7 +296,13 @@ impl BoundListener {
             match accepted {
                 Ok((stream, peer)) => {
                     stats.accepted.inc();
-                    let local = stream.local_addr().unwrap_or(spec.listen);
+                    // A listener bound to one address accepts on that address: no
+                    // getsockname per connection (a wildcard one needs to ask).
+                    let local = if bound.ip().is_unspecified() {
+                        stream.local_addr().unwrap_or(bound)
+                    } else {
+                        bound
+                    };
                     let ctx = ctx.clone();
                     let tap = tap.clone();
                     let stats = stats.clone();
