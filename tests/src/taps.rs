@@ -7,9 +7,14 @@ use heptap::agent::{Running, start};
 use heptap::logging::LogHandle;
 use heptap_config::Config;
 use heptap_hep::Packet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::collector::{Scratch, UdpCollector, WAIT};
 use crate::tls::Pki;
+
+/// A `[tracer]` section with one trace_id, `tid`, sending SIP to the destination `col` (for a
+/// listener with `sip_trace_id = "tid"`).
+pub const TRACER: &str = "[tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n";
 
 /// A `[[listener]]` of `proto` on 127.0.0.1:0 relaying to `upstream`, with `keys` (listener
 /// keys, one per line) and, for tls/wss, a `[listener.tls]` table with the PKI's server
@@ -58,6 +63,32 @@ pub fn config(listener: &str, collector: SocketAddr, extra: &str, dir: &Scratch)
     Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
 }
 
+/// `upstream_proto = "<proto>"` (tls or wss) with [`upstream_tls`]: the upstream leg over TLS,
+/// trusting the PKI's CA.
+pub fn upstream_over(proto: &str, pki: &Pki) -> String {
+    format!("upstream_proto = \"{proto}\"\n{}", upstream_tls(pki))
+}
+
+/// [`config`] with one `proto` listener toward `upstream` with `keys` (a tls or wss listener
+/// presents the PKI's server certificate), `extra` TOML, traced to `col`, the MI in the PKI's
+/// scratch dir.
+pub fn tap_config(
+    proto: &str,
+    upstream: SocketAddr,
+    keys: &str,
+    extra: &str,
+    col: &UdpCollector,
+    pki: &Pki,
+) -> Config {
+    let tls = matches!(proto, "tls" | "wss").then_some(pki);
+    config(
+        &listener(proto, upstream, keys, tls, ""),
+        col.addr,
+        extra,
+        &pki.dir,
+    )
+}
+
 /// Starts heptap in-process.
 pub async fn run(config: Config) -> Running {
     start(config, LogHandle::detached())
@@ -65,9 +96,65 @@ pub async fn run(config: Config) -> Running {
         .expect("heptap starts")
 }
 
+/// Starts heptap on [`tap_config`].
+pub async fn run_tap(
+    proto: &str,
+    upstream: SocketAddr,
+    keys: &str,
+    extra: &str,
+    col: &UdpCollector,
+    pki: &Pki,
+) -> Running {
+    run(tap_config(proto, upstream, keys, extra, col, pki)).await
+}
+
 /// The next `n` packets.
 pub async fn events(col: &mut UdpCollector, n: usize) -> Vec<Packet> {
     col.until(WAIT, |got| got.len() >= n).await
+}
+
+/// Writes `bytes` to `s` and reads as many back (what an echo upstream returns).
+pub async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> Vec<u8> {
+    s.write_all(bytes).await.unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    s.read_exact(&mut back).await.unwrap();
+    back
+}
+
+/// Half-closes `s` and reads until the peer closes too; returns what arrived meanwhile.
+pub async fn half_close<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Vec<u8> {
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    rest
+}
+
+/// Writes `data` to `s` in slices of the `splits` sizes (in turn), then half-closes, while
+/// reading what comes back until the peer closes (within [`WAIT`]); returns what came back.
+pub async fn relay_in_slices<S>(s: S, data: &[u8], splits: Vec<usize>) -> Vec<u8>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(s);
+    let sent = data.to_vec();
+    let writer = tokio::spawn(async move {
+        let (mut off, mut i) = (0, 0);
+        while off < sent.len() {
+            let n = splits[i % splits.len()].min(sent.len() - off);
+            w.write_all(&sent[off..off + n]).await.unwrap();
+            off += n;
+            i += 1;
+        }
+        // Half-close: the upstream sees EOF, echoes the rest, and closes its side.
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::with_capacity(data.len());
+    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
+        .await
+        .expect("echo within the timeout")
+        .unwrap();
+    writer.await.unwrap();
+    back
 }
 
 /// A listener statistic (`listener_0:<name>`).

@@ -154,6 +154,14 @@ impl Pki {
         }
     }
 
+    /// A client trusting the CA, without a certificate, connected to `addr` over TLS; panics
+    /// when the connection or the handshake fails.
+    pub async fn connect(&self, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+        connect(addr, self.client_config(None, None, None))
+            .await
+            .expect("TLS connection")
+    }
+
     /// A client trusting the CA, presenting `cert` if given, speaking only `versions` if given,
     /// logging its secrets to `keylog` if given.
     pub fn client_config(
