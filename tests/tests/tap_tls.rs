@@ -13,7 +13,8 @@ use heptap_hep::Packet;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
-    config, events, listener, random_bytes, random_sizes, run, stat, upstream_tls,
+    config, events, half_close, listener, random_bytes, random_sizes, relay_in_slices, roundtrip,
+    run, run_tap, stat, tap_config, upstream_over,
 };
 use heptap_tests::tls::{
     self, Behaviour, CA_SUBJECT, CLIENT_SUBJECT, HEPTAP_CLIENT_SUBJECT, KeyLines, Pki,
@@ -52,25 +53,13 @@ async fn a_tls_client_leg_has_one_accepted_event_with_our_certificate_then_the_t
     let pki = Pki::new();
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(
-        &listener("tls", up.addr, "", Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
+    let heptap = run_tap("tls", up.addr, "", "", &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
-    let mut client = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
+    let mut client = pki.connect(listen).await;
     let me = client.get_ref().0.local_addr().unwrap();
-    client.write_all(b"hello").await.unwrap();
-    let mut echo = [0u8; 5];
-    client.read_exact(&mut echo).await.unwrap();
+    let echo = roundtrip(&mut client, b"hello").await;
     assert_eq!(&echo, b"hello");
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    client.read_to_end(&mut rest).await.unwrap();
+    let rest = half_close(&mut client).await;
     assert!(rest.is_empty());
 
     let got = events(&mut col, 5).await;
@@ -117,26 +106,19 @@ async fn homer5_mode_joins_the_tls_parts_of_every_event_of_both_legs_in_opensips
     let pki = Pki::new();
     let up = TlsUpstream::bind(&pki, Behaviour::Echo, 0).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!("upstream_proto = \"tls\"\n{}", upstream_tls(&pki));
-    let heptap = run(config(
-        &listener("tls", up.addr, &keys, Some(&pki), ""),
-        col.addr,
+    let keys = upstream_over("tls", &pki);
+    let heptap = run_tap(
+        "tls",
+        up.addr,
+        &keys,
         "[hep]\nhomer5_on = true\n",
-        &pki.dir,
-    ))
-    .await;
-    let mut client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
+        &col,
+        &pki,
     )
-    .await
-    .unwrap();
-    client.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    client.read_exact(&mut b).await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    client.read_to_end(&mut rest).await.unwrap();
+    .await;
+    let mut client = pki.connect(heptap.listen_addrs()[0]).await;
+    roundtrip(&mut client, b"x").await;
+    half_close(&mut client).await;
     let got = events(&mut col, 5).await;
     let texts: Vec<String> = got.iter().map(text_of).collect();
     assert_eq!(
@@ -177,9 +159,7 @@ async fn a_requested_client_certificate_is_traced_whoever_issued_it_and_its_abse
         let mut client = tls::connect(listen, pki.client_config(cert, None, None))
             .await
             .unwrap();
-        client.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        client.read_exact(&mut b).await.unwrap();
+        roundtrip(&mut client, b"x").await;
         let got = col
             .until(WAIT, |g| g.iter().any(|p| event_of(p) == "ACCEPTED"))
             .await;
@@ -224,9 +204,7 @@ async fn required_client_certificates_are_verified_and_a_refusal_is_accepted_fai
     let mut good = tls::connect(listen, pki.client_config(Some(&pki.client), None, None))
         .await
         .unwrap();
-    good.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    good.read_exact(&mut b).await.unwrap();
+    roundtrip(&mut good, b"x").await;
     let got = events(&mut col, 3).await;
     assert_eq!(part(&got[0], "client-subject"), CLIENT_SUBJECT);
     assert_eq!(part(&got[0], "Status"), "SUCCESS");
@@ -277,12 +255,7 @@ async fn accepted_with_secrets(
     let pki = Pki::new();
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let mut cfg = config(
-        &listener("tls", up.addr, "", Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    );
+    let mut cfg = tap_config("tls", up.addr, "", "", &col, &pki);
     cfg.net.tls.trace_master_key = master_key;
     let heptap = run(cfg).await;
     let keys = Arc::new(KeyLines::default());
@@ -292,9 +265,7 @@ async fn accepted_with_secrets(
     )
     .await
     .unwrap();
-    client.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    client.read_exact(&mut b).await.unwrap();
+    roundtrip(&mut client, b"x").await;
     let got = events(&mut col, 1).await;
     heptap.shutdown(Stop::Immediate).await;
     (got[0].clone(), keys.lines())
@@ -351,22 +322,9 @@ async fn a_tls_upstream_leg_is_verified_and_traced_with_both_certificates() {
         pki.heptap_client.cert_file.display(),
         pki.heptap_client.key_file.display(),
     );
-    let heptap = run(config(
-        &listener("tls", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
-    let mut client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
-    )
-    .await
-    .unwrap();
-    client.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    client.read_exact(&mut b).await.unwrap();
+    let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
+    let mut client = pki.connect(heptap.listen_addrs()[0]).await;
+    roundtrip(&mut client, b"x").await;
     let got = events(&mut col, 3).await;
     let client_id = correlation(&got[0]);
     assert_eq!(
@@ -415,19 +373,8 @@ async fn an_untrusted_upstream_certificate_is_connected_failure_and_the_client_i
         "upstream_proto = \"tls\"\nupstream_tls = {{ ca_file = \"{}\" }}",
         pki.rogue_ca_file.display()
     );
-    let heptap = run(config(
-        &listener("tls", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
-    let mut client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
-    )
-    .await
-    .unwrap();
+    let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
+    let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     let mut b = [0u8; 1];
     let r = tokio::time::timeout(WAIT, client.read(&mut b))
         .await
@@ -465,18 +412,14 @@ async fn a_client_that_never_handshakes_times_out_as_accepted_failure_then_close
     let pki = Pki::new();
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(
-        &listener(
-            "tls",
-            up.addr,
-            "handshake_timeout = \"300ms\"",
-            Some(&pki),
-            "",
-        ),
-        col.addr,
+    let heptap = run_tap(
+        "tls",
+        up.addr,
+        "handshake_timeout = \"300ms\"",
         "",
-        &pki.dir,
-    ))
+        &col,
+        &pki,
+    )
     .await;
     let mut silent = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let mut b = [0u8; 1];
@@ -520,19 +463,8 @@ async fn an_upstream_reset_mid_stream_resets_the_tls_client_and_both_legs_close(
         drop(s);
     });
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(
-        &listener("tls", up_addr, "", Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
-    let mut client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
-    )
-    .await
-    .unwrap();
+    let heptap = run_tap("tls", up_addr, "", "", &col, &pki).await;
+    let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     client.write_all(b"hello").await.unwrap();
     upstream.await.unwrap();
     let mut b = [0u8; 1];
@@ -565,41 +497,12 @@ async fn bytes_are_relayed_unchanged_through_tls_on_both_legs_with_random_splits
     let pki = Pki::new();
     let up = TlsUpstream::bind(&pki, Behaviour::Echo, 0).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!("upstream_proto = \"tls\"\n{}", upstream_tls(&pki));
-    let heptap = run(config(
-        &listener("tls", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
-    let client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
-    )
-    .await
-    .unwrap();
-    let (mut r, mut w) = tokio::io::split(client);
+    let keys = upstream_over("tls", &pki);
+    let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
+    let client = pki.connect(heptap.listen_addrs()[0]).await;
     let data = random_bytes(0x9E37_79B9_7F4A_7C15, 1 << 20);
-    let splits = random_sizes(7, 4096, 3000);
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        let (mut off, mut i) = (0, 0);
-        while off < sent.len() {
-            let n = splits[i % splits.len()].min(sent.len() - off);
-            w.write_all(&sent[off..off + n]).await.unwrap();
-            off += n;
-            i += 1;
-        }
-        // Half-close (close_notify): the upstream echoes the rest and closes its side.
-        w.shutdown().await.unwrap();
-    });
-    let mut back = Vec::with_capacity(data.len());
-    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
-        .await
-        .expect("echo within the timeout")
-        .unwrap();
-    writer.await.unwrap();
+    // Half-closed with close_notify at the end.
+    let back = relay_in_slices(client, &data, random_sizes(7, 4096, 3000)).await;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "relayed bytes differ");
     let got = events(&mut col, 5).await;
@@ -614,25 +517,12 @@ async fn a_proxy_protocol_v2_header_precedes_the_upstream_tls_handshake() {
     let pki = Pki::new();
     let mut up = TlsUpstream::bind(&pki, Behaviour::Echo, 28).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!(
-        "upstream_proto = \"tls\"\nproxy_protocol = \"v2\"\n{}",
-        upstream_tls(&pki)
-    );
-    let heptap = run(config(
-        &listener("tls", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
+    let keys = format!("proxy_protocol = \"v2\"\n{}", upstream_over("tls", &pki));
+    let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
-    let mut client = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
+    let mut client = pki.connect(listen).await;
     let me = client.get_ref().0.local_addr().unwrap();
-    client.write_all(b"ping").await.unwrap();
-    let mut b = [0u8; 4];
-    client.read_exact(&mut b).await.unwrap();
+    let b = roundtrip(&mut client, b"ping").await;
     assert_eq!(&b, b"ping");
     let header = up.proxy_headers.recv().await.unwrap();
     let mut expected = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -653,28 +543,17 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     let up = EchoUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
     let routes = "[routes]\ninline = '''\nroute[no_tls] {\n    if ($proto == \"tls\")\n        drop;\n}\n'''\n";
-    let mut cfg = config(
-        &listener("tls", up.addr, "", Some(&pki), ""),
-        col.addr,
-        routes,
-        &pki.dir,
-    );
+    let mut cfg = tap_config("tls", up.addr, "", routes, &col, &pki);
     cfg.net.tls.trace_filter_route = Some("no_tls".into());
     let heptap = run(cfg).await;
     let listen = heptap.listen_addrs()[0];
-    let roundtrip = || async {
-        let mut c = tls::connect(listen, pki.client_config(None, None, None))
-            .await
-            .unwrap();
-        c.write_all(b"x").await.unwrap();
-        let mut b = [0u8; 1];
-        c.read_exact(&mut b).await.unwrap();
-        c.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        c.read_to_end(&mut rest).await.unwrap();
+    let connection = || async {
+        let mut c = pki.connect(listen).await;
+        roundtrip(&mut c, b"x").await;
+        half_close(&mut c).await;
     };
     // Dropped by the route: only the TCP upstream leg (its own protocol, no filter) is traced.
-    roundtrip().await;
+    connection().await;
     let got = events(&mut col, 3).await;
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
     assert_eq!(
@@ -684,20 +563,15 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     // trace_on = false for TLS (the switch the MI turns): the same.
     let tls_switch = heptap.tracer().load().net(NetProto::Tls).on.clone();
     tls_switch.set(false);
-    let mut cfg = config(
-        &listener("tls", up.addr, "", Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    );
+    let mut cfg = tap_config("tls", up.addr, "", "", &col, &pki);
     cfg.net.tls.trace_on = true;
-    roundtrip().await;
+    connection().await;
     let got = events(&mut col, 3).await;
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
     // Switched on again (and the route gone): the next connection's client leg is traced.
     tls_switch.set(true);
     heptap.reload(cfg).unwrap();
-    roundtrip().await;
+    connection().await;
     let got = events(&mut col, 5).await;
     assert_eq!(part(&got[0], "Protocol"), "TLS");
     assert_eq!(event_of(&got[0]), "ACCEPTED");
