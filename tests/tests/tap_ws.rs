@@ -14,8 +14,10 @@ use heptap::tracer::NetProto;
 use heptap_hep::Packet;
 use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
-use heptap_tests::taps::{config, events, listener, random_bytes, random_sizes, run, stat};
-use heptap_tests::tls::{self, CA_SUBJECT, Pki, SERVER_SUBJECT, UPSTREAM_SUBJECT};
+use heptap_tests::taps::{
+    events, random_bytes, random_sizes, run, run_tap, stat, tap_config, upstream_over,
+};
+use heptap_tests::tls::{CA_SUBJECT, Pki, SERVER_SUBJECT, UPSTREAM_SUBJECT};
 use heptap_tests::ws::{Behaviour, WsUpstream, client, expected_reply, read_head, upgrade_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,23 +30,6 @@ const OPENSIPS_400: &str = "HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 1
 
 fn text(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// A WS listener relaying to `up` (WS), with `keys`.
-async fn ws_heptap(
-    up: SocketAddr,
-    col: &UdpCollector,
-    keys: &str,
-    extra: &str,
-    pki: &Pki,
-) -> heptap::agent::Running {
-    run(config(
-        &listener("ws", up, keys, None, ""),
-        col.addr,
-        extra,
-        &pki.dir,
-    ))
-    .await
 }
 
 /// Connects a client through heptap and upgrades; returns it, its address and the request.
@@ -75,7 +60,7 @@ async fn a_ws_connection_traces_the_upgrade_of_each_leg_in_opensips_order() {
     let pki = Pki::new();
     let mut up = WsUpstream::bind(None, Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up.addr, "", "", &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
     let (mut ws, me, request) = ws_client(listen).await;
     ws.send(Message::text("hello")).await.unwrap();
@@ -148,7 +133,7 @@ async fn homer5_mode_joins_the_ws_handshake_parts_in_opensips_order() {
     let pki = Pki::new();
     let up = WsUpstream::bind(None, Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "", "[hep]\nhomer5_on = true\n", &pki).await;
+    let heptap = run_tap("ws", up.addr, "", "[hep]\nhomer5_on = true\n", &col, &pki).await;
     let (_ws, _, request) = ws_client(heptap.listen_addrs()[0]).await;
     let got = events(&mut col, 1).await;
     assert_eq!(
@@ -167,7 +152,7 @@ async fn messages_are_relayed_unchanged_both_ways() {
     let pki = Pki::new();
     let up = WsUpstream::bind(None, Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up.addr, "", "", &col, &pki).await;
     let (ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     let (mut tx, mut rx) = ws.split();
 
@@ -216,7 +201,7 @@ async fn pings_reach_the_far_side_each_gets_one_pong_and_keepalive_pongs_are_rel
     let pki = Pki::new();
     let mut up = WsUpstream::bind(None, Behaviour::Echo).await;
     let col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up.addr, "", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
@@ -245,7 +230,7 @@ async fn a_refused_upgrade_gets_opensips_400_and_is_traced_as_accepted_failure()
     let pki = Pki::new();
     let up = WsUpstream::bind(None, Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up.addr, "", "", &col, &pki).await;
     let mut tcp = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let request = "GET /ws HTTP/1.1\r\nHost: sip.test\r\n\r\n";
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -304,7 +289,7 @@ async fn an_upstream_that_refuses_the_upgrade_is_connected_failure_and_the_clien
         request
     });
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up_addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up_addr, "", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
     let request = upstream.await.unwrap();
@@ -329,7 +314,7 @@ async fn an_unreachable_upstream_is_connected_failure_and_the_client_gets_1011()
     let pki = Pki::new();
     let dead = closed_port().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(dead, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", dead, "", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
     let got = events(&mut col, 4).await;
@@ -361,7 +346,7 @@ async fn an_upstream_reset_mid_stream_resets_the_client_and_both_legs_close() {
         drop(ws);
     });
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up_addr, &col, "", "", &pki).await;
+    let heptap = run_tap("ws", up_addr, "", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     ws.send(Message::text("hello")).await.unwrap();
     upstream.await.unwrap();
@@ -405,7 +390,7 @@ async fn a_proxy_protocol_v1_line_precedes_the_upstream_upgrade() {
         }
     });
     let col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up_addr, &col, "proxy_protocol = \"v1\"", "", &pki).await;
+    let heptap = run_tap("ws", up_addr, "proxy_protocol = \"v1\"", "", &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
     let (mut ws, me, _) = ws_client(listen).await;
     ws.send(Message::text("hi")).await.unwrap();
@@ -427,12 +412,7 @@ async fn ws_trace_on_false_and_a_dropping_filter_route_trace_nothing_while_relay
     let up = WsUpstream::bind(None, Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
     let routes = "[routes]\ninline = '''\nroute[no_ws] {\n    if ($proto == \"ws\")\n        drop;\n}\n'''\n";
-    let mut cfg = config(
-        &listener("ws", up.addr, "", None, ""),
-        col.addr,
-        routes,
-        &pki.dir,
-    );
+    let mut cfg = tap_config("ws", up.addr, "", routes, &col, &pki);
     cfg.net.ws.trace_filter_route = Some("no_ws".into());
     let heptap = run(cfg).await;
     let listen = heptap.listen_addrs()[0];
@@ -449,12 +429,7 @@ async fn ws_trace_on_false_and_a_dropping_filter_route_trace_nothing_while_relay
     roundtrip().await;
     // The route goes, the switch comes back on: only the third connection is traced.
     heptap
-        .reload(config(
-            &listener("ws", up.addr, "", None, ""),
-            col.addr,
-            "",
-            &pki.dir,
-        ))
+        .reload(tap_config("ws", up.addr, "", "", &col, &pki))
         .unwrap();
     switch.set(true);
     let third = roundtrip().await;
@@ -473,21 +448,10 @@ async fn a_wss_connection_traces_tls_and_ws_parts_in_one_event_per_leg() {
     let pki = Pki::new();
     let mut up = WsUpstream::bind(Some(pki.upstream_config()), Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!(
-        "upstream_proto = \"wss\"\n{}",
-        heptap_tests::taps::upstream_tls(&pki)
-    );
-    let heptap = run(config(
-        &listener("wss", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
+    let keys = upstream_over("wss", &pki);
+    let heptap = run_tap("wss", up.addr, &keys, "", &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
-    let tls = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
+    let tls = pki.connect(listen).await;
     let request = upgrade_request("/", "sip.test");
     let (ws, reply) = client(tls, &request).await;
     assert_eq!(text(&reply), text(&expected_reply()));
@@ -557,23 +521,17 @@ async fn homer5_mode_for_wss_joins_every_event_of_both_legs_in_order() {
     let pki = Pki::new();
     let mut up = WsUpstream::bind(Some(pki.upstream_config()), Behaviour::Echo).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!(
-        "upstream_proto = \"wss\"\n{}",
-        heptap_tests::taps::upstream_tls(&pki)
-    );
-    let heptap = run(config(
-        &listener("wss", up.addr, &keys, Some(&pki), ""),
-        col.addr,
+    let keys = upstream_over("wss", &pki);
+    let heptap = run_tap(
+        "wss",
+        up.addr,
+        &keys,
         "[hep]\nhomer5_on = true\n",
-        &pki.dir,
-    ))
-    .await;
-    let tls = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
+        &col,
+        &pki,
     )
-    .await
-    .unwrap();
+    .await;
+    let tls = pki.connect(heptap.listen_addrs()[0]).await;
     let request = upgrade_request("/", "sip.test");
     let (ws, _) = client(tls, &request).await;
     let mut ws = ws.unwrap();
@@ -608,7 +566,7 @@ async fn idle_timeout_spares_a_connection_where_one_side_talks_and_closes_a_sile
     let pki = Pki::new();
     let up = WsUpstream::bind(None, Behaviour::Sip).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = ws_heptap(up.addr, &col, "idle_timeout = \"300ms\"", "", &pki).await;
+    let heptap = run_tap("ws", up.addr, "idle_timeout = \"300ms\"", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     // Client -> upstream only (the upstream answers nothing to these), for twice the timeout.
     for _ in 0..6 {
