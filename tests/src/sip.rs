@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 
+use heptap_hep::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::collector::{UdpCollector, WAIT};
 
 /// The Call-ID of [`dialog`]'s messages.
 pub const CALL_ID: &str = "a84b4c76e66710@pc33.example.com";
@@ -52,6 +55,32 @@ pub fn options() -> Vec<u8> {
         "",
         false,
     )
+}
+
+/// Plays [`client_messages`]' dialog on a stream through heptap to an [`answer`]ing upstream:
+/// INVITE, its three replies, ACK, BYE, the 200; returns the four replies as read.
+pub async fn play_dialog<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Vec<Vec<u8>> {
+    let [invite, ack, bye] = client_messages();
+    let mut got = Vec::new();
+    s.write_all(&invite).await.unwrap();
+    for _ in 0..3 {
+        got.push(read_message(s).await.expect("a reply"));
+    }
+    s.write_all(&ack).await.unwrap();
+    s.write_all(&bye).await.unwrap();
+    got.push(read_message(s).await.expect("200 to BYE"));
+    got
+}
+
+/// Whether a HEP packet is a traced SIP message (proto type 1), not a connection event.
+pub fn is_sip(p: &Packet) -> bool {
+    p.proto_type == Some(1)
+}
+
+/// Packets until `n` of them are SIP messages (all of them, connection events included).
+pub async fn sip_packets(col: &mut UdpCollector, n: usize) -> Vec<Packet> {
+    col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= n)
+        .await
 }
 
 /// Reads one SIP message (head to the empty line, then Content-Length bytes) from `r`, skipping
