@@ -6,54 +6,30 @@
 
 use std::net::SocketAddr;
 
-use heptap::agent::{Running, Stop, start};
-use heptap::logging::LogHandle;
+use heptap::agent::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{
     EchoUpstream, Scratch, UdpCollector, WAIT, closed_port, correlation, event_of, payload_json,
 };
+use heptap_tests::taps::{events, half_close, listener, relay_in_slices, roundtrip, run, stat};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// A config with one TCP listener on port 0 relaying to `upstream`, tracing connection events to
 /// the UDP collector, plus `extra` TOML.
 fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str, dir: &Scratch) -> Config {
-    let mi = dir.mi_toml(false);
-    let text = format!(
-        r#"
-[hep.ids]
-col = "[col] {collector}; transport=udp"
-
-[[listener]]
-proto = "tcp"
-listen = "127.0.0.1:0"
-upstream = "{upstream}"
-
-[net.tcp]
-trace_on = true
-trace_destination = "col"
-
-{mi}
-{extra}
-"#
-    );
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
-}
-
-async fn run(config: Config) -> Running {
-    start(config, LogHandle::detached())
-        .await
-        .expect("heptap starts")
+    heptap_tests::taps::config(
+        &listener("tcp", upstream, "", None, ""),
+        collector,
+        extra,
+        dir,
+    )
 }
 
 fn parts(p: &Packet) -> Value {
     payload_json(p)
-}
-
-async fn events(col: &mut UdpCollector, n: usize) -> Vec<Packet> {
-    col.until(WAIT, |got| got.len() >= n).await
 }
 
 #[tokio::test]
@@ -66,16 +42,9 @@ async fn a_relayed_connection_traces_both_legs_in_opensips_shape() {
 
     let mut client = TcpStream::connect(listen).await.unwrap();
     let client_addr = client.local_addr().unwrap();
-    client
-        .write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut echo = vec![0u8; 25];
-    client.read_exact(&mut echo).await.unwrap();
+    let echo = roundtrip(&mut client, b"OPTIONS sip:x SIP/2.0\r\n\r\n").await;
     assert_eq!(&echo, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    client.read_to_end(&mut rest).await.unwrap();
+    let rest = half_close(&mut client).await;
     assert!(rest.is_empty());
 
     let got = events(&mut col, 5).await;
@@ -164,7 +133,6 @@ async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close
     let dir = Scratch::new();
     let heptap = run(config(up.addr, col.addr, "", &dir)).await;
     let client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    let (mut r, mut w) = client.into_split();
 
     // 1 MiB of pseudo-random bytes, written in pseudo-random slices.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -176,25 +144,7 @@ async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close
     };
     let data: Vec<u8> = (0..1 << 20).map(|_| next() as u8).collect();
     let splits: Vec<usize> = (0..4096).map(|_| 1 + (next() % 700) as usize).collect();
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        let mut off = 0;
-        let mut i = 0;
-        while off < sent.len() {
-            let n = splits[i % splits.len()].min(sent.len() - off);
-            w.write_all(&sent[off..off + n]).await.unwrap();
-            off += n;
-            i += 1;
-        }
-        // Half-close: the upstream sees EOF, echoes the rest, and closes its side.
-        w.shutdown().await.unwrap();
-    });
-    let mut back = Vec::with_capacity(data.len());
-    tokio::time::timeout(WAIT, r.read_to_end(&mut back))
-        .await
-        .expect("echo within the timeout")
-        .unwrap();
-    writer.await.unwrap();
+    let back = relay_in_slices(client, &data, splits).await;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "relayed bytes differ");
     let got = events(&mut col, 5).await;
@@ -203,15 +153,8 @@ async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close
         2,
         "both legs closed"
     );
-    let stats = heptap.stats().snapshot();
-    let stat = |name: &str| {
-        stats
-            .iter()
-            .find(|(g, n, _)| g == "listener_0" && n == name)
-            .map(|(_, _, v)| *v)
-    };
-    assert_eq!(stat("bytes_in"), Some(1 << 20));
-    assert_eq!(stat("bytes_out"), Some(1 << 20));
+    assert_eq!(stat(&heptap, "bytes_in"), Some(1 << 20));
+    assert_eq!(stat(&heptap, "bytes_out"), Some(1 << 20));
     heptap.shutdown(Stop::Immediate).await;
 }
 
@@ -263,9 +206,7 @@ async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     cfg.net.tcp.trace_on = false;
     let heptap = run(cfg).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    client.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    client.read_exact(&mut buf).await.unwrap();
+    let buf = roundtrip(&mut client, b"ping").await;
     assert_eq!(&buf, b"ping");
     drop(client);
     // The switch is the only difference: turn it on and the next connection is traced, which
@@ -304,9 +245,7 @@ route[keep] {
     cfg.net.tcp.trace_filter_route = Some("net_filter".into());
     let heptap = run(cfg.clone()).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    client.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    client.read_exact(&mut b).await.unwrap();
+    roundtrip(&mut client, b"x").await;
     drop(client);
     // A reload to a route that keeps everything: the next connection is traced.
     cfg.net.tcp.trace_filter_route = Some("keep".into());
