@@ -5,67 +5,28 @@
 
 use std::net::SocketAddr;
 
-use heptap::agent::{Running, Stop, start};
-use heptap::logging::LogHandle;
+use heptap::agent::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::sip::{
-    CALL_ID, SipUpstream, client_messages, options, read_message, upstream_messages,
+    CALL_ID, SipUpstream, client_messages, is_sip, options, play_dialog, read_message, sip_packets,
+    upstream_messages,
 };
+use heptap_tests::taps::{TRACER, listener, run, stat};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One TCP listener relaying to `upstream` with SIP traced by the trace_id `tid`, `extra` keys in
+/// its `[tracer]` section.
 fn config(upstream: SocketAddr, collector: SocketAddr, extra: &str, dir: &Scratch) -> Config {
-    let mi = dir.mi_toml(false);
-    let text = format!(
-        r#"
-[hep.ids]
-col = "[col] {collector}; transport=udp"
-
-[tracer]
-trace_id = ["[tid]uri=hep:col"]
-{extra}
-
-[[listener]]
-proto = "tcp"
-listen = "127.0.0.1:0"
-upstream = "{upstream}"
-sip_trace_id = "tid"
-
-[net.tcp]
-trace_on = true
-trace_destination = "col"
-
-{mi}
-"#
-    );
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
-}
-
-async fn run(config: Config) -> Running {
-    start(config, LogHandle::detached())
-        .await
-        .expect("heptap starts")
-}
-
-fn is_sip(p: &Packet) -> bool {
-    p.proto_type == Some(1)
-}
-
-/// Plays the dialog through heptap and returns what the client read back.
-async fn dialog(client: &mut TcpStream) -> Vec<Vec<u8>> {
-    let [invite, ack, bye] = client_messages();
-    let mut got = Vec::new();
-    client.write_all(&invite).await.unwrap();
-    for _ in 0..3 {
-        got.push(read_message(client).await.expect("a reply"));
-    }
-    client.write_all(&ack).await.unwrap();
-    client.write_all(&bye).await.unwrap();
-    got.push(read_message(client).await.expect("200 to BYE"));
-    got
+    heptap_tests::taps::config(
+        &listener("tcp", upstream, "sip_trace_id = \"tid\"", None, ""),
+        collector,
+        &format!("{TRACER}{extra}\n"),
+        dir,
+    )
 }
 
 #[tokio::test]
@@ -77,12 +38,10 @@ async fn a_dialog_is_traced_in_order_with_addresses_call_id_and_the_connection_i
     let listen = heptap.listen_addrs()[0];
     let mut client = TcpStream::connect(listen).await.unwrap();
     let me = client.local_addr().unwrap();
-    let replies = dialog(&mut client).await;
+    let replies = play_dialog(&mut client).await;
     assert_eq!(replies, upstream_messages().to_vec(), "relayed unchanged");
 
-    let got = col
-        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 7)
-        .await;
+    let got = sip_packets(&mut col, 7).await;
     let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
     let conn_id = correlation(accepted);
     let sip: Vec<&Packet> = got.iter().filter(|p| is_sip(p)).collect();
@@ -132,7 +91,7 @@ async fn sip_payload_json_wraps_the_message_as_opensips_does() {
     let dir = Scratch::new();
     let heptap = run(config(up.addr, col.addr, "sip_payload = \"json\"", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    dialog(&mut client).await;
+    play_dialog(&mut client).await;
     let got = col.until(WAIT, |g| g.iter().any(is_sip)).await;
     let p = got.iter().find(|p| is_sip(p)).unwrap();
     let v: Value = serde_json::from_slice(p.payload.as_deref().unwrap()).unwrap();
@@ -153,8 +112,7 @@ async fn switching_the_trace_id_off_mid_dialog_stops_sip_packets_and_the_relay_g
     for _ in 0..3 {
         read_message(&mut client).await.unwrap();
     }
-    col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 4)
-        .await;
+    sip_packets(&mut col, 4).await;
     let tid = heptap.tracer().load().trace_ids["tid"].on.clone();
     tid.set(false);
     client.write_all(&ack).await.unwrap();
@@ -212,9 +170,7 @@ async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_
     n.unwrap();
     assert!(back == stream, "relayed byte for byte");
     // Each of the 3 messages is traced twice (to the upstream, and echoed back).
-    let got = col
-        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 6)
-        .await;
+    let got = sip_packets(&mut col, 6).await;
     let sip: Vec<&[u8]> = got
         .iter()
         .filter(|p| is_sip(p))
@@ -227,14 +183,7 @@ async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_
             "each message traced once per direction"
         );
     }
-    let stats = heptap.stats().snapshot();
-    let stat = |name: &str| {
-        stats
-            .iter()
-            .find(|(g, n, _)| g == "listener_0" && n == name)
-            .map(|(_, _, v)| *v)
-            .unwrap_or(0)
-    };
+    let stat = |name: &str| stat(&heptap, name).unwrap_or(0);
     assert!(
         stat("sip_malformed") >= 2,
         "the garbage was counted in both directions"
@@ -252,10 +201,8 @@ async fn in_homer5_mode_the_payload_is_the_raw_message_and_the_net_correlation_i
     cfg.hep.homer5_on = true;
     let heptap = run(cfg).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    dialog(&mut client).await;
-    let got = col
-        .until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 7)
-        .await;
+    play_dialog(&mut client).await;
+    let got = sip_packets(&mut col, 7).await;
     let [invite, ..] = client_messages();
     let sip: Vec<&Packet> = got.iter().filter(|p| is_sip(p)).collect();
     assert_eq!(sip[0].payload.as_deref(), Some(invite.as_slice()));
