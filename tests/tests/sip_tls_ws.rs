@@ -11,22 +11,18 @@ use std::net::SocketAddr;
 use futures_util::{SinkExt, StreamExt};
 use heptap::agent::Stop;
 use heptap_hep::Packet;
-use heptap_tests::collector::{UdpCollector, WAIT, correlation, event_of};
+use heptap_tests::collector::{UdpCollector, correlation, event_of};
 use heptap_tests::events::net_correlation;
-use heptap_tests::sip::{CALL_ID, SipUpstream, client_messages, read_message, upstream_messages};
-use heptap_tests::taps::{config, listener, run, stat, upstream_tls};
-use heptap_tests::tls::{self, Pki};
+use heptap_tests::sip::{
+    CALL_ID, SipUpstream, client_messages, is_sip, play_dialog, sip_packets, upstream_messages,
+};
+use heptap_tests::taps::{TRACER, run_tap, stat, upstream_over};
+use heptap_tests::tls::Pki;
 use heptap_tests::ws::{Behaviour, WsUpstream, client, upgrade_request};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const TRACER: &str = "[tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n";
-
-fn is_sip(p: &Packet) -> bool {
-    p.proto_type == Some(1)
-}
 
 /// Checks the 7 SIP packets of the dialog: order, bytes, ip-proto, addresses, Call-ID, and the
 /// `net` correlation to the connection's ACCEPTED event.
@@ -69,37 +65,16 @@ fn check_dialog(got: &[Packet], ip_proto: u8, client: SocketAddr, listen: Socket
     assert!(ts.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
 }
 
-async fn sip_packets(col: &mut UdpCollector, n: usize) -> Vec<Packet> {
-    col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= n)
-        .await
-}
-
 #[tokio::test]
 async fn a_dialog_over_tls_is_traced_with_ip_proto_22() {
     let pki = Pki::new();
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(
-        &listener("tls", up.addr, "sip_trace_id = \"tid\"", Some(&pki), ""),
-        col.addr,
-        TRACER,
-        &pki.dir,
-    ))
-    .await;
+    let heptap = run_tap("tls", up.addr, "sip_trace_id = \"tid\"", TRACER, &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
-    let mut s = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
+    let mut s = pki.connect(listen).await;
     let me = s.get_ref().0.local_addr().unwrap();
-    let [invite, ack, bye] = client_messages();
-    s.write_all(&invite).await.unwrap();
-    let mut replies = Vec::new();
-    for _ in 0..3 {
-        replies.push(read_message(&mut s).await.unwrap());
-    }
-    s.write_all(&ack).await.unwrap();
-    s.write_all(&bye).await.unwrap();
-    replies.push(read_message(&mut s).await.unwrap());
+    let replies = play_dialog(&mut s).await;
     assert_eq!(replies, upstream_messages().to_vec(), "relayed unchanged");
     let got = sip_packets(&mut col, 7).await;
     check_dialog(&got, 22, me, listen);
@@ -131,13 +106,7 @@ async fn a_dialog_over_ws_is_traced_message_by_message_with_ip_proto_50() {
     let pki = Pki::new();
     let up = WsUpstream::bind(None, Behaviour::Sip).await;
     let mut col = UdpCollector::bind().await;
-    let heptap = run(config(
-        &listener("ws", up.addr, "sip_trace_id = \"tid\"", None, ""),
-        col.addr,
-        TRACER,
-        &pki.dir,
-    ))
-    .await;
+    let heptap = run_tap("ws", up.addr, "sip_trace_id = \"tid\"", TRACER, &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
     let tcp = TcpStream::connect(listen).await.unwrap();
     let me = tcp.local_addr().unwrap();
@@ -155,21 +124,10 @@ async fn a_dialog_over_wss_is_traced_with_ip_proto_50() {
     let pki = Pki::new();
     let up = WsUpstream::bind(Some(pki.upstream_config()), Behaviour::Sip).await;
     let mut col = UdpCollector::bind().await;
-    let keys = format!(
-        "sip_trace_id = \"tid\"\nupstream_proto = \"wss\"\n{}",
-        upstream_tls(&pki)
-    );
-    let heptap = run(config(
-        &listener("wss", up.addr, &keys, Some(&pki), ""),
-        col.addr,
-        TRACER,
-        &pki.dir,
-    ))
-    .await;
+    let keys = format!("sip_trace_id = \"tid\"\n{}", upstream_over("wss", &pki));
+    let heptap = run_tap("wss", up.addr, &keys, TRACER, &col, &pki).await;
     let listen = heptap.listen_addrs()[0];
-    let s = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
+    let s = pki.connect(listen).await;
     let me = s.get_ref().0.local_addr().unwrap();
     let (ws, _) = client(s, &upgrade_request("/", "sip.test")).await;
     let mut ws = ws.unwrap();
