@@ -17,8 +17,8 @@ use heptap_tests::collector::{
 };
 use heptap_tests::events::part;
 use heptap_tests::fault::{ScriptedUpstream, UpstreamScript};
-use heptap_tests::taps::{config, listener, run, stat};
-use heptap_tests::tls::{self, Pki};
+use heptap_tests::taps::{roundtrip, run, run_tap, stat};
+use heptap_tests::tls::Pki;
 use heptap_tests::ws::{read_head, upgrade_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,14 +36,7 @@ async fn heptap(
     pki: &Pki,
 ) -> (Running, UdpCollector) {
     let col = UdpCollector::bind().await;
-    let tls = matches!(proto, "tls" | "wss").then_some(pki);
-    let heptap = run(config(
-        &listener(proto, upstream, keys, tls, ""),
-        col.addr,
-        "",
-        &pki.dir,
-    ))
-    .await;
+    let heptap = run_tap(proto, upstream, keys, "", &col, pki).await;
     (heptap, col)
 }
 
@@ -131,6 +124,30 @@ fn refused_at_the_door(events: &[Packet], what: &str) -> (String, String) {
         "{what}"
     );
     (part(&events[0], "Message"), part(&events[1], "Message"))
+}
+
+/// A connection's events: refused at the door because its handshake was not over within the
+/// listener's `handshake_timeout` of 500 ms.
+fn cut_at_the_handshake_timeout(events: &[Packet], what: &str) {
+    let (accepted, closed) = refused_at_the_door(events, what);
+    assert!(
+        accepted.ends_with("handshake timed out after 500ms"),
+        "{accepted}"
+    );
+    assert_eq!(closed, "Handshake timeout");
+}
+
+/// Sends `bytes` to `listen` one byte every 20 ms (slowloris: the whole would take seconds) and
+/// checks that heptap ends the connection at its 500 ms handshake timeout (the timeout is for
+/// the whole handshake, not per byte) and traces it so.
+async fn trickled_and_cut(listen: SocketAddr, col: &mut UdpCollector, bytes: &[u8], what: &str) {
+    let ended = play(listen, bytes, 1, Duration::from_millis(20), false).await;
+    assert!(
+        ended.after >= Duration::from_millis(450) && ended.after < Duration::from_secs(2),
+        "{ended:?}"
+    );
+    let events = connection_events(col, &mut Vec::new()).await;
+    cut_at_the_handshake_timeout(&events, what);
 }
 
 /// The first flight of a real TLS client (its ClientHello records), as rustls writes it.
@@ -253,27 +270,8 @@ async fn a_client_hello_trickled_byte_by_byte_is_cut_at_the_handshake_timeout() 
     let up = sink().await;
     let (heptap, mut col) = heptap("tls", up.addr, "handshake_timeout = \"500ms\"", &pki).await;
     let hello = client_hello(&pki);
-    // One byte every 20 ms: the whole hello would take seconds; the timeout is for the whole
-    // handshake, not per byte, so it ends at 500 ms.
-    let ended = play(
-        heptap.listen_addrs()[0],
-        &hello,
-        1,
-        Duration::from_millis(20),
-        false,
-    )
-    .await;
-    assert!(
-        ended.after >= Duration::from_millis(450) && ended.after < Duration::from_secs(2),
-        "{ended:?}"
-    );
-    let events = connection_events(&mut col, &mut Vec::new()).await;
-    let (accepted, closed) = refused_at_the_door(&events, "slowloris ClientHello");
-    assert!(
-        accepted.ends_with("handshake timed out after 500ms"),
-        "{accepted}"
-    );
-    assert_eq!(closed, "Handshake timeout");
+    let listen = heptap.listen_addrs()[0];
+    trickled_and_cut(listen, &mut col, &hello, "slowloris ClientHello").await;
     assert_eq!(up.live(), 0);
     heptap.shutdown(Stop::Immediate).await;
 }
@@ -289,12 +287,8 @@ async fn a_hundred_silent_tls_clients_do_not_delay_a_real_one_and_all_time_out()
         silent.push(TcpStream::connect(listen).await.unwrap());
     }
     let t = Instant::now();
-    let mut real = tls::connect(listen, pki.client_config(None, None, None))
-        .await
-        .unwrap();
-    real.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    real.read_exact(&mut back).await.unwrap();
+    let mut real = pki.connect(listen).await;
+    let back = roundtrip(&mut real, b"ping").await;
     assert_eq!(&back, b"ping");
     assert!(
         t.elapsed() < Duration::from_millis(900),
@@ -455,25 +449,8 @@ async fn an_upgrade_trickled_byte_by_byte_is_cut_at_the_handshake_timeout() {
     let up = sink().await;
     let (heptap, mut col) = heptap("ws", up.addr, "handshake_timeout = \"500ms\"", &pki).await;
     let request = upgrade_request("/ws", "sip.test");
-    let ended = play(
-        heptap.listen_addrs()[0],
-        &request,
-        1,
-        Duration::from_millis(20),
-        false,
-    )
-    .await;
-    assert!(
-        ended.after >= Duration::from_millis(450) && ended.after < Duration::from_secs(2),
-        "{ended:?}"
-    );
-    let events = connection_events(&mut col, &mut Vec::new()).await;
-    let (accepted, closed) = refused_at_the_door(&events, "slowloris upgrade");
-    assert!(
-        accepted.ends_with("handshake timed out after 500ms"),
-        "{accepted}"
-    );
-    assert_eq!(closed, "Handshake timeout");
+    let listen = heptap.listen_addrs()[0];
+    trickled_and_cut(listen, &mut col, &request, "slowloris upgrade").await;
     assert_eq!(up.live(), 0);
     heptap.shutdown(Stop::Immediate).await;
 }
@@ -484,12 +461,7 @@ async fn a_wss_client_that_finishes_tls_but_never_upgrades_is_cut_at_the_handsha
     let up = sink().await;
     let (heptap, mut col) = heptap("wss", up.addr, "handshake_timeout = \"500ms\"", &pki).await;
     let t = Instant::now();
-    let mut client = tls::connect(
-        heptap.listen_addrs()[0],
-        pki.client_config(None, None, None),
-    )
-    .await
-    .unwrap();
+    let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     // TLS is up; the upgrade starts and never finishes.
     client.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
     client.flush().await.unwrap();
@@ -499,12 +471,7 @@ async fn a_wss_client_that_finishes_tls_but_never_upgrades_is_cut_at_the_handsha
     assert!(head.is_err(), "closed without a reply: {head:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let events = connection_events(&mut col, &mut Vec::new()).await;
-    let (accepted, closed) = refused_at_the_door(&events, "slow WSS upgrade");
-    assert!(
-        accepted.ends_with("handshake timed out after 500ms"),
-        "{accepted}"
-    );
-    assert_eq!(closed, "Handshake timeout");
+    cut_at_the_handshake_timeout(&events, "slow WSS upgrade");
     assert_eq!(part(&events[0], "Protocol"), "WSS");
     heptap.shutdown(Stop::Immediate).await;
 }
