@@ -118,6 +118,12 @@ impl Heptap {
         }
     }
 
+    /// Waits for the exit (within [`WAIT`]) and checks it is a clean one, status 0.
+    fn exits_0(&mut self) {
+        let status = self.exit_within(WAIT);
+        assert_eq!(status.code(), Some(0), "{}", self.rest_of_log());
+    }
+
     /// Whether the process has exited (without waiting).
     fn has_exited(&mut self) -> bool {
         if !self.exited && self.exit.try_recv().is_ok() {
@@ -171,6 +177,17 @@ fn config_text(scratch: &Scratch, listen: SocketAddr, upstream: SocketAddr, extr
         "[[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n\n{}\n{extra}\n",
         scratch.mi_toml(false)
     )
+}
+
+/// heptap serving a config (in `scratch`) that relays a free port to an upstream listening here,
+/// with `extra` TOML, once it has logged that it is ready; the upstream and heptap's address.
+fn serving(scratch: &Scratch, extra: &str) -> (Heptap, TcpListener, SocketAddr) {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = free_port();
+    let cfg = write_config(scratch, listen, upstream.local_addr().unwrap(), extra);
+    let mut heptap = Heptap::start(&cfg, &[]);
+    heptap.wait_log("heptap is ready");
+    (heptap, upstream, listen)
 }
 
 /// Connects a client through heptap and accepts its relayed connection on `upstream`.
@@ -227,17 +244,9 @@ fn until_refused(listen: SocketAddr) {
 #[test]
 fn sigterm_stops_accepting_and_lets_an_exchange_in_progress_finish_then_exits_0() {
     let scratch = Scratch::new();
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = free_port();
     // A grace far longer than the test waits: the exit below comes from the connection ending.
-    let cfg = write_config(
-        &scratch,
-        listen,
-        upstream.local_addr().unwrap(),
-        "[service]\nshutdown_grace = \"120s\"\n",
-    );
-    let mut heptap = Heptap::start(&cfg, &[]);
-    heptap.wait_log("heptap is ready");
+    let (mut heptap, upstream, listen) =
+        serving(&scratch, "[service]\nshutdown_grace = \"120s\"\n");
     let (mut client, mut up) = relayed(listen, &upstream);
     client.write_all(b"REGISTER 1\r\n").unwrap();
     assert_eq!(read_exact(&mut up, 12), b"REGISTER 1\r\n");
@@ -261,23 +270,14 @@ fn sigterm_stops_accepting_and_lets_an_exchange_in_progress_finish_then_exits_0(
     drop(client);
     assert_eq!(read_to_close(&mut up), b"");
     drop(up);
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
 }
 
 #[test]
 fn sigterm_closes_connections_still_open_when_the_grace_ends_and_exits_0() {
     let scratch = Scratch::new();
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = free_port();
-    let cfg = write_config(
-        &scratch,
-        listen,
-        upstream.local_addr().unwrap(),
-        "[service]\nshutdown_grace = \"700ms\"\n",
-    );
-    let mut heptap = Heptap::start(&cfg, &[]);
-    heptap.wait_log("heptap is ready");
+    let (mut heptap, upstream, listen) =
+        serving(&scratch, "[service]\nshutdown_grace = \"700ms\"\n");
     let (mut client, mut up) = relayed(listen, &upstream);
     client.write_all(b"OPTIONS\r\n").unwrap();
     assert_eq!(read_exact(&mut up, 9), b"OPTIONS\r\n");
@@ -292,32 +292,22 @@ fn sigterm_closes_connections_still_open_when_the_grace_ends_and_exits_0() {
         "closed after {closed_after:?}, before the 700ms grace"
     );
     assert_eq!(read_to_close(&mut up), b"");
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
     assert!(heptap.rest_of_log().contains("Grace period over"));
 }
 
 #[test]
 fn sigint_stops_at_once_with_connections_open_and_exits_0() {
     let scratch = Scratch::new();
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = free_port();
-    let cfg = write_config(
-        &scratch,
-        listen,
-        upstream.local_addr().unwrap(),
-        "[service]\nshutdown_grace = \"120s\"\n",
-    );
-    let mut heptap = Heptap::start(&cfg, &[]);
-    heptap.wait_log("heptap is ready");
+    let (mut heptap, upstream, listen) =
+        serving(&scratch, "[service]\nshutdown_grace = \"120s\"\n");
     let (mut client, mut up) = relayed(listen, &upstream);
 
     heptap.signal("INT");
     // No grace: the relayed connection is cut and heptap is gone long before 120s.
     assert_eq!(read_to_close(&mut client), b"");
     assert_eq!(read_to_close(&mut up), b"");
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
     assert!(!scratch.path().join("fifo").exists(), "the FIFO is removed");
 }
 
@@ -403,8 +393,7 @@ fn sighup_rereads_the_file_and_a_broken_file_is_refused_while_the_old_config_kee
 
     drop((c1, u1, c2, u2, c3, u3));
     heptap.signal("TERM");
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
 }
 
 #[test]
@@ -435,8 +424,7 @@ fn ready_is_notified_once_the_listener_accepts_then_reloading_and_stopping() {
 
     heptap.signal("INT");
     assert!(next().starts_with("STOPPING=1\n"));
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
 }
 
 #[test]
@@ -566,6 +554,5 @@ fn started_as_root_with_service_user_nobody_every_id_of_every_thread_is_nobodys(
     drop(client);
 
     heptap.signal("TERM");
-    let status = heptap.exit_within(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", heptap.rest_of_log());
+    heptap.exits_0();
 }
