@@ -157,6 +157,14 @@ where
     back
 }
 
+/// What one read on `s` gets, which heptap is to end (close or reset) within [`WAIT`].
+pub async fn read_once<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<usize> {
+    let mut b = [0u8; 16];
+    tokio::time::timeout(WAIT, s.read(&mut b))
+        .await
+        .expect("closed within the timeout")
+}
+
 /// A listener statistic (`listener_0:<name>`).
 pub fn stat(heptap: &Running, name: &str) -> Option<u64> {
     heptap
