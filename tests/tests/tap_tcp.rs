@@ -10,11 +10,12 @@ use heptap::agent::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{
-    EchoUpstream, Scratch, UdpCollector, WAIT, closed_port, correlation, event_of, payload_json,
+    EchoUpstream, Scratch, UdpCollector, closed_port, correlation, event_of, payload_json,
 };
-use heptap_tests::taps::{events, half_close, listener, relay_in_slices, roundtrip, run, stat};
+use heptap_tests::taps::{
+    events, half_close, listener, read_once, relay_in_slices, roundtrip, run, stat,
+};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// A config with one TCP listener on port 0 relaying to `upstream`, tracing connection events to
@@ -165,10 +166,7 @@ async fn a_refused_upstream_is_traced_as_connected_failure_and_the_client_is_res
     let dir = Scratch::new();
     let heptap = run(config(dead, col.addr, "", &dir)).await;
     let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
-    let mut buf = [0u8; 16];
-    let r = tokio::time::timeout(WAIT, client.read(&mut buf))
-        .await
-        .expect("closed within the timeout");
+    let r = read_once(&mut client).await;
     assert!(
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the client sees a reset, as it would connecting to a closed port: {r:?}"

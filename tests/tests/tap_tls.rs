@@ -13,8 +13,8 @@ use heptap_hep::Packet;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
-    config, events, half_close, listener, random_bytes, random_sizes, relay_in_slices, roundtrip,
-    run, run_tap, stat, tap_config, upstream_over,
+    config, events, half_close, listener, random_bytes, random_sizes, read_once, relay_in_slices,
+    roundtrip, run, run_tap, stat, tap_config, upstream_over,
 };
 use heptap_tests::tls::{
     self, Behaviour, CA_SUBJECT, CLIENT_SUBJECT, HEPTAP_CLIENT_SUBJECT, KeyLines, Pki,
@@ -375,10 +375,7 @@ async fn an_untrusted_upstream_certificate_is_connected_failure_and_the_client_i
     );
     let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
     let mut client = pki.connect(heptap.listen_addrs()[0]).await;
-    let mut b = [0u8; 1];
-    let r = tokio::time::timeout(WAIT, client.read(&mut b))
-        .await
-        .expect("closed within the timeout");
+    let r = read_once(&mut client).await;
     assert!(
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "{r:?}"
@@ -467,10 +464,7 @@ async fn an_upstream_reset_mid_stream_resets_the_tls_client_and_both_legs_close(
     let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     client.write_all(b"hello").await.unwrap();
     upstream.await.unwrap();
-    let mut b = [0u8; 1];
-    let r = tokio::time::timeout(WAIT, client.read(&mut b))
-        .await
-        .expect("closed within the timeout");
+    let r = read_once(&mut client).await;
     assert!(
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the reset is passed on: {r:?}"
