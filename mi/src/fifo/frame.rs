@@ -102,13 +102,37 @@ impl JsonScan {
     }
 }
 
+/// How much of the current line a 2.x drain has seen: the request ends at a line that is empty
+/// once one trailing CR is taken off, exactly as [`FrameParser`] reads parameter lines (a line
+/// of several CRs, or of blanks, is skipped, not the end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineSoFar {
+    /// Nothing yet: the last byte ended a line.
+    Empty,
+    /// One CR.
+    Cr,
+    /// Anything else.
+    Content,
+}
+
+impl LineSoFar {
+    /// Where the line ending `buf` stands (`buf` holds at least the header's newline).
+    fn of(buf: &[u8]) -> Self {
+        match buf {
+            [.., b'\n'] => LineSoFar::Empty,
+            [.., b'\n', b'\r'] => LineSoFar::Cr,
+            _ => LineSoFar::Content,
+        }
+    }
+}
+
 /// Draining the rest of a request that was too large.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Drain {
     /// Until the JSON value ends.
     Json(JsonScan),
-    /// Until an empty line; `at_line_start` = the last byte seen ended a line.
-    Text { at_line_start: bool },
+    /// Until the empty line that ends a 2.x request.
+    Text(LineSoFar),
 }
 
 /// The FIFO stream parser.
@@ -153,23 +177,23 @@ impl FrameParser {
                     return;
                 }
             },
-            Some(Drain::Text { mut at_line_start }) => {
+            Some(Drain::Text(mut line)) => {
                 let mut end = None;
                 for (i, &b) in data.iter().enumerate() {
-                    match b {
-                        b'\n' if at_line_start => {
+                    line = match (b, line) {
+                        (b'\n', LineSoFar::Empty | LineSoFar::Cr) => {
                             end = Some(i + 1);
                             break;
                         }
-                        b'\n' => at_line_start = true,
-                        b'\r' => {}
-                        _ => at_line_start = false,
-                    }
+                        (b'\n', LineSoFar::Content) => LineSoFar::Empty,
+                        (b'\r', LineSoFar::Empty) => LineSoFar::Cr,
+                        _ => LineSoFar::Content,
+                    };
                 }
                 match end {
                     Some(end) => &data[end..],
                     None => {
-                        self.drain = Some(Drain::Text { at_line_start });
+                        self.drain = Some(Drain::Text(line));
                         return;
                     }
                 }
@@ -261,9 +285,9 @@ impl FrameParser {
         let end = loop {
             let Some(nl) = self.buf[pos..].iter().position(|&b| b == b'\n') else {
                 if self.buf.len() > self.max {
-                    let at_line_start = self.buf.last() == Some(&b'\n');
+                    let line = LineSoFar::of(&self.buf);
                     self.buf.clear();
-                    self.drain = Some(Drain::Text { at_line_start });
+                    self.drain = Some(Drain::Text(line));
                     return Some(Frame::Bad {
                         framing: Framing::Text,
                         reply: Some(reply),
@@ -560,6 +584,31 @@ mod tests {
         ));
         p.push(b"\nmore\n\n:ps:r2\n\n");
         assert!(matches!(p.next_frame(), Some(Frame::Text { command, .. }) if command == "ps"));
+    }
+
+    /// Found by the `fifo_framing` fuzz target: draining a too-large 2.x request took a line
+    /// of several CRs for the empty line that ends it, where a request read whole skips such a
+    /// line as a blank parameter line; so the next line started a request or not depending on
+    /// the reads.
+    #[test]
+    fn a_drained_text_request_ends_where_a_whole_one_does() {
+        let stream: &[u8] = b":ps:r\nxxxxxxxx\n\r\r\n:ps:swallowed\n\n:ps:r2\n\n";
+        let whole = frames(8, &[stream]);
+        // The first read ends just after a line, so the drain starts at a line's start.
+        let (first, rest) = stream.split_at(15);
+        let mut reads = vec![first];
+        reads.extend(rest.chunks(3));
+        let split = frames(8, &reads);
+        assert_eq!(split, whole);
+        assert!(matches!(
+            &whole[0],
+            Frame::Bad {
+                why: Bad::TooLarge,
+                ..
+            }
+        ));
+        assert!(matches!(&whole[1], Frame::Text { reply, .. } if reply == "r2"));
+        assert_eq!(whole.len(), 2);
     }
 
     #[test]
