@@ -403,6 +403,27 @@ mod tests {
         lookup(name).unwrap()
     }
 
+    /// docs/mi.md documents every command: a `### ` heading naming it, and each alias.
+    #[test]
+    fn docs_mi_md_documents_every_command_and_alias() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/mi.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let headings: Vec<&str> = docs.lines().filter(|l| l.starts_with("### ")).collect();
+        for c in COMMANDS {
+            let named = format!("`{}`", c.name);
+            assert!(
+                headings.iter().any(|h| h.contains(&named)),
+                "docs/mi.md has no heading for {named}"
+            );
+            for alias in c.aliases {
+                assert!(
+                    docs.contains(alias),
+                    "docs/mi.md does not mention `{alias}`"
+                );
+            }
+        }
+    }
+
     #[test]
     fn aliases_reach_the_same_command() {
         assert_eq!(spec("tcp:trace").cmd, spec("tcp_trace").cmd);
