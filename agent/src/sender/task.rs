@@ -501,9 +501,7 @@ impl Task {
             match result {
                 Some(Ok(n)) => {
                     alone = n < batch.len();
-                    for unit in self.pending.units.range(done..done + n) {
-                        offset += unit.len;
-                    }
+                    offset += batch.iter().take(n).map(|d| d.len()).sum::<usize>();
                     done += n;
                 }
                 Some(Err(e)) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {

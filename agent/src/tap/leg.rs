@@ -61,15 +61,15 @@ enum Verdict {
 pub struct Leg {
     /// The protocol of this leg.
     pub proto: NetProto,
-    /// The connection id, printed in decimal into chunk 0x0011.
-    pub id: Arc<str>,
+    /// The connection id, printed in decimal into chunk 0x0011 (only when an event is traced).
+    pub id: u64,
     /// The peer's address (`src` of the packets, `$si`/`$sp` in the filter).
     pub remote: SocketAddr,
     /// Our address on this leg (`dst`, `$Ri`/`$Rp`).
     pub local: SocketAddr,
     /// The client leg's id, for an upstream leg: the `{"net": id}` extra correlation that lets a
     /// capture node join both legs.
-    pub peer_id: Option<Arc<str>>,
+    pub peer_id: Option<u64>,
     /// The filter's decision.
     verdict: Verdict,
     /// Keeps this leg's timestamps strictly increasing.
@@ -98,11 +98,11 @@ impl Leg {
         id: u64,
         remote: SocketAddr,
         local: SocketAddr,
-        peer_id: Option<Arc<str>>,
+        peer_id: Option<u64>,
     ) -> Self {
         Self {
             proto,
-            id: Arc::from(id.to_string()),
+            id,
             remote,
             local,
             peer_id,
@@ -173,7 +173,7 @@ impl Leg {
         m.parts.reserve(8);
         m.parts.push(("Protocol".into(), self.proto.label().into()));
         parts(&mut m.parts);
-        if let Some(peer) = &self.peer_id {
+        if let Some(peer) = self.peer_id {
             m.extra_correlation
                 .push(("net".into(), Cow::Owned(peer.to_string())));
         }

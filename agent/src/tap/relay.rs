@@ -256,7 +256,7 @@ async fn connect_tcp(
                 ctx.ids.next_id(),
                 unspecified,
                 unspecified,
-                Some(client.id.clone()),
+                Some(client.id),
             );
             return (leg, Err(format!("cannot resolve {upstream}: {e}")));
         }
@@ -267,7 +267,7 @@ async fn connect_tcp(
         ctx.ids.next_id(),
         first,
         unspecified,
-        Some(client.id.clone()),
+        Some(client.id),
     );
     let mut last_err = format!("{upstream} resolved to no address");
     for addr in addrs {
@@ -667,7 +667,7 @@ pub async fn connection(
             spec.proto,
             peer,
             local,
-            client_leg.id.clone(),
+            client_leg.id,
         )
     });
     let idle = spec.idle_timeout.map(Idle::new);

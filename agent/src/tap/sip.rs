@@ -105,7 +105,7 @@ pub struct SipConn {
     /// TCP 6, TLS 22, WS/WSS 50.
     ip_proto: u8,
     /// The client leg's connection id, the `net` extra correlation.
-    conn_id: Arc<str>,
+    conn_id: u64,
     /// The last timestamp handed out (µs), shared by both directions so the whole connection's
     /// packets are strictly ordered.
     last: AtomicU64,
@@ -119,7 +119,7 @@ impl SipConn {
         proto: NetProto,
         client: SocketAddr,
         listen: SocketAddr,
-        conn_id: Arc<str>,
+        conn_id: u64,
     ) -> Self {
         Self {
             settings,
