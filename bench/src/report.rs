@@ -25,11 +25,11 @@ pub const TARGETS: [(&str, &str); 5] = [
     ("direct", "direct"),
 ];
 
-/// The columns of [`TARGETS`] that trace, with the name their ratios and aims go by.
-const TRACING: [(usize, &str); 2] = [(0, "UDP"), (1, "TCP")];
-/// The column of heptap with tracing off, and of HAProxy.
-const OFF: usize = 2;
-const HAPROXY: usize = 3;
+/// The targets that trace, with the name their ratios and aims go by.
+const TRACING: [(&str, &str); 2] = [("heptap-on", "UDP"), ("heptap-tcp", "TCP")];
+/// What the tracing targets are compared with.
+const OFF: &str = "heptap-off";
+const HAPROXY: &str = "haproxy";
 
 /// One measurement of one target, as appended to the results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -343,13 +343,19 @@ fn table_set(records: &[Record], combine: Combine) -> String {
             if figs.iter().all(Option::is_none) {
                 continue;
             }
+            let of = |target: &str| {
+                TARGETS
+                    .iter()
+                    .position(|(t, _)| *t == target)
+                    .and_then(|i| figs[i])
+            };
             let vs_haproxy: Vec<Option<f64>> = TRACING
                 .iter()
-                .map(|&(i, _)| ratio(figs[i], figs[HAPROXY]))
+                .map(|&(t, _)| ratio(of(t), of(HAPROXY)))
                 .collect();
             let vs_off: Vec<Option<f64>> = TRACING
                 .iter()
-                .map(|&(i, _)| ratio(figs[i], figs[OFF]))
+                .map(|&(t, _)| ratio(of(t), of(OFF)))
                 .collect();
             let mut aims = Vec::new();
             for (&(_, via), r) in TRACING.iter().zip(&vs_haproxy) {
