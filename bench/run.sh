@@ -25,6 +25,9 @@
 #   rr --max  the same 50 connections closed loop: messages/s and p99
 #   connrate  16 clients looping connect, one request/response, close (the client closes
 #             first): connections/s, at most 15,000 connections per measurement
+#   udp-floor (with rr_max, once per round) the cheapest UDP sender there is, 600-byte
+#             datagrams to the same HEP sink at 100,000/s: its CPU per datagram is the floor
+#             under what HEP over UDP costs any sender on this machine
 # Every measurement also records the relay's CPU time (/proc/PID/stat) and, for heptap-on, the
 # HEP packets the sink received. Targets run back to back per measurement (order rotated every
 # round) so they share the machine's noise; compare the ratios rather than absolute figures.
@@ -282,6 +285,12 @@ for round in $(seq "$ROUNDS"); do
         fi
         if wanted rr_max; then
             for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
+            if [[ $proto == "${PROTOS%% *}" ]]; then
+                log "round $round: udp-floor"
+                "$B" udp-floor --sink "127.0.0.1:$HEP_PORT" --hep-stats "$HEP_STATS" --duration "$DURATION" \
+                    --round "$round" --out "$RESULTS" >>"$WORK/measure.log" 2>&1 ||
+                    { log "  FAILED (see $WORK/measure.log)"; KEEP=1; }
+            fi
         fi
         if wanted connrate; then
             for target in "${order[@]}"; do measure "$round" connrate "$proto" "$target" --duration "$DURATION" --max-conns 15000; done

@@ -5,13 +5,15 @@
 //! [`tls`] (certificate, client and server configs), [`target`] (connecting over TCP or TLS),
 //! [`echo`] (the SIP responder and bulk sink every target relays to), [`load`] (bulk,
 //! request/response at a fixed rate and at the maximum rate, connection rate, idle
-//! connections), [`sink`] (a UDP HEP receiver that only counts), [`procfs`] (CPU time and
+//! connections), [`floor`] (the kernel's cost per HEP datagram on loopback, with the cheapest
+//! sender), [`sink`] (a UDP HEP receiver that only counts), [`procfs`] (CPU time and
 //! resident memory of the process under test) and [`report`] (the Markdown table in
 //! BENCHMARKS.md). It does not start or configure the relays: the script does.
 
 #![forbid(unsafe_code)]
 
 pub mod echo;
+pub mod floor;
 pub mod load;
 pub mod procfs;
 pub mod report;

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use heptap_bench::load::{self, Probe};
 use heptap_bench::report::{self, Record};
 use heptap_bench::target::Target;
-use heptap_bench::{Error, echo, sink, tls};
+use heptap_bench::{Error, echo, floor, sink, tls};
 
 /// Load tools for comparing heptap, HAProxy and a direct connection on loopback.
 #[derive(Debug, Parser)]
@@ -108,6 +108,31 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         settle: u64,
     },
+    /// The kernel's CPU cost per HEP datagram to the sink, paid by the cheapest sender (one
+    /// thread, a connected socket, 64 datagrams per sendmmsg): the floor under HEP over UDP.
+    UdpFloor {
+        /// The HEP sink.
+        #[arg(long)]
+        sink: SocketAddr,
+        /// Bytes per datagram (about a traced SIP message's HEP packet in the benchmark).
+        #[arg(long, default_value_t = 600)]
+        size: usize,
+        /// Datagrams per second (heptap sends about this many at its maximum SIP rate).
+        #[arg(long, default_value_t = 100_000)]
+        rate: u32,
+        /// Seconds.
+        #[arg(long, default_value_t = 3)]
+        duration: u64,
+        /// The sink's stats file: datagrams received are reported.
+        #[arg(long)]
+        hep_stats: Option<PathBuf>,
+        /// Repetition number in the results.
+        #[arg(long, default_value_t = 1)]
+        round: u32,
+        /// Append the result here as a JSON line.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write the Markdown tables of a results file into BENCHMARKS.md.
     Report {
         /// The results (JSON lines appended by the load tools).
@@ -178,17 +203,22 @@ impl Common {
             round: self.round,
             result: serde_json::to_value(result)?,
         };
-        let line = serde_json::to_string(&record)?;
-        println!("{line}");
-        if let Some(out) = &self.out {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(out)?;
-            writeln!(f, "{line}")?;
-        }
-        Ok(())
+        emit(&record, self.out.as_deref())
     }
+}
+
+/// Prints a result line, and appends it to `out`.
+fn emit(record: &Record, out: Option<&std::path::Path>) -> Result<(), Error> {
+    let line = serde_json::to_string(record)?;
+    println!("{line}");
+    if let Some(out) = out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -298,6 +328,25 @@ fn run(command: Command) -> Result<(), Error> {
                 &common.probe(),
             ))?;
             common.emit("idle", &r)
+        }
+        Command::UdpFloor {
+            sink,
+            size,
+            rate,
+            duration,
+            hep_stats,
+            round,
+            out,
+        } => {
+            let r = floor::udp_floor(sink, size, rate, secs(duration), hep_stats.as_deref())?;
+            let record = Record {
+                test: "udp_floor".into(),
+                proto: "udp".into(),
+                target: "bare-sender".into(),
+                round,
+                result: serde_json::to_value(&r)?,
+            };
+            emit(&record, out.as_deref())
         }
         Command::Report {
             results,

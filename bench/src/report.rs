@@ -304,12 +304,90 @@ pub fn tables(records: &[Record]) -> String {
         );
         out.push_str(&table_set(records, Combine::Best));
     }
+    if let Some(note) = udp_floor_note(records) {
+        out.push_str(&note);
+    }
     out
+}
+
+/// The floor under HEP over UDP (`heptap-bench udp-floor`) beside what tracing adds to heptap's
+/// CPU per traced SIP message at the maximum rate, per transport and HEP transport.
+fn udp_floor_note(records: &[Record]) -> Option<String> {
+    let floors: Vec<&Record> = records.iter().filter(|r| r.test == "udp_floor").collect();
+    let floor = median(
+        floors
+            .iter()
+            .filter_map(|r| num(&r.result, &["cpu_us_per_datagram"]))
+            .collect(),
+    )?;
+    let sent: f64 = floors
+        .iter()
+        .filter_map(|r| num(&r.result, &["datagrams"]))
+        .sum();
+    let counted: f64 = floors
+        .iter()
+        .filter_map(|r| num(&r.result, &["hep_packets"]))
+        .sum();
+    let size = floors
+        .first()
+        .and_then(|r| num(&r.result, &["size"]))
+        .unwrap_or(0.0);
+    let rate = floors
+        .first()
+        .and_then(|r| num(&r.result, &["rate_target"]))
+        .unwrap_or(0.0);
+    let mut out = format!(
+        "**HEP over UDP, the floor.** A bare sender (one thread, a connected socket, 64 \
+         datagrams per `sendmmsg`, nothing encoded or queued) sending {size:.0}-byte datagrams \
+         at {rate:.0}/s to the same sink paid **{floor:.2} µs** of CPU per datagram (median of \
+         {} round(s); the sink counted {counted:.0} of the {sent:.0} sent). On loopback that \
+         is the kernel's send path and the sink's receive path, both charged to the sender.",
+        floors.len()
+    );
+    let per_rt = Row {
+        label: "",
+        test: "rr_max",
+        value: |v| per_thousand(v, &["completed"]),
+        decimals: 1,
+        aim: Aim::None,
+        on_off_aim: None,
+    };
+    let mut added = Vec::new();
+    for proto in ["tcp", "tls"] {
+        let cpu = |t: &str| figure(records, &per_rt, proto, t, Combine::Median);
+        let Some(off) = cpu(OFF) else { continue };
+        let each: Vec<String> = TRACING
+            .iter()
+            .filter_map(|&(t, via)| {
+                // Two traced SIP messages (request and reply) per round trip.
+                cpu(t).map(|on| format!("{:.2} µs with HEP over {via}", (on - off) / 2.0))
+            })
+            .collect();
+        if !each.is_empty() {
+            added.push(format!("{}: {}", proto.to_uppercase(), each.join(", ")));
+        }
+    }
+    if !added.is_empty() {
+        let _ = write!(
+            out,
+            " What tracing added to heptap's CPU per traced SIP message at the maximum rate \
+             (tracing on minus tracing off, per round trip, halved; everything included: \
+             framing, encoding, queueing, sending): {}.",
+            added.join("; ")
+        );
+    }
+    out.push_str("\n\n");
+    Some(out)
 }
 
 fn table_set(records: &[Record], combine: Combine) -> String {
     let mut out = String::new();
-    let mut protos: Vec<&str> = records.iter().map(|r| r.proto.as_str()).collect();
+    // udp_floor is not a target's figure: it has its own note.
+    let mut protos: Vec<&str> = records
+        .iter()
+        .filter(|r| r.proto == "tcp" || r.proto == "tls")
+        .map(|r| r.proto.as_str())
+        .collect();
     protos.sort_by_key(|p| if *p == "tcp" { 0 } else { 1 });
     protos.dedup();
     for proto in protos {
@@ -451,5 +529,40 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn the_udp_floor_is_set_beside_what_tracing_adds_per_message() {
+        let rr = |target: &str, cpu: f64| Record {
+            test: "rr_max".into(),
+            proto: "tcp".into(),
+            target: target.into(),
+            round: 1,
+            result: json!({"rate": 1000.0, "completed": 1000,
+                           "probe": {"relay_cpu_s": cpu, "hep_packets": null}}),
+        };
+        let floor = |round, us: f64| Record {
+            test: "udp_floor".into(),
+            proto: "udp".into(),
+            target: "bare-sender".into(),
+            round,
+            result: json!({"cpu_us_per_datagram": us, "datagrams": 100, "hep_packets": 100,
+                           "size": 600, "rate_target": 100000}),
+        };
+        let records = vec![
+            rr("heptap-on", 0.020),
+            rr("heptap-tcp", 0.014),
+            rr("heptap-off", 0.013),
+            floor(1, 2.5),
+            floor(2, 2.7),
+            floor(3, 9.0),
+        ];
+        let t = tables(&records);
+        assert!(t.contains("paid **2.70 µs** of CPU per datagram (median of 3 round(s); the sink counted 300 of the 300 sent)"), "{t}");
+        assert!(
+            t.contains("TCP: 3.50 µs with HEP over UDP, 0.50 µs with HEP over TCP."),
+            "{t}"
+        );
+        assert!(!t.contains("#### UDP"), "{t}");
     }
 }
