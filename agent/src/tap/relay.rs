@@ -436,6 +436,7 @@ async fn accept_client(
                     message::ACCEPT_FAIL.into(),
                 );
             });
+            ws::linger_close(&mut stream).await;
             Err(format!("WebSocket upgrade refused: {reason}"))
         }
         Ok(Err(ws::AcceptError::Io(e))) => {

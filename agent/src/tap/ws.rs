@@ -147,6 +147,38 @@ where
     AcceptError::Refused { request, reason }
 }
 
+/// How long a refused client is given to read the 400 and close before its socket is closed.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// At most this much of what a refused client still sends is read and discarded meanwhile.
+pub const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a refused connection as HTTP servers do (a "lingering close"): our side is shut down
+/// first (the FIN follows the 400), then what the client still sends is read and discarded
+/// until it closes too, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with
+/// unread bytes in it (the rest of an oversized head, a request sent behind the upgrade) makes
+/// the kernel send a reset instead of a FIN, and a reset can destroy the 400 before the client
+/// has read it.
+pub async fn linger_close<S>(s: &mut S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(LINGER, async {
+        if s.shutdown().await.is_err() {
+            return;
+        }
+        // Taken only here: a connection that is not refused never holds it.
+        let mut buf = vec![0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// What the relay needs from a valid upgrade request.
 struct Checked {
     /// Request target.
