@@ -97,6 +97,9 @@ impl Shared {
                 "The [[listener]] sections changed; they take effect at the next restart"
             );
         }
+        if config.service.workers != state.config.service.workers {
+            tracing::warn!("service.workers changed; it takes effect at the next restart");
+        }
         if format!("{:?}", config.mi) != format!("{:?}", state.config.mi) {
             tracing::warn!("The [mi] section changed; it takes effect at the next restart");
         }

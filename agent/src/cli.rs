@@ -145,13 +145,20 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("heptap: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })
+    runtime_with(0)
+}
+
+/// The multi-threaded runtime with `workers` threads (`service.workers`), or one per core
+/// the process may use when 0 (tokio's default, which honours `TOKIO_WORKER_THREADS`).
+fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("heptap: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn source(file: Option<PathBuf>) -> Source {
@@ -191,7 +198,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let log = crate::logging::init(&config.log.level);
-    let rt = match runtime() {
+    let rt = match runtime_with(config.service.workers) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -108,6 +108,9 @@ pub struct Service {
     /// How long a graceful shutdown (SIGTERM) waits for relayed connections and queued traces.
     #[serde(with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// Threads that run the relay and the tracing (HAProxy's `nbthread`); 0: one per core the
+    /// process may use. Read at start only.
+    pub workers: usize,
 }
 
 impl Default for Service {
@@ -116,6 +119,7 @@ impl Default for Service {
             user: None,
             group: None,
             shutdown_grace: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }

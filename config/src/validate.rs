@@ -15,6 +15,8 @@ use crate::opensips::{HepIdError, TraceUri, Transport};
 const MIN_UDP_SIZE: usize = 512;
 /// The largest UDP payload over IPv4.
 const MAX_UDP_SIZE: usize = 65_507;
+/// `service.workers` above this is a typo, not a host.
+const MAX_WORKERS: usize = 1024;
 
 impl Config {
     /// Checks everything a type cannot: names and references between sections, value ranges,
@@ -96,6 +98,15 @@ impl Config {
     fn check_service(&self, errs: &mut ConfigErrors) {
         check_non_empty(errs, "service.user", self.service.user.as_deref());
         check_non_empty(errs, "service.group", self.service.group.as_deref());
+        if self.service.workers > MAX_WORKERS {
+            errs.push(
+                "service.workers",
+                format!(
+                    "{} is more threads than any host has cores (at most {MAX_WORKERS}; 0 means one per core)",
+                    self.service.workers
+                ),
+            );
+        }
     }
 
     fn check_hep(&self, errs: &mut ConfigErrors) {

@@ -117,6 +117,26 @@ fn an_empty_file_gets_the_serde_defaults_not_the_builtin_default() {
     assert_eq!(c.hep.queue_bytes, 16 << 20);
     assert_eq!(c.hep.backoff_initial, Duration::from_millis(100));
     assert_eq!(c.service.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.service.workers, 0, "one worker per core unless told");
+}
+
+#[test]
+fn service_workers_come_from_the_file_or_the_environment_and_absurd_counts_are_refused() {
+    let (_dir, _file, result) = load_file("[service]\nworkers = 1\n", &[]);
+    assert_eq!(result.unwrap().service.workers, 1);
+    let (_dir, _file, result) = load_file(
+        "[service]\nworkers = 1\n",
+        &[("HEPTAP_SERVICE__WORKERS", "4")],
+    );
+    assert_eq!(result.unwrap().service.workers, 4);
+    let (_dir, _file, result) = load_file("[service]\nworkers = 100000\n", &[]);
+    let errs = errors(result);
+    let e = find(&errs, "service.workers");
+    assert!(e.message.contains("at most 1024"), "{e}");
+    assert!(
+        matches!(e.origin, Origin::File { line: Some(2), .. }),
+        "{e}"
+    );
 }
 
 #[test]

@@ -326,3 +326,65 @@ fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The runtime's worker threads of a running heptap: tokio names them `tokio-rt-worker` (and
+/// its blocking threads too, but none has been started by the time heptap is ready).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[test]
+fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (workers, expected) in [(Some(1), 1), (Some(3), 3), (None, cores)] {
+        let listen = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("heptap.toml");
+        let service = workers.map_or(String::new(), |w| format!("[service]\nworkers = {w}\n\n"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "{service}[[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\n\
+                 upstream = \"127.0.0.1:9\"\n\n\
+                 [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+                dir.path().join("fifo").display(),
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(heptap_bin())
+            .args(["serve", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("TOKIO_WORKER_THREADS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (log_tx, logs) = mpsc::channel::<String>();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                let _ = log_tx.send(l);
+            }
+        });
+        loop {
+            let l = logs.recv_timeout(WAIT).expect("heptap reports it is ready");
+            if l.contains("heptap is ready") {
+                break;
+            }
+        }
+        // Every worker is started with the runtime, before anything is served.
+        assert_eq!(
+            worker_threads(child.id()),
+            expected,
+            "workers = {workers:?} on {cores} cores"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

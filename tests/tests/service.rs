@@ -370,13 +370,12 @@ fn sighup_rereads_the_file_and_a_broken_file_is_refused_while_the_old_config_kee
     let (c1, u1) = relayed(listen, &upstream);
     first.event_from(c1.local_addr().unwrap(), "ACCEPTED");
 
-    // The destination moves to the second collector.
-    std::fs::write(
-        &cfg,
-        config_text(&scratch, listen, up_addr, &traced_to(second.addr())),
-    )
-    .unwrap();
+    // The destination moves to the second collector; the thread count cannot change while
+    // running, and the log says so.
+    let moved = format!("{}\n[service]\nworkers = 1\n", traced_to(second.addr()));
+    std::fs::write(&cfg, config_text(&scratch, listen, up_addr, &moved)).unwrap();
     heptap.signal("HUP");
+    heptap.wait_log("service.workers changed; it takes effect at the next restart");
     heptap.wait_log("Config reloaded");
     let (c2, u2) = relayed(listen, &upstream);
     second.event_from(c2.local_addr().unwrap(), "ACCEPTED");
