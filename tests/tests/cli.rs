@@ -228,6 +228,27 @@ fn hep_dump_exits_0_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The lines a child writes on one of its pipes, as they come.
+fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}
+
+/// Reads log lines until heptap says it is ready (panics after WAIT).
+fn wait_ready(logs: &mpsc::Receiver<String>) {
+    loop {
+        let l = logs.recv_timeout(WAIT).expect("heptap reports it is ready");
+        if l.contains("heptap is ready") {
+            return;
+        }
+    }
+}
+
 /// A free port on 127.0.0.1 (bound, then released; the binary binds it right after).
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -263,26 +284,8 @@ fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for l in out.lines().map_while(Result::ok) {
-            let _ = lines_tx.send(l);
-        }
-    });
-    let (log_tx, logs) = mpsc::channel::<String>();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for l in err.lines().map_while(Result::ok) {
-            let _ = log_tx.send(l);
-        }
-    });
-    loop {
-        let l = logs.recv_timeout(WAIT).expect("heptap reports it is ready");
-        if l.contains("heptap is ready") {
-            break;
-        }
-    }
+    let lines = line_channel(child.stdout.take().unwrap());
+    wait_ready(&line_channel(child.stderr.take().unwrap()));
     let client = TcpStream::connect(listen).unwrap();
     let me = client.local_addr().unwrap();
     let (_accepted_upstream, _) = upstream.accept().unwrap();
@@ -365,25 +368,16 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (log_tx, logs) = mpsc::channel::<String>();
-        let err = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for l in err.lines().map_while(Result::ok) {
-                let _ = log_tx.send(l);
-            }
-        });
-        loop {
-            let l = logs.recv_timeout(WAIT).expect("heptap reports it is ready");
-            if l.contains("heptap is ready") {
-                break;
-            }
+        wait_ready(&line_channel(child.stderr.take().unwrap()));
+        // The threads exist once the runtime is built, but each names itself when it first
+        // runs, which on a busy machine can come after heptap is ready: wait for the names.
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = worker_threads(child.id());
+        while seen < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = worker_threads(child.id());
         }
-        // Every worker is started with the runtime, before anything is served.
-        assert_eq!(
-            worker_threads(child.id()),
-            expected,
-            "workers = {workers:?} on {cores} cores"
-        );
+        assert_eq!(seen, expected, "workers = {workers:?} on {cores} cores");
         child.kill().unwrap();
         child.wait().unwrap();
     }
