@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
             .map(|reply| serde_json::to_string_pretty(&reply.result).unwrap_or(reply.text))
         }),
         Some(Command::HepDump { listen, format }) => {
-            let rt = match runtime() {
+            let rt = match runtime(0) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -144,13 +144,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    runtime_with(0)
-}
-
 /// The multi-threaded runtime with `workers` threads (`service.workers`), or one per core
 /// the process may use when 0 (tokio's default, which honours `TOKIO_WORKER_THREADS`).
-fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if workers > 0 {
         builder.worker_threads(workers);
@@ -198,7 +194,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let log = crate::logging::init(&config.log.level);
-    let rt = match runtime_with(config.service.workers) {
+    let rt = match runtime(config.service.workers) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

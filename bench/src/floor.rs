@@ -70,7 +70,9 @@ pub fn udp_floor(
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut k = 0u32;
-    while sent < total {
+    // Paced, the run takes `duration`; a socket that stops taking datagrams ends it at twice that.
+    let deadline = t0 + duration * 2;
+    while sent < total && Instant::now() < deadline {
         let due = t0 + per_batch * k;
         let now = Instant::now();
         if due > now {

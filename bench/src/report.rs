@@ -34,11 +34,12 @@ const HAPROXY: &str = "haproxy";
 /// One measurement of one target, as appended to the results file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    /// `bulk`, `rr_fixed`, `rr_max`, `connrate` or `idle`.
+    /// `bulk`, `rr_fixed`, `rr_max`, `connrate`, `idle`, or `udp_floor`.
     pub test: String,
-    /// `tcp` or `tls`.
+    /// `tcp` or `tls`; `udp` for `udp_floor`.
     pub proto: String,
-    /// `heptap-on`, `heptap-tcp`, `heptap-off`, `haproxy` or `direct`.
+    /// `heptap-on`, `heptap-tcp`, `heptap-off`, `haproxy` or `direct`; `bare-sender` for
+    /// `udp_floor`.
     pub target: String,
     /// Which repetition.
     pub round: u32,
@@ -100,6 +101,17 @@ fn per_thousand(v: &Value, count: &[&str]) -> Option<f64> {
     let n = num(v, count)?;
     (n > 0.0).then(|| cpu * 1e3 / n * 1e3)
 }
+
+/// The relay's CPU per round trip at the maximum rate: a table row, and what the UDP floor
+/// note compares tracing's cost with.
+const CPU_PER_ROUND_TRIP: Row = Row {
+    label: "relay CPU per message at max rate, µs",
+    test: "rr_max",
+    value: |v| per_thousand(v, &["completed"]),
+    decimals: 1,
+    aim: Aim::None,
+    on_off_aim: None,
+};
 
 fn rows() -> Vec<Row> {
     vec![
@@ -183,14 +195,7 @@ fn rows() -> Vec<Row> {
             aim: Aim::None,
             on_off_aim: None,
         },
-        Row {
-            label: "relay CPU per message at max rate, µs",
-            test: "rr_max",
-            value: |v| per_thousand(v, &["completed"]),
-            decimals: 1,
-            aim: Aim::None,
-            on_off_aim: None,
-        },
+        CPU_PER_ROUND_TRIP,
         Row {
             label: "relay CPU per connection, µs",
             test: "connrate",
@@ -344,17 +349,9 @@ fn udp_floor_note(records: &[Record]) -> Option<String> {
          is the kernel's send path and the sink's receive path, both charged to the sender.",
         floors.len()
     );
-    let per_rt = Row {
-        label: "",
-        test: "rr_max",
-        value: |v| per_thousand(v, &["completed"]),
-        decimals: 1,
-        aim: Aim::None,
-        on_off_aim: None,
-    };
     let mut added = Vec::new();
     for proto in ["tcp", "tls"] {
-        let cpu = |t: &str| figure(records, &per_rt, proto, t, Combine::Median);
+        let cpu = |t: &str| figure(records, &CPU_PER_ROUND_TRIP, proto, t, Combine::Median);
         let Some(off) = cpu(OFF) else { continue };
         let each: Vec<String> = TRACING
             .iter()

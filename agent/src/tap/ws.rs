@@ -148,9 +148,9 @@ where
 }
 
 /// How long a refused client is given to read the 400 and close before its socket is closed.
-pub const LINGER: Duration = Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 /// At most this much of what a refused client still sends is read and discarded meanwhile.
-pub const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// Closes a refused connection as HTTP servers do (a "lingering close"): our side is shut down
 /// first (the FIN follows the 400), then what the client still sends is read and discarded
