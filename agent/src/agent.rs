@@ -22,6 +22,7 @@ use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
 use crate::tap::{BoundListener, TapContext};
 use crate::tracer::Tracer;
+use crate::workers::Workers;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// The bound listeners, for MI `ps`: (name, proto, address).
     pub listeners: Vec<(String, &'static str, SocketAddr)>,
+    /// The relay workers' runtimes: where a (re)build starts the destinations' lanes.
+    pub workers: Arc<[tokio::runtime::Handle]>,
 }
 
 /// The part a reload replaces.
@@ -84,7 +87,7 @@ impl Shared {
         let Some(old) = state.built.as_mut() else {
             return Err(BuildError(vec!["heptap is shutting down".to_owned()]));
         };
-        let mut built = build::build(&config, &self.stats, Some(old))?;
+        let mut built = build::build(&config, &self.stats, Some(old), &self.workers)?;
         built.adopt(old);
         let listeners = |c: &Config| {
             build::listener_specs(c)
@@ -145,6 +148,8 @@ pub struct Running {
     tracker: TaskTracker,
     /// The MI servers.
     mi: MiRunning,
+    /// The relay workers; stopped last.
+    workers: Workers,
 }
 
 /// Builds everything from `config`, binds every listener and the MI, and starts serving. A
@@ -160,7 +165,8 @@ pub async fn start_with_source(
     source: Option<Source>,
 ) -> Result<Running, StartError> {
     let stats = Stats::new();
-    let built = build::build(&config, &stats, None)?;
+    let workers = Workers::start(crate::workers::count(config.service.workers))?;
+    let built = build::build(&config, &stats, None, workers.handles())?;
     let tracer = Arc::new(Tracer::new(built.pipeline.clone()));
     let ctx = Arc::new(TapContext {
         tracer: tracer.clone(),
@@ -169,12 +175,12 @@ pub async fn start_with_source(
     });
     let mut bound = Vec::new();
     for spec in build::listener_specs(&config) {
-        bound.push(BoundListener::bind(spec).await?);
+        bound.push(BoundListener::bind(spec, workers.len()).await?);
     }
-    let mut listeners = Vec::new();
-    for l in &bound {
-        listeners.push((l.spec.name.clone(), l.spec.proto.name(), l.local_addr()?));
-    }
+    let listeners = bound
+        .iter()
+        .map(|l| (l.spec.name.clone(), l.spec.proto.name(), l.local_addr()))
+        .collect();
     let mi_settings = crate::control::mi_settings(&config)?;
     let shared = Arc::new(Shared {
         tracer: tracer.clone(),
@@ -187,6 +193,7 @@ pub async fn start_with_source(
             built: Some(built),
         }),
         listeners,
+        workers: workers.handles().clone(),
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
@@ -197,8 +204,8 @@ pub async fn start_with_source(
     let tracker = TaskTracker::new();
     let mut listen_addrs = Vec::new();
     for l in bound {
-        listen_addrs.push(l.local_addr()?);
-        tracker.spawn(l.serve(ctx.clone(), tracker.clone(), stop.clone(), kill.clone()));
+        listen_addrs.push(l.local_addr());
+        l.serve(&ctx, &tracker, &stop, &kill, workers.handles());
     }
     Ok(Running {
         shared,
@@ -208,6 +215,7 @@ pub async fn start_with_source(
         mi_stop,
         tracker,
         mi,
+        workers,
     })
 }
 
@@ -308,6 +316,7 @@ impl Running {
         if let Some(built) = built {
             built.shutdown(grace.max(Duration::from_millis(200))).await;
         }
+        self.workers.stop().await;
     }
 }
 

@@ -249,12 +249,13 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
     }
 }
 
-/// Builds destinations, routes and the pipeline. With `previous`, unchanged destinations and
-/// existing switches are carried over.
+/// Builds destinations (one lane per runtime in `workers`), routes and the pipeline. With
+/// `previous`, unchanged destinations and existing switches are carried over.
 pub fn build(
     config: &Config,
     stats: &Stats,
     previous: Option<&Built>,
+    workers: &[tokio::runtime::Handle],
 ) -> Result<Built, BuildError> {
     let routes = compile_routes(config)?;
     let mut errors = Vec::new();
@@ -271,7 +272,7 @@ pub fn build(
                 senders.insert(spec.name.clone(), sender);
                 tasks.insert(spec.name.clone(), (spec, None));
             }
-            None => match sender::spawn(spec.clone(), stats) {
+            None => match sender::spawn_on(spec.clone(), stats, workers) {
                 Ok((sender, task)) => {
                     senders.insert(spec.name.clone(), sender);
                     tasks.insert(spec.name.clone(), (spec, Some(task)));

@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
             .map(|reply| serde_json::to_string_pretty(&reply.result).unwrap_or(reply.text))
         }),
         Some(Command::HepDump { listen, format }) => {
-            let rt = match runtime(0) {
+            let rt = match runtime(true) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -144,13 +144,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The multi-threaded runtime with `workers` threads (`service.workers`), or one per core
-/// the process may use when 0 (tokio's default, which honours `TOKIO_WORKER_THREADS`).
-fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+/// The runtime of `hep-dump` (multi-threaded, one worker per core), or of `serve`'s control
+/// plane (the main thread: signals, MI, reloads; the relay has its own workers, see
+/// [`crate::workers`]).
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
     builder.enable_all().build().map_err(|e| {
         eprintln!("heptap: cannot start the runtime: {e}");
         ExitCode::FAILURE
@@ -194,7 +196,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let log = crate::logging::init(&config.log.level);
-    let rt = match runtime(config.service.workers) {
+    let rt = match runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

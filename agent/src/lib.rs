@@ -38,3 +38,4 @@ pub mod stats;
 pub mod tap;
 pub mod tls;
 pub mod tracer;
+pub mod workers;

@@ -330,13 +330,30 @@ fn serve_traces_connection_events_to_stdout_as_hep_dump_json_lines() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// The runtime's worker threads of a running heptap: tokio names them `tokio-rt-worker` (and
-/// its blocking threads too, but none has been started by the time heptap is ready).
-fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The relay worker threads of a running heptap (`heptap-w<index>`), and tokio's own worker
+/// threads (which `serve` no longer starts: its control plane runs on the main thread).
+fn worker_threads(pid: u32) -> (usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .map(|comm| comm.trim_end().to_owned())
+        .collect();
+    (
+        names.iter().filter(|n| n.starts_with("heptap-w")).count(),
+        names.iter().filter(|n| *n == "tokio-rt-worker").count(),
+    )
+}
+
+/// How many sockets listen on 127.0.0.1:`port` (state 0A in /proc/net/tcp).
+fn listening_sockets(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
         .count()
 }
 
@@ -373,11 +390,21 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
         // runs, which on a busy machine can come after heptap is ready: wait for the names.
         let deadline = std::time::Instant::now() + WAIT;
         let mut seen = worker_threads(child.id());
-        while seen < expected && std::time::Instant::now() < deadline {
+        while seen.0 < expected && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
             seen = worker_threads(child.id());
         }
-        assert_eq!(seen, expected, "workers = {workers:?} on {cores} cores");
+        assert_eq!(
+            seen,
+            (expected, 0),
+            "workers = {workers:?} on {cores} cores"
+        );
+        // Each worker accepts on a socket of its own, all on the listener's address.
+        assert_eq!(
+            listening_sockets(listen.port()),
+            expected,
+            "workers = {workers:?}: one listening socket per worker"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }

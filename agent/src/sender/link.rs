@@ -33,7 +33,7 @@ pub(crate) enum Framing {
 }
 
 /// A destination's address and settings, checked when it starts.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Endpoint {
     /// A capture node reached over UDP, TCP or TLS.
     Hep {

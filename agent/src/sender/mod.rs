@@ -261,11 +261,13 @@ pub enum SenderError {
     },
 }
 
-/// The producer's handle on a destination. Cheap to clone: a channel handle and an `Arc`.
+/// The producer's handle on a destination. Cheap to clone: two `Arc`s.
 #[derive(Clone)]
 pub struct Sender {
-    /// The queue; only ever `try_send`.
-    tx: mpsc::Sender<Arc<TraceMessage>>,
+    /// The queue of each lane (one per relay worker for HEP destinations), only ever
+    /// `try_send`; a producer uses its own worker's lane, so a connection's packets stay in
+    /// order and wake a task on the producer's own thread.
+    lanes: Arc<[mpsc::Sender<Arc<TraceMessage>>]>,
     /// Reservation, counters and state shared with the destination's task.
     shared: Arc<queue::Shared>,
 }
@@ -283,7 +285,11 @@ impl Sender {
     /// Queues `msg` for this destination, or drops it and counts why. Never blocks and never
     /// awaits: it reserves room (packets and bytes), clones the `Arc` and `try_send`s.
     pub fn offer(&self, msg: &Arc<TraceMessage>) -> Offer {
-        self.shared.offer(&self.tx, msg)
+        let lane = crate::workers::current();
+        match self.lanes.get(lane).or(self.lanes.first()) {
+            Some(tx) => self.shared.offer(tx, msg),
+            None => self.shared.refuse(DropReason::Shutdown),
+        }
     }
 
     /// The `hep_id` name.
@@ -323,14 +329,14 @@ pub struct ShutdownReport {
     pub abandoned: u64,
 }
 
-/// The running destination; stop it with [`SenderTask::shutdown`]. Dropping it leaves the task
-/// running until every [`Sender`] is gone and the queue is delivered.
+/// The running destination; stop it with [`SenderTask::shutdown`]. Dropping it leaves the tasks
+/// running until every [`Sender`] is gone and the queues are delivered.
 #[derive(Debug)]
 pub struct SenderTask {
-    /// Carries the flush deadline to the task.
+    /// Carries the flush deadline to the lanes' tasks.
     stop: watch::Sender<Option<tokio::time::Instant>>,
-    /// The task; yields its report.
-    handle: tokio::task::JoinHandle<ShutdownReport>,
+    /// The lanes' tasks; each yields its report.
+    lanes: Vec<tokio::task::JoinHandle<ShutdownReport>>,
     /// For the closing flag and the counters if the task has to be aborted.
     shared: Arc<queue::Shared>,
 }
@@ -345,18 +351,27 @@ impl SenderTask {
         // The task honours the deadline itself; the margin only covers a write stuck in a
         // blocking file or stdout call, which cannot be interrupted.
         let margin = Duration::from_secs(1);
-        match tokio::time::timeout_at(deadline + margin, &mut self.handle).await {
-            Ok(Ok(report)) => report,
-            _ => {
-                self.handle.abort();
-                let abandoned = self.shared.counters.queue_depth.get();
-                self.shared.counters.dropped_shutdown.add(abandoned);
-                ShutdownReport {
-                    flushed: 0,
-                    abandoned,
+        let mut report = ShutdownReport::default();
+        let mut stuck = false;
+        for lane in &mut self.lanes {
+            match tokio::time::timeout_at(deadline + margin, &mut *lane).await {
+                Ok(Ok(r)) => {
+                    report.flushed += r.flushed;
+                    report.abandoned += r.abandoned;
+                }
+                _ => {
+                    lane.abort();
+                    stuck = true;
                 }
             }
         }
+        if stuck {
+            // What the stuck lanes held is still reserved: count it as abandoned.
+            let abandoned = self.shared.counters.queue_depth.get();
+            self.shared.counters.dropped_shutdown.add(abandoned);
+            report.abandoned += abandoned;
+        }
+        report
     }
 }
 
@@ -403,36 +418,69 @@ pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
     link::Endpoint::check(&spec.name, &spec.target, &spec.encoder)
 }
 
-/// Starts the destination's task and returns the producers' handle and the task's handle.
+/// Starts the destination's task on the current runtime and returns the producers' handle and
+/// the task's handle; [`spawn_on`] with this runtime as the only lane.
+pub fn spawn(spec: DestinationSpec, stats: &Stats) -> Result<(Sender, SenderTask), SenderError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SenderError::NoRuntime {
+        name: spec.name.clone(),
+    })?;
+    spawn_on(spec, stats, &[runtime])
+}
+
+/// Starts the destination with one lane per runtime in `workers` (the relay workers), each a
+/// task on its runtime with its own socket or connection, and returns the producers' handle and
+/// the tasks' handle. `stdout` and `file:` destinations get one lane (on the first runtime), so
+/// their lines never interleave.
 ///
 /// Everything that can be checked before sending is checked here (TLS files, limits, HEPv1/v2
 /// over a stream, the output file), so a bad destination fails at start with its name.
-pub fn spawn(spec: DestinationSpec, stats: &Stats) -> Result<(Sender, SenderTask), SenderError> {
+pub fn spawn_on(
+    spec: DestinationSpec,
+    stats: &Stats,
+    workers: &[tokio::runtime::Handle],
+) -> Result<(Sender, SenderTask), SenderError> {
     let name = spec.name.clone();
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| SenderError::NoRuntime { name: name.clone() })?;
     validate_limits(&name, &spec.limits)?;
+    let lanes = match spec.target {
+        Target::Hep { .. } => workers.len(),
+        Target::Stdout | Target::File(_) => 1,
+    };
+    if lanes == 0 {
+        return Err(SenderError::NoRuntime { name });
+    }
     let endpoint = link::Endpoint::prepare(&name, &spec.target, &spec.encoder)?;
-
-    let (tx, rx) = mpsc::channel(spec.limits.queue_packets);
     let shared = Arc::new(queue::Shared::new(
         name,
         endpoint.destination(),
         endpoint.transport_name(),
         &spec.limits,
+        lanes,
         stats,
     ));
     let (stop, stop_rx) = watch::channel(None);
-    let task = task::Task::new(spec, endpoint, Arc::clone(&shared), rx, stop_rx);
-    let handle = runtime.spawn(task.run());
+    let mut txs = Vec::with_capacity(lanes);
+    let mut handles = Vec::with_capacity(lanes);
+    for runtime in workers.iter().take(lanes) {
+        // The shared reservation bounds all lanes together; each channel could hold them all.
+        let (tx, rx) = mpsc::channel(spec.limits.queue_packets);
+        let task = task::Task::new(
+            spec.clone(),
+            endpoint.clone(),
+            Arc::clone(&shared),
+            rx,
+            stop_rx.clone(),
+        );
+        txs.push(tx);
+        handles.push(runtime.spawn(task.run()));
+    }
     Ok((
         Sender {
-            tx,
+            lanes: txs.into(),
             shared: Arc::clone(&shared),
         },
         SenderTask {
             stop,
-            handle,
+            lanes: handles,
             shared,
         },
     ))

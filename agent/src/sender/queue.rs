@@ -257,6 +257,10 @@ pub(crate) struct Shared {
     bytes: AtomicUsize,
     /// Set when shutdown begins: offers are refused from then on.
     closed: AtomicBool,
+    /// The destination's lanes (one task each).
+    lanes: usize,
+    /// Lanes whose link is up; the `connected` gauge is 1 when all are.
+    lanes_up: AtomicUsize,
     /// The statistics.
     pub(crate) counters: Counters,
     /// Rate limit of the drop warning.
@@ -271,6 +275,7 @@ impl Shared {
         destination: String,
         transport: &'static str,
         limits: &Limits,
+        lanes: usize,
         stats: &Stats,
     ) -> Self {
         let counters = Counters::register(stats, &name);
@@ -283,6 +288,8 @@ impl Shared {
             depth: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            lanes: lanes.max(1),
+            lanes_up: AtomicUsize::new(0),
             counters,
             drop_log: DropLog::new(),
             last_error: Mutex::new(None),
@@ -320,7 +327,21 @@ impl Shared {
         }
     }
 
-    fn refuse(&self, reason: DropReason) -> Offer {
+    /// A lane's link came up.
+    pub(crate) fn link_up(&self) {
+        let up = self.lanes_up.fetch_add(1, Ordering::AcqRel) + 1;
+        self.counters.connected.set(u64::from(up >= self.lanes));
+    }
+
+    /// A lane's link went down.
+    pub(crate) fn link_down(&self) {
+        let _ = self
+            .lanes_up
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.counters.connected.set(0);
+    }
+
+    pub(crate) fn refuse(&self, reason: DropReason) -> Offer {
         self.dropped(reason, 1);
         Offer::Dropped(reason)
     }
@@ -426,6 +447,7 @@ mod tests {
             "127.0.0.1:9060".into(),
             "udp",
             &limits,
+            1,
             &Stats::new(),
         )
     }

@@ -293,7 +293,7 @@ impl Task {
             self.shared.counters.reconnects.inc();
         }
         self.ever_connected = true;
-        self.shared.counters.connected.set(1);
+        self.shared.link_up();
         if self.last_warned.take().is_some() {
             tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 "Connected to HEP destination");
@@ -329,7 +329,7 @@ impl Task {
     fn lose_link(&mut self, error: LinkError) {
         self.link = None;
         self.pending.compact();
-        self.shared.counters.connected.set(0);
+        self.shared.link_down();
         self.shared.counters.send_errors.inc();
         let delay = self.backoff.next_delay();
         self.next_attempt = Instant::now() + delay;
@@ -635,8 +635,9 @@ impl Task {
         if abandoned > 0 {
             self.shared.dropped(DropReason::Shutdown, abandoned);
         }
-        self.shared.counters.connected.set(0);
-        self.link = None;
+        if self.link.take().is_some() {
+            self.shared.link_down();
+        }
         tracing::debug!(hep_id = %self.shared.name, flushed = self.flushed, abandoned,
             "HEP destination stopped");
         ShutdownReport {

@@ -232,69 +232,151 @@ impl ListenerStats {
     }
 }
 
-/// A bound listener, ready to serve.
+/// A bound listener, ready to serve: one listening socket per relay worker, all on the same
+/// address (`SO_REUSEPORT`), so each worker accepts and relays its own connections.
 #[derive(Debug)]
 pub struct BoundListener {
     /// Its spec.
     pub spec: Arc<ListenerSpec>,
     /// The spec with its TLS configurations.
     tap: Arc<Tap>,
-    /// The socket.
-    listener: TcpListener,
+    /// The sockets, one per worker; taken out of the binding runtime so each worker registers
+    /// its own.
+    sockets: Vec<std::net::TcpListener>,
+    /// The address actually bound (port 0 resolved).
+    local: SocketAddr,
 }
 
 impl BoundListener {
-    /// Loads the listener's TLS material and binds the listening socket (before privileges are
-    /// dropped, before READY is reported). Bad TLS material is an `InvalidInput` error naming
-    /// the listener and the file.
-    pub async fn bind(spec: ListenerSpec) -> std::io::Result<Self> {
+    /// Loads the listener's TLS material and binds `sockets` (at least 1) listening sockets on
+    /// its address (before privileges are dropped, before READY is reported). Bad TLS material
+    /// is an `InvalidInput` error naming the listener and the file.
+    pub async fn bind(spec: ListenerSpec, sockets: usize) -> std::io::Result<Self> {
         let tap = Tap::new(spec)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let listen = tap.spec.listen;
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
+        let cannot = |e: std::io::Error| {
             std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
-        })?;
+        };
+        // The first socket resolves port 0; the others join it on the port it got.
+        let first = reuseport_listener(listen).map_err(cannot)?;
+        let local = first.local_addr()?;
+        let mut all = vec![first];
+        for _ in 1..sockets.max(1) {
+            all.push(reuseport_listener(local).map_err(cannot)?);
+        }
         Ok(Self {
             spec: tap.spec.clone(),
             tap: Arc::new(tap),
-            listener,
+            sockets: all,
+            local,
         })
     }
 
     /// The address actually bound (port 0 resolved).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
-    /// Accepts until `stop` is cancelled; each connection runs in `tracker` so a drain can wait
-    /// for them. Connections are told to stop through `kill`.
-    pub async fn serve(
+    /// Starts one accept loop per socket, each on its worker in `workers` (socket i on worker
+    /// i), until `stop` is cancelled. Every connection runs in `tracker` so a drain can wait for
+    /// them, and is told to stop through `kill`.
+    pub fn serve(
         self,
-        ctx: Arc<TapContext>,
-        tracker: TaskTracker,
-        stop: CancellationToken,
-        kill: CancellationToken,
+        ctx: &Arc<TapContext>,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+        kill: &CancellationToken,
+        workers: &[tokio::runtime::Handle],
     ) {
         let spec = self.spec;
-        let tap = self.tap;
         let stats = ListenerStats::new(&ctx.stats, &spec.name);
         let permits = Arc::new(Semaphore::new(spec.max_connections.max(1)));
-        let bound = self.listener.local_addr().unwrap_or(spec.listen);
-        tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %bound, upstream = %spec.upstream, "Listening");
-        loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+        tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %self.local, upstream = %spec.upstream, "Listening");
+        for (index, (socket, worker)) in self.sockets.into_iter().zip(workers).enumerate() {
+            let accept = Accept {
+                spec: spec.clone(),
+                tap: self.tap.clone(),
+                ctx: ctx.clone(),
+                stats: stats.clone(),
+                permits: permits.clone(),
+                bound: self.local,
+                tracker: tracker.clone(),
+                stop: stop.clone(),
+                kill: kill.clone(),
             };
+            worker.spawn(tracker.track_future(accept.run(socket, index)));
+        }
+    }
+}
+
+/// A listening socket bound with `SO_REUSEADDR` and `SO_REUSEPORT`, non-blocking, backlog 1024
+/// (what `TcpListener::bind` uses), not yet registered with any runtime.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
+/// One worker's accept loop over its socket of a listener.
+struct Accept {
+    spec: Arc<ListenerSpec>,
+    tap: Arc<Tap>,
+    ctx: Arc<TapContext>,
+    stats: ListenerStats,
+    /// The listener's connection limit, shared by its workers.
+    permits: Arc<Semaphore>,
+    bound: SocketAddr,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+impl Accept {
+    async fn run(self, socket: std::net::TcpListener, index: usize) {
+        let Accept {
+            spec,
+            tap,
+            ctx,
+            stats,
+            permits,
+            bound,
+            tracker,
+            stop,
+            kill,
+        } = self;
+        let listener = match TcpListener::from_std(socket) {
+            Ok(l) => l,
+            Err(e) => {
+                stats.accept_errors.inc();
+                tracing::error!(listener = %spec.name, worker = index, error = %e, "Cannot accept on this worker");
+                return;
+            }
+        };
+        loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break,
-                a = self.listener.accept() => a,
+                a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    // The slot is taken after the accept: a worker waiting for a connection on
+                    // its own socket must not hold a slot that another worker's connection
+                    // needs. At the limit this connection waits here untouched, as the next
+                    // ones wait in the kernel's backlog.
+                    let permit = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        p = permits.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    };
                     stats.accepted.inc();
                     // A listener bound to one address accepts on that address: no
                     // getsockname per connection (a wildcard one needs to ask).
@@ -307,6 +389,7 @@ impl BoundListener {
                     let tap = tap.clone();
                     let stats = stats.clone();
                     let kill = kill.clone();
+                    // On this worker's runtime: the connection never leaves its thread.
                     tracker.spawn(async move {
                         stats.active.inc();
                         relay::connection(stream, peer, local, &tap, &ctx, &stats, kill).await;
@@ -326,7 +409,9 @@ impl BoundListener {
                 }
             }
         }
-        tracing::info!(listener = %spec.name, "Stopped accepting");
+        if index == 0 {
+            tracing::info!(listener = %spec.name, "Stopped accepting");
+        }
     }
 }
 
