@@ -316,6 +316,9 @@ impl Control for AgentControl {
         if self.config().mi.http_listen.is_some() {
             rows.push("MI HTTP".to_owned());
         }
+        for i in 0..self.shared.workers.len() {
+            rows.push(format!("relay worker {i}"));
+        }
         for (name, p, addr) in &self.shared.listeners {
             rows.push(format!(
                 "{} listener {name} on {addr}",

@@ -15,6 +15,7 @@ use heptap::sender::{
     Target, TlsSettings, Transport,
 };
 use heptap::stats::Stats;
+use heptap::workers::Workers;
 use heptap_hep::{Encoder, Hep3Framer, Packet, TraceMessage, Version};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
@@ -1170,6 +1171,86 @@ async fn file_destination_in_a_missing_directory_is_refused_at_start() {
         sender::spawn(spec, &Stats::new()),
         Err(SenderError::File { .. })
     ));
+}
+
+/// A destination has one lane per relay worker: each worker's packets go out on that worker's
+/// own connection, in the order the worker offered them; `connected` is set once every lane is
+/// up, and the counters are the destination's.
+#[tokio::test]
+async fn each_worker_has_its_own_lane_and_connection_and_keeps_its_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u32)>();
+    let accept = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        for conn in 0.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            conns.push(tokio::spawn(async move {
+                let mut framer = Hep3Framer::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => framer.push(&buf[..n]),
+                    }
+                    while let Some(frame) = framer.next_frame().unwrap() {
+                        let _ = tx.send((conn, seq(&heptap_hep::decode(&frame).unwrap())));
+                    }
+                }
+            }));
+        }
+    });
+    let workers = Workers::start(2).unwrap();
+    let (sender, task) = sender::spawn_on(
+        hep_spec("homer", addr, Transport::Tcp),
+        &Stats::new(),
+        workers.handles(),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(5), "both lanes connected", || {
+        sender.state().connected
+    })
+    .await;
+    // Worker w offers 1000w, 1000w + 1, ... from its own thread.
+    for (w, runtime) in workers.handles().iter().enumerate() {
+        let sender = sender.clone();
+        let base = 1000 * u32::try_from(w).unwrap();
+        runtime
+            .spawn(async move {
+                for i in 0..500 {
+                    assert_eq!(sender.offer(&message(base + i)), Offer::Queued);
+                }
+            })
+            .await
+            .unwrap();
+    }
+    let mut by_connection = std::collections::BTreeMap::<usize, Vec<u32>>::new();
+    for _ in 0..1000 {
+        let (conn, seq) = timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("every packet within the timeout")
+            .unwrap();
+        by_connection.entry(conn).or_default().push(seq);
+    }
+    assert_eq!(by_connection.len(), 2, "one connection per lane");
+    let mut streams: Vec<Vec<u32>> = by_connection.into_values().collect();
+    streams.sort();
+    assert_eq!(
+        streams,
+        vec![(0..500).collect::<Vec<_>>(), (1000..1500).collect()],
+        "each worker's packets on one connection, in order"
+    );
+    let report = task.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(report.abandoned, 0);
+    let state = sender.state();
+    let c = state.counters;
+    assert_eq!((c.enqueued, c.sent, c.queue_depth), (1000, 1000, 0));
+    assert!(!state.connected, "the lanes are down after shutdown");
+    workers.stop().await;
+    accept.abort();
 }
 
 #[tokio::test]

@@ -179,6 +179,7 @@ async fn opensips_cli_which_ps_get_statistics_and_tcp_trace_work_against_heptap(
     let (code, out) = cli(&h, &dir, "fifo", &["mi", "ps"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&std::process::id().to_string()), "{out}");
+    assert!(out.contains("\"relay worker 0\""), "{out}");
     let (code, out) = cli(
         &h,
         &dir,
@@ -196,7 +197,10 @@ async fn opensips_cli_which_ps_get_statistics_and_tcp_trace_work_against_heptap(
     let (code, out) = cli(&h, &dir, "fifo", &["mi", "tcp_trace", "off"]).await;
     assert_eq!(code, 0, "{out}");
     col.drain(Duration::from_millis(200)).await;
-    let silent = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();
+    let mut silent = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();
+    // A SIP exchange through it: its ACCEPTED (not traced) is decided before tracing is back on.
+    silent.write_all(&options()).await.unwrap();
+    read_message(&mut silent).await.unwrap();
     let (code, out) = cli(&h, &dir, "fifo", &["mi", "tcp_trace", "trace_mode=on"]).await;
     assert_eq!(code, 0, "{out}");
     let traced = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();

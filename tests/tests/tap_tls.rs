@@ -10,7 +10,9 @@ use std::sync::Arc;
 use heptap::agent::Stop;
 use heptap::tracer::NetProto;
 use heptap_hep::Packet;
-use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
+use heptap_tests::collector::{
+    EchoUpstream, UdpCollector, WAIT, correlation, event_of, eventually,
+};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
     config, events, half_close, listener, random_bytes, random_sizes, read_once, relay_in_slices,
@@ -562,7 +564,12 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     connection().await;
     let got = events(&mut col, 3).await;
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
-    // Switched on again (and the route gone): the next connection's client leg is traced.
+    // Switched on again (and the route gone): the next connection's client leg is traced. The
+    // switch is read at every event: let the second connection end (on its worker) first.
+    eventually("the second connection over", WAIT, || {
+        stat(&heptap, "active") == Some(0)
+    })
+    .await;
     tls_switch.set(true);
     heptap.reload(cfg).unwrap();
     connection().await;

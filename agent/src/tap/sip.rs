@@ -208,8 +208,9 @@ impl SipConn {
             self.stats.keepalives.inc();
             return;
         }
-        self.stats.messages.inc();
         self.message(tracer, dir, msg, read_at);
+        // Counted once its tracing is decided, as the framer's counters are.
+        self.stats.messages.inc();
     }
 }
 
