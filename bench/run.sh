@@ -314,7 +314,7 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')).
 **The machine is shared with other jobs and noisy** (load average $START_LOAD at the start,
 $END_LOAD at the end): absolute figures move from run to run, the ratios taken within the run
 are what to compare. Everything ran on these $(nproc) cores at once: the load tool (2 threads), the
-responder (1 thread), the relay (heptap: tokio's multi-threaded runtime, one worker per core;
+responder (1 thread), the relay (heptap: one worker thread per core, each with its own runtime;
 HAProxy: \`nbthread 1\`) and, for the heptap targets that trace, the HEP sink, all at niceness $NICE to keep other
 jobs' compilers (niceness 0 and 10) from stealing most of the CPU.
 

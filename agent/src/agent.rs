@@ -244,6 +244,16 @@ impl Running {
         self.mi.fifo_path.as_ref()
     }
 
+    /// Tasks alive on the relay workers (connections, accept loops, destination lanes), for
+    /// checking that nothing is left behind.
+    pub fn worker_tasks(&self) -> usize {
+        self.workers
+            .handles()
+            .iter()
+            .map(|h| h.metrics().num_alive_tasks())
+            .sum()
+    }
+
     /// The statistics registry.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats

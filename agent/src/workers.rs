@@ -63,6 +63,9 @@ impl Workers {
                 .spawn(move || {
                     INDEX.with(|i| i.set(index));
                     rt.block_on(until.cancelled());
+                    // Not a plain drop: that would wait for a blocking write (a stdout pipe
+                    // nobody reads) that shutdown has already given up on.
+                    rt.shutdown_background();
                 });
             match thread {
                 Ok(t) => threads.push(t),

@@ -381,9 +381,14 @@ async fn load(concurrent: usize, churn: usize) {
     )
     .await;
     let baseline = Gauges::now();
-    let tasks_before = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
+    // This runtime's tasks and heptap's relay workers' (connections, accept loops, lanes).
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            + heptap.worker_tasks()
+    };
+    let tasks_before = alive();
 
     // The same load several times: what one round leaves resident is reused by the next,
     // not added to.
@@ -405,11 +410,6 @@ async fn load(concurrent: usize, churn: usize) {
         || hep(&heptap, "enqueued") + hep(&heptap, "dropped_queue_full") >= NET_EVENTS * total,
     )
     .await;
-    let alive = || {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    };
     eventually(
         "the tasks of the load over",
         Duration::from_secs(30),

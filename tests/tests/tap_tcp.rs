@@ -268,3 +268,29 @@ route[keep] {
     );
     heptap.shutdown(Stop::Immediate).await;
 }
+
+#[tokio::test]
+async fn a_port_something_else_listens_on_is_refused_not_shared() {
+    // Every worker listens with SO_REUSEPORT; without a check a second heptap of the same user
+    // would share the port and silently take part of the first one's connections.
+    let up = EchoUpstream::bind().await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let first = run(config(up.addr, col.addr, "", &dir)).await;
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for taken in [first.listen_addrs()[0], plain.local_addr().unwrap()] {
+        let other = Scratch::new();
+        let mut cfg = config(up.addr, col.addr, "", &other);
+        cfg.listener[0].listen = taken;
+        let e = heptap::agent::start(cfg, heptap::logging::LogHandle::detached())
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("cannot listen on {taken}: ")) && e.contains("in use"),
+            "{e}"
+        );
+    }
+    first.shutdown(Stop::Immediate).await;
+}

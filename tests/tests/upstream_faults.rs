@@ -1,8 +1,8 @@
 //! An upstream proxy that refuses, resets, half-closes, stalls or black-holes: the client sees
 //! what it would see connecting to that proxy directly (a reset, an EOF), both legs are traced,
 //! and nothing is left behind: heptap runs in-process, so the test's own file descriptor table
-//! (/proc/self/fd) and its runtime's live tasks are heptap's, and both return to where they
-//! were before the connections.
+//! (/proc/self/fd) is heptap's, and so are the live tasks of its runtime and of heptap's relay
+//! workers; both return to where they were before the connections.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -34,10 +34,13 @@ fn serial(body: impl AsyncFnOnce()) {
 }
 
 /// Tasks alive in this test's runtime.
-fn tasks() -> usize {
+/// The live tasks of this test's runtime and of heptap's relay workers (connections, accept
+/// loops, destination lanes).
+fn tasks(heptap: &Running) -> usize {
     tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks()
+        + heptap.worker_tasks()
 }
 
 /// heptap relaying TCP to `upstream` with `keys` on its listener, traced to a UDP collector.
@@ -70,10 +73,10 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn now() -> Self {
+    fn now(heptap: &Running) -> Self {
         Baseline {
             fds: open_fds(),
-            tasks: tasks(),
+            tasks: tasks(heptap),
         }
     }
 
@@ -101,7 +104,7 @@ impl Baseline {
             up.release();
             eventually("the upstream's side over", WAIT, || up.live() == 0).await;
         }
-        Baseline::now()
+        Baseline::now(heptap)
     }
 
     /// Waits until no connection is active and the descriptors and tasks are back to this.
@@ -111,11 +114,11 @@ impl Baseline {
         })
         .await;
         let deadline = std::time::Instant::now() + WAIT;
-        while Baseline::now() != self {
+        while Baseline::now(heptap) != self {
             assert!(
                 std::time::Instant::now() < deadline,
                 "not back to the baseline: {self:?} before, {:?} now; open: {:?}",
-                Baseline::now(),
+                Baseline::now(heptap),
                 fd_targets()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;

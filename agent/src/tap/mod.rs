@@ -258,6 +258,12 @@ impl BoundListener {
         let cannot = |e: std::io::Error| {
             std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
         };
+        // SO_REUSEPORT would let this share a port that another process of the same user (a
+        // second heptap) already listens on, and silently take half its connections: a taken
+        // port is refused as a plain bind would refuse it.
+        if listen.port() != 0 {
+            plain_bind(listen).map_err(cannot)?;
+        }
         // The first socket resolves port 0; the others join it on the port it got.
         let first = reuseport_listener(listen).map_err(cannot)?;
         let local = first.local_addr()?;
@@ -308,6 +314,18 @@ impl BoundListener {
             worker.spawn(tracker.track_future(accept.run(socket, index)));
         }
     }
+}
+
+/// Binds (and closes) a socket on `addr` without `SO_REUSEPORT`: fails with `AddrInUse` if
+/// anything listens there.
+fn plain_bind(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)
 }
 
 /// A listening socket bound with `SO_REUSEADDR` and `SO_REUSEPORT`, non-blocking, backlog 1024
