@@ -287,6 +287,19 @@ async fn serve(
     tx: mpsc::UnboundedSender<Packet>,
     leftovers: Arc<Mutex<Vec<usize>>>,
 ) {
+    let left = read_frames(&mut stream, |p| {
+        let _ = tx.send(p);
+    })
+    .await;
+    leftovers.lock().unwrap().push(left);
+}
+
+/// Decodes every HEP3 frame of `stream` until it ends; returns the bytes left over (a half
+/// frame if not zero).
+async fn read_frames(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    mut each: impl FnMut(Packet),
+) -> usize {
     let mut framer = Hep3Framer::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -295,10 +308,10 @@ async fn serve(
             Ok(n) => framer.push(&buf[..n]),
         }
         while let Some(frame) = framer.next_frame().unwrap() {
-            let _ = tx.send(heptap_hep::decode(&frame).unwrap());
+            each(heptap_hep::decode(&frame).unwrap());
         }
     }
-    leftovers.lock().unwrap().push(framer.buffered());
+    framer.buffered()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1189,17 +1202,10 @@ async fn each_worker_has_its_own_lane_and_connection_and_keeps_its_order() {
             };
             let tx = tx.clone();
             conns.push(tokio::spawn(async move {
-                let mut framer = Hep3Framer::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => framer.push(&buf[..n]),
-                    }
-                    while let Some(frame) = framer.next_frame().unwrap() {
-                        let _ = tx.send((conn, seq(&heptap_hep::decode(&frame).unwrap())));
-                    }
-                }
+                read_frames(&mut stream, |p| {
+                    let _ = tx.send((conn, seq(&p)));
+                })
+                .await;
             }));
         }
     });

@@ -383,4 +383,12 @@ impl HepDump {
         self.stderr.drain();
         self.stderr.seen()
     }
+
+    /// Waits (bounded) for the stderr line containing `text`; `Err` with everything seen on
+    /// timeout. Standard error is read by a thread of its own, so it can lag behind stdout.
+    pub fn stderr_line(&mut self, text: &str, timeout: Duration) -> Result<String, String> {
+        self.stderr
+            .find(timeout, |l| l.contains(text).then(|| l.to_owned()))
+            .ok_or_else(|| self.stderr.seen())
+    }
 }

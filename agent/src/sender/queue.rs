@@ -259,8 +259,10 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// The destination's lanes (one task each).
     lanes: usize,
-    /// Lanes whose link is up; the `connected` gauge is 1 when all are.
-    lanes_up: AtomicUsize,
+    /// Lanes whose link is up; the `connected` gauge is 1 when all are. A lock, not an atomic,
+    /// so the gauge is written in the same order as the count changes (links come and go
+    /// rarely).
+    lanes_up: Mutex<usize>,
     /// The statistics.
     pub(crate) counters: Counters,
     /// Rate limit of the drop warning.
@@ -289,7 +291,7 @@ impl Shared {
             bytes: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             lanes: lanes.max(1),
-            lanes_up: AtomicUsize::new(0),
+            lanes_up: Mutex::new(0),
             counters,
             drop_log: DropLog::new(),
             last_error: Mutex::new(None),
@@ -329,15 +331,15 @@ impl Shared {
 
     /// A lane's link came up.
     pub(crate) fn link_up(&self) {
-        let up = self.lanes_up.fetch_add(1, Ordering::AcqRel) + 1;
-        self.counters.connected.set(u64::from(up >= self.lanes));
+        let mut up = self.lanes_up.lock().unwrap_or_else(|e| e.into_inner());
+        *up += 1;
+        self.counters.connected.set(u64::from(*up >= self.lanes));
     }
 
     /// A lane's link went down.
     pub(crate) fn link_down(&self) {
-        let _ = self
-            .lanes_up
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let mut up = self.lanes_up.lock().unwrap_or_else(|e| e.into_inner());
+        *up = up.saturating_sub(1);
         self.counters.connected.set(0);
     }
 

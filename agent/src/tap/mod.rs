@@ -319,24 +319,24 @@ impl BoundListener {
 /// Binds (and closes) a socket on `addr` without `SO_REUSEPORT`: fails with `AddrInUse` if
 /// anything listens there.
 fn plain_bind(addr: SocketAddr) -> std::io::Result<()> {
+    tcp_socket(addr)?.bind(addr)
+}
+
+/// A TCP socket of `addr`'s family with `SO_REUSEADDR` (restarts bind over TIME_WAIT).
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr)
+    Ok(socket)
 }
 
 /// A listening socket bound with `SO_REUSEADDR` and `SO_REUSEPORT`, non-blocking, backlog 1024
 /// (what `TcpListener::bind` uses), not yet registered with any runtime.
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
+    let socket = tcp_socket(addr)?;
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()

@@ -40,6 +40,10 @@ const BUF_SIZE: usize = 16 * 1024;
 /// TLS connection keeps per direction (an idle plain TCP one keeps none, see [`pump`]).
 const FIRST_BUF_SIZE: usize = 2 * 1024;
 
+/// A pump lets the other tasks of its worker run after this many traced messages: one batch
+/// of a destination's lane.
+const YIELD_AFTER_MESSAGES: usize = 64;
+
 /// How one direction of a relay ended.
 #[derive(Debug)]
 pub enum End {
@@ -159,6 +163,8 @@ where
 {
     let mut size = FIRST_BUF_SIZE;
     let mut buf: Vec<u8> = Vec::new();
+    // Messages traced since the pump last let other tasks run.
+    let mut unyielded = 0;
     loop {
         if buf.capacity() == 0 {
             if R::WAITS {
@@ -204,7 +210,14 @@ where
             return End::WriteError(e);
         }
         bytes.add(n as u64);
-        obs.observe(&buf[..n], read_at);
+        unyielded += obs.observe(&buf[..n], read_at);
+        if unyielded >= YIELD_AFTER_MESSAGES {
+            // The destinations' lanes run on this thread: a stream that is always readable
+            // would otherwise trace thousands of messages before they get a turn, and overflow
+            // their queues. The bytes are written on already; only the next read waits.
+            unyielded = 0;
+            tokio::task::yield_now().await;
+        }
         if n >= size {
             if size < BUF_SIZE {
                 size = BUF_SIZE;
@@ -865,7 +878,7 @@ enum Either<'a> {
 }
 
 impl Observe for Either<'_> {
-    fn observe(&mut self, data: &[u8], read_at: u64) {
+    fn observe(&mut self, data: &[u8], read_at: u64) -> usize {
         match self {
             Either::Sip(o) => o.observe(data, read_at),
             Either::None(o) => o.observe(data, read_at),

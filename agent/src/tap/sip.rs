@@ -216,8 +216,9 @@ impl SipConn {
 
 /// What the relay's pump calls with every chunk of bytes it read, before writing it on.
 pub trait Observe {
-    /// Bytes read at `read_at` (µs since the epoch).
-    fn observe(&mut self, data: &[u8], read_at: u64);
+    /// Bytes read at `read_at` (µs since the epoch); returns how many messages they completed
+    /// (each may have been traced).
+    fn observe(&mut self, data: &[u8], read_at: u64) -> usize;
     /// Whether `observe` wants the read time (so the pump reads the clock only when needed).
     fn wants_time(&self) -> bool;
 }
@@ -227,7 +228,9 @@ pub trait Observe {
 pub struct NoObserver;
 
 impl Observe for NoObserver {
-    fn observe(&mut self, _: &[u8], _: u64) {}
+    fn observe(&mut self, _: &[u8], _: u64) -> usize {
+        0
+    }
     fn wants_time(&self) -> bool {
         false
     }
@@ -259,17 +262,20 @@ impl<'a> SipObserver<'a> {
 }
 
 impl Observe for SipObserver<'_> {
-    fn observe(&mut self, data: &[u8], read_at: u64) {
+    fn observe(&mut self, data: &[u8], read_at: u64) -> usize {
         if self.framer.is_stopped() {
-            return;
+            return 0;
         }
         let (conn, tracer, dir) = (self.conn, self.tracer, self.dir);
+        let mut messages = 0;
         self.framer.push_framed(data, |framed| {
             if let Framed::Message(msg) = framed {
                 conn.message(tracer, dir, msg, read_at);
+                messages += 1;
             }
         });
         conn.stats.add(self.framer.take_counters());
+        messages
     }
 
     fn wants_time(&self) -> bool {
