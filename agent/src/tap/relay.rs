@@ -42,7 +42,7 @@ const FIRST_BUF_SIZE: usize = 2 * 1024;
 
 /// A pump lets the other tasks of its worker run after this many traced messages: one batch
 /// of a destination's lane.
-const YIELD_AFTER_MESSAGES: usize = 64;
+pub(super) const YIELD_AFTER_MESSAGES: usize = 64;
 
 /// How one direction of a relay ended.
 #[derive(Debug)]

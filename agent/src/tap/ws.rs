@@ -564,6 +564,8 @@ where
         Direction::ClientToUpstream => r.bytes_in,
         Direction::UpstreamToClient => r.bytes_out,
     };
+    // Messages traced since this side last let other tasks run (see relay::pump).
+    let mut unyielded = 0;
     loop {
         let next = match r.idle {
             Some(idle) => match idle.read(src.next()).await {
@@ -597,6 +599,11 @@ where
                 bytes.add(len);
                 if let Some((conn, payload, read_at)) = traced {
                     conn.frame(r.tracer, dir, payload, read_at);
+                    unyielded += 1;
+                    if unyielded >= super::relay::YIELD_AFTER_MESSAGES {
+                        unyielded = 0;
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
             Message::Ping(p) => {
