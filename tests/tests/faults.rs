@@ -285,7 +285,10 @@ async fn healthy_then_faulty(what: &str, fault: impl AsyncFnOnce(FaultyCollector
     let before = every_message_accounted_for(&heptap, expected).await;
     // The lanes share the relay's thread; a streaming connection lets them run (every 64
     // traced messages), so a healthy collector loses nothing even to a 512-packet queue.
-    assert_eq!(before.dropped, 0, "{what}: healthy collector, nothing dropped: {before:?}");
+    assert_eq!(
+        before.dropped, 0,
+        "{what}: healthy collector, nothing dropped: {before:?}"
+    );
     col.discard();
 
     let broken = fault(col).await;

@@ -88,9 +88,12 @@ impl Baseline {
         col: &mut UdpCollector,
         up: Option<&ScriptedUpstream>,
     ) -> Self {
-        let first = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+        // Bound first, so its address is known even when heptap (upstream refusing or
+        // resetting) resets it before connect() has looked at the handshake.
+        let first = tokio::net::TcpSocket::new_v4().unwrap();
+        first.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let me = first.local_addr().unwrap();
-        drop(first);
+        drop(first.connect(heptap.listen_addrs()[0]).await);
         col.until(WAIT, |got| {
             got.iter()
                 .any(|p| p.src() == Some(me) && event_of(p) == "CLOSED")
