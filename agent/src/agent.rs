@@ -175,7 +175,7 @@ pub async fn start_with_source(
     });
     let mut bound = Vec::new();
     for spec in build::listener_specs(&config) {
-        bound.push(BoundListener::bind(spec, workers.len()).await?);
+        bound.push(BoundListener::bind(spec, workers.handles().len()).await?);
     }
     let listeners = bound
         .iter()

@@ -87,16 +87,6 @@ impl Workers {
         &self.handles
     }
 
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Stops the workers and waits for their threads to end.
     pub async fn stop(mut self) {
         self.stop.cancel();
@@ -123,7 +113,7 @@ mod tests {
     #[tokio::test]
     async fn each_worker_knows_its_index_and_stop_ends_the_threads() {
         let workers = Workers::start(3).unwrap();
-        assert_eq!(workers.len(), 3);
+        assert_eq!(workers.handles().len(), 3);
         for (i, h) in workers.handles().iter().enumerate() {
             assert_eq!(h.spawn(async { current() }).await.unwrap(), i);
         }

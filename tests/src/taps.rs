@@ -165,6 +165,15 @@ pub async fn read_once<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<usize
         .expect("closed within the timeout")
 }
 
+/// Waits (bounded) until heptap relays no connection: each ends on its worker, after the client
+/// has seen its end, and traces its CLOSED events before it counts as over.
+pub async fn connections_over(heptap: &Running) {
+    crate::collector::eventually("no connection active", WAIT, || {
+        stat(heptap, "active") == Some(0)
+    })
+    .await;
+}
+
 /// A listener statistic (`listener_0:<name>`).
 pub fn stat(heptap: &Running, name: &str) -> Option<u64> {
     heptap

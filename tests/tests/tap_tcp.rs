@@ -10,11 +10,11 @@ use heptap::agent::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{
-    EchoUpstream, Scratch, UdpCollector, WAIT, closed_port, correlation, event_of, eventually,
-    payload_json,
+    EchoUpstream, Scratch, UdpCollector, closed_port, correlation, event_of, payload_json,
 };
 use heptap_tests::taps::{
-    events, half_close, listener, read_once, relay_in_slices, roundtrip, run, stat,
+    connections_over, events, half_close, listener, read_once, relay_in_slices, roundtrip, run,
+    stat,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -213,10 +213,7 @@ async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     assert_eq!(&buf, b"ping");
     drop(client);
     // The switch is read at every event: let the first connection end (on its worker) first.
-    eventually("the first connection over", WAIT, || {
-        stat(&heptap, "active") == Some(0)
-    })
-    .await;
+    connections_over(&heptap).await;
     // The switch is the only difference: turn it on and the next connection is traced, which
     // also proves nothing from the first one was queued behind it.
     heptap

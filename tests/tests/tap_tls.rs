@@ -10,13 +10,11 @@ use std::sync::Arc;
 use heptap::agent::Stop;
 use heptap::tracer::NetProto;
 use heptap_hep::Packet;
-use heptap_tests::collector::{
-    EchoUpstream, UdpCollector, WAIT, correlation, event_of, eventually,
-};
+use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
-    config, events, half_close, listener, random_bytes, random_sizes, read_once, relay_in_slices,
-    roundtrip, run, run_tap, stat, tap_config, upstream_over,
+    config, connections_over, events, half_close, listener, random_bytes, random_sizes, read_once,
+    relay_in_slices, roundtrip, run, run_tap, stat, tap_config, upstream_over,
 };
 use heptap_tests::tls::{
     self, Behaviour, CA_SUBJECT, CLIENT_SUBJECT, HEPTAP_CLIENT_SUBJECT, KeyLines, Pki,
@@ -566,10 +564,7 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
     // Switched on again (and the route gone): the next connection's client leg is traced. The
     // switch is read at every event: let the second connection end (on its worker) first.
-    eventually("the second connection over", WAIT, || {
-        stat(&heptap, "active") == Some(0)
-    })
-    .await;
+    connections_over(&heptap).await;
     tls_switch.set(true);
     heptap.reload(cfg).unwrap();
     connection().await;

@@ -12,10 +12,11 @@ use futures_util::{SinkExt, StreamExt};
 use heptap::agent::Stop;
 use heptap::tracer::NetProto;
 use heptap_hep::Packet;
-use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of, eventually};
+use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
-    events, random_bytes, random_sizes, run, run_tap, stat, tap_config, upstream_over,
+    connections_over, events, random_bytes, random_sizes, run, run_tap, stat, tap_config,
+    upstream_over,
 };
 use heptap_tests::tls::{CA_SUBJECT, Pki, SERVER_SUBJECT, UPSTREAM_SUBJECT};
 use heptap_tests::ws::{Behaviour, WsUpstream, client, expected_reply, read_head, upgrade_request};
@@ -425,17 +426,12 @@ async fn ws_trace_on_false_and_a_dropping_filter_route_trace_nothing_while_relay
     };
     // The switch is read at every event, and heptap ends a connection on its own thread after
     // the client has seen the close: wait for each to be over before flipping the switch.
-    let over = || {
-        eventually("the connection over", WAIT, || {
-            stat(&heptap, "active") == Some(0)
-        })
-    };
     roundtrip().await;
-    over().await;
+    connections_over(&heptap).await;
     let switch = heptap.tracer().load().net(NetProto::Ws).on.clone();
     switch.set(false);
     roundtrip().await;
-    over().await;
+    connections_over(&heptap).await;
     // The route goes, the switch comes back on: only the third connection is traced.
     heptap
         .reload(tap_config("ws", up.addr, "", "", &col, &pki))

@@ -250,7 +250,8 @@ pub struct BoundListener {
 impl BoundListener {
     /// Loads the listener's TLS material and binds `sockets` (at least 1) listening sockets on
     /// its address (before privileges are dropped, before READY is reported). Bad TLS material
-    /// is an `InvalidInput` error naming the listener and the file.
+    /// is an `InvalidInput` error naming the listener and the file. Runs inside a runtime: tokio
+    /// registers a socket when it starts listening (it is taken out again for the workers).
     pub async fn bind(spec: ListenerSpec, sockets: usize) -> std::io::Result<Self> {
         let tap = Tap::new(spec)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;

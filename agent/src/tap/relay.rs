@@ -40,9 +40,31 @@ const BUF_SIZE: usize = 16 * 1024;
 /// TLS connection keeps per direction (an idle plain TCP one keeps none, see [`pump`]).
 const FIRST_BUF_SIZE: usize = 2 * 1024;
 
-/// A pump lets the other tasks of its worker run after this many traced messages: one batch
-/// of a destination's lane.
-pub(super) const YIELD_AFTER_MESSAGES: usize = 64;
+/// A relay direction lets the other tasks of its worker run after handing this many messages
+/// to tracing: one batch of a destination's lane.
+const YIELD_AFTER_MESSAGES: usize = 64;
+
+/// Gives the destinations' lanes, which share the worker's thread, their turn: one yield every
+/// [`YIELD_AFTER_MESSAGES`] messages a relay direction (a pump, a WS side) hands to tracing. A
+/// stream that is always readable would otherwise trace thousands of messages before the lanes
+/// run, and overflow their queues with a healthy collector. Called after the bytes are written
+/// on, so only the next read waits.
+#[derive(Debug, Default)]
+pub(super) struct LaneTurns {
+    /// Messages handed to tracing since the last yield.
+    since: usize,
+}
+
+impl LaneTurns {
+    /// Counts `messages` just handed to tracing; yields once enough have been.
+    pub(super) async fn after(&mut self, messages: usize) {
+        self.since += messages;
+        if self.since >= YIELD_AFTER_MESSAGES {
+            self.since = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+}
 
 /// How one direction of a relay ended.
 #[derive(Debug)]
@@ -163,8 +185,7 @@ where
 {
     let mut size = FIRST_BUF_SIZE;
     let mut buf: Vec<u8> = Vec::new();
-    // Messages traced since the pump last let other tasks run.
-    let mut unyielded = 0;
+    let mut turns = LaneTurns::default();
     loop {
         if buf.capacity() == 0 {
             if R::WAITS {
@@ -210,14 +231,7 @@ where
             return End::WriteError(e);
         }
         bytes.add(n as u64);
-        unyielded += obs.observe(&buf[..n], read_at);
-        if unyielded >= YIELD_AFTER_MESSAGES {
-            // The destinations' lanes run on this thread: a stream that is always readable
-            // would otherwise trace thousands of messages before they get a turn, and overflow
-            // their queues. The bytes are written on already; only the next read waits.
-            unyielded = 0;
-            tokio::task::yield_now().await;
-        }
+        turns.after(obs.observe(&buf[..n], read_at)).await;
         if n >= size {
             if size < BUF_SIZE {
                 size = BUF_SIZE;

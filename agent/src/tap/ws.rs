@@ -564,8 +564,7 @@ where
         Direction::ClientToUpstream => r.bytes_in,
         Direction::UpstreamToClient => r.bytes_out,
     };
-    // Messages traced since this side last let other tasks run (see relay::pump).
-    let mut unyielded = 0;
+    let mut turns = super::relay::LaneTurns::default();
     loop {
         let next = match r.idle {
             Some(idle) => match idle.read(src.next()).await {
@@ -599,11 +598,7 @@ where
                 bytes.add(len);
                 if let Some((conn, payload, read_at)) = traced {
                     conn.frame(r.tracer, dir, payload, read_at);
-                    unyielded += 1;
-                    if unyielded >= super::relay::YIELD_AFTER_MESSAGES {
-                        unyielded = 0;
-                        tokio::task::yield_now().await;
-                    }
+                    turns.after(1).await;
                 }
             }
             Message::Ping(p) => {
