@@ -32,6 +32,11 @@ impl UdpCollector {
             .await
             .expect("bind collector");
         let addr = sock.local_addr().expect("collector addr");
+        // heptap sends from its own worker threads, while this task runs only when the test's
+        // runtime gets to it: a burst (50 connections' events) must not outgrow the default
+        // receive buffer meanwhile, or datagrams are lost. The kernel caps it at rmem_max.
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(4 << 20))
+            .expect("collector receive buffer");
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];

@@ -17,7 +17,7 @@ use heptap_tests::collector::{
 };
 use heptap_tests::events::part;
 use heptap_tests::fault::{BlackHole, ScriptedUpstream, UpstreamScript, open_fds};
-use heptap_tests::taps::{config, listener, run, stat};
+use heptap_tests::taps::{config, connections_over, listener, run, stat};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -94,15 +94,31 @@ impl Baseline {
         first.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let me = first.local_addr().unwrap();
         drop(first.connect(heptap.listen_addrs()[0]).await);
-        col.until(WAIT, |got| {
-            got.iter()
-                .any(|p| p.src() == Some(me) && event_of(p) == "CLOSED")
+        let seen = col
+            .until(WAIT, |got| {
+                got.iter()
+                    .any(|p| p.src() == Some(me) && event_of(p) == "CLOSED")
+            })
+            .await
+            .len();
+        connections_over(heptap).await;
+        // Its upstream leg's CLOSED can still be on its way: once heptap has sent everything,
+        // take every packet, so none is left for the test's own connection to find.
+        let hep = |name: &str| {
+            heptap
+                .stats()
+                .snapshot()
+                .into_iter()
+                .find(|(g, n, _)| g == "hep_col" && n == name)
+                .map_or(0, |(_, _, v)| v)
+        };
+        eventually("the warm-up's packets sent", WAIT, || {
+            hep("queue_depth") == 0
         })
         .await;
-        eventually("the first connection over", WAIT, || {
-            stat(heptap, "active") == Some(0)
-        })
-        .await;
+        let sent = hep("sent");
+        col.until(WAIT, |more| (seen + more.len()) as u64 >= sent)
+            .await;
         if let Some(up) = up {
             up.release();
             eventually("the upstream's side over", WAIT, || up.live() == 0).await;
@@ -112,10 +128,7 @@ impl Baseline {
 
     /// Waits until no connection is active and the descriptors and tasks are back to this.
     async fn returns(self, heptap: &Running) {
-        eventually("no active connection", WAIT, || {
-            stat(heptap, "active") == Some(0)
-        })
-        .await;
+        connections_over(heptap).await;
         let deadline = std::time::Instant::now() + WAIT;
         while Baseline::now(heptap) != self {
             assert!(
@@ -228,7 +241,18 @@ async fn same_as_direct(
     drop(relayed);
     let events = closed_connections(&mut col, 1).await;
     let closed: Vec<&Packet> = events.iter().filter(|p| event_of(p) == "CLOSED").collect();
-    assert_eq!(closed.len(), 2, "both legs traced as closed: {events:#?}");
+    // An upstream that resets as it accepts can beat heptap's look at its connect: then the
+    // upstream leg is a failed connect, traced as CONNECTED FAILURE with no CLOSED of its own.
+    let legs = if script == UpstreamScript::ResetAtOnce && failed_connect(&events) {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        closed.len(),
+        legs,
+        "both legs traced as closed: {events:#?}"
+    );
     before.returns(&heptap).await;
     heptap.shutdown(Stop::Immediate).await;
     up.stop().await;
@@ -236,6 +260,13 @@ async fn same_as_direct(
 }
 
 /// The upstream leg's CLOSED event.
+/// Whether the upstream leg's connect was traced as failed.
+fn failed_connect(events: &[Packet]) -> bool {
+    events
+        .iter()
+        .any(|p| event_of(p) == "CONNECTED" && part(p, "Status") == "FAILURE")
+}
+
 fn upstream_closed(events: &[Packet]) -> &Packet {
     events
         .iter()
@@ -249,11 +280,14 @@ fn an_upstream_resetting_at_once_resets_the_client_as_it_would_directly() {
         let (got, events) =
             same_as_direct(UpstreamScript::ResetAtOnce, async |c| read_outcome(c).await).await;
         assert_eq!(got, Err(ErrorKind::ConnectionReset));
-        assert!(
-            part(upstream_closed(&events), "Message").starts_with("Read error: "),
-            "{:?}",
-            part(upstream_closed(&events), "Message")
-        );
+        // Reset before or after heptap looked at its connect (see same_as_direct).
+        if !failed_connect(&events) {
+            assert!(
+                part(upstream_closed(&events), "Message").starts_with("Read error: "),
+                "{:?}",
+                part(upstream_closed(&events), "Message")
+            );
+        }
     });
 }
 
