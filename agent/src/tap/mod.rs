@@ -299,6 +299,7 @@ impl BoundListener {
         let spec = self.spec;
         let stats = ListenerStats::new(&ctx.stats, &spec.name);
         let permits = Arc::new(Semaphore::new(spec.max_connections.max(1)));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(self.sockets.len()));
         tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %self.local, upstream = %spec.upstream, "Listening");
         for (index, (socket, worker)) in self.sockets.into_iter().zip(workers).enumerate() {
             let accept = Accept {
@@ -307,6 +308,7 @@ impl BoundListener {
                 ctx: ctx.clone(),
                 stats: stats.clone(),
                 permits: permits.clone(),
+                running: running.clone(),
                 bound: self.local,
                 tracker: tracker.clone(),
                 stop: stop.clone(),
@@ -351,6 +353,8 @@ struct Accept {
     stats: ListenerStats,
     /// The listener's connection limit, shared by its workers.
     permits: Arc<Semaphore>,
+    /// The listener's accept loops still running; the last to stop says so.
+    running: Arc<std::sync::atomic::AtomicUsize>,
     bound: SocketAddr,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -358,13 +362,24 @@ struct Accept {
 }
 
 impl Accept {
+    /// Accepts on `socket` until told to stop; the listener's last loop to stop logs it.
     async fn run(self, socket: std::net::TcpListener, index: usize) {
+        let running = self.running.clone();
+        let name = self.spec.name.clone();
+        self.accept_all(socket, index).await;
+        if running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            tracing::info!(listener = %name, "Stopped accepting");
+        }
+    }
+
+    async fn accept_all(self, socket: std::net::TcpListener, index: usize) {
         let Accept {
             spec,
             tap,
             ctx,
             stats,
             permits,
+            running: _,
             bound,
             tracker,
             stop,
@@ -379,7 +394,9 @@ impl Accept {
             }
         };
         loop {
+            // Biased: once told to stop, a connection that is ready too is not taken.
             let accepted = tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 a = listener.accept() => a,
             };
@@ -390,6 +407,7 @@ impl Accept {
                     // needs. At the limit this connection waits here untouched, as the next
                     // ones wait in the kernel's backlog.
                     let permit = tokio::select! {
+                        biased;
                         _ = stop.cancelled() => break,
                         p = permits.clone().acquire_owned() => match p {
                             Ok(p) => p,
@@ -427,9 +445,6 @@ impl Accept {
                     }
                 }
             }
-        }
-        if index == 0 {
-            tracing::info!(listener = %spec.name, "Stopped accepting");
         }
     }
 }
