@@ -2,7 +2,8 @@
 //!
 //! [`start`] takes a config and returns a [`Running`] agent with its bound addresses, so tests
 //! run the real thing in-process on port 0; [`serve`] is what `heptap serve` does around it
-//! (signals, the startup report). The MI reaches the same state through [`crate::control`].
+//! (signals, the startup report). The MI reaches the same state ([`Shared`]) through
+//! [`crate::control`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,10 +15,11 @@ use heptap_mi::{Mi, MiRunning};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::build::{self, BuildError, Built};
+use crate::build::{self, BuildError};
 use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
 use crate::logging::LogHandle;
+use crate::shared::{Shared, State};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
 use crate::tap::{BoundListener, TapContext};
@@ -37,98 +39,6 @@ pub enum StartError {
     /// The MI could not be set up (its FIFO, its HTTP listener, its settings).
     #[error("mi: {0}")]
     Mi(#[from] heptap_mi::MiError),
-}
-
-/// Checks everything `start` would build from `config`, without binding or spawning anything.
-pub fn check(config: &Config) -> Result<(), BuildError> {
-    build::check(config)?;
-    crate::control::mi_settings(config)
-        .and_then(|s| heptap_mi::Mi::new(s, Arc::new(crate::control::NullControl)).map(|_| ()))
-        .map_err(|e| BuildError(vec![format!("mi: {e}")]))
-}
-
-/// What the running agent and its MI share.
-#[derive(Debug)]
-pub struct Shared {
-    /// Where events go; the switches.
-    pub tracer: Arc<Tracer>,
-    /// Every counter.
-    pub stats: Stats,
-    /// Changes the log level at run time.
-    pub log: LogHandle,
-    /// When the agent started (MI `uptime`).
-    pub started: SystemTime,
-    /// Where a reload re-reads the config from; `None` re-applies the config in memory.
-    pub source: Option<Source>,
-    /// The config and what was built from it; taken at shutdown.
-    pub state: Mutex<State>,
-    /// The bound listeners, for MI `ps`: (name, proto, address).
-    pub listeners: Vec<(String, &'static str, SocketAddr)>,
-    /// The relay workers' runtimes: where a (re)build starts the destinations' lanes.
-    pub workers: Arc<[tokio::runtime::Handle]>,
-}
-
-/// The part a reload replaces.
-#[derive(Debug)]
-pub struct State {
-    /// The config in force.
-    pub config: Config,
-    /// Destinations' tasks; `None` once shut down.
-    pub built: Option<Built>,
-}
-
-impl Shared {
-    /// Swaps in `config` (already loaded and validated): destinations, trace ids, routes and the
-    /// switches' defaults. Relayed connections are not touched; listeners and the MI's own
-    /// settings are not re-bound (a change there needs a restart, and the log says so). On any
-    /// error the old config keeps running.
-    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(old) = state.built.as_mut() else {
-            return Err(BuildError(vec!["heptap is shutting down".to_owned()]));
-        };
-        let mut built = build::build(&config, &self.stats, Some(old), &self.workers)?;
-        built.adopt(old);
-        let listeners = |c: &Config| {
-            build::listener_specs(c)
-                .into_iter()
-                .map(|s| (s.proto, s.listen, s.upstream))
-                .collect::<Vec<_>>()
-        };
-        if listeners(&config) != listeners(&state.config) {
-            tracing::warn!(
-                "The [[listener]] sections changed; they take effect at the next restart"
-            );
-        }
-        if config.service.workers != state.config.service.workers {
-            tracing::warn!("service.workers changed; it takes effect at the next restart");
-        }
-        if format!("{:?}", config.mi) != format!("{:?}", state.config.mi) {
-            tracing::warn!("The [mi] section changed; it takes effect at the next restart");
-        }
-        self.tracer.publish(built.pipeline.clone());
-        if let Some(old) = state.built.replace(built) {
-            old.retire();
-        }
-        state.config = config;
-        Ok(())
-    }
-
-    /// Re-reads the config from its source (or re-applies the one in memory), validates it,
-    /// and swaps it in.
-    pub fn reload_from_source(&self) -> Result<(), Vec<String>> {
-        let config = match &self.source {
-            Some(src) => Config::load(src).map_err(|e| vec![e.to_string()])?,
-            None => self
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .config
-                .clone(),
-        };
-        check(&config).map_err(|e| e.0)?;
-        self.reload(config).map_err(|e| e.0)
-    }
 }
 
 /// A running agent.
@@ -181,7 +91,7 @@ pub async fn start_with_source(
         .iter()
         .map(|l| (l.spec.name.clone(), l.spec.proto.name(), l.local_addr()))
         .collect();
-    let mi_settings = crate::control::mi_settings(&config)?;
+    let mi_settings = crate::mi_settings::mi_settings(&config)?;
     let shared = Arc::new(Shared {
         tracer: tracer.clone(),
         stats: stats.clone(),

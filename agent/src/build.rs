@@ -215,7 +215,8 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
     Ok(routes)
 }
 
-/// Checks everything [`build`] would build, without spawning: routes, TLS material.
+/// Checks everything `start` would build, without binding or spawning: routes, TLS material,
+/// `[mi]`.
 pub fn check(config: &Config) -> Result<(), BuildError> {
     let mut errors = Vec::new();
     if let Err(e) = compile_routes(config) {
@@ -241,6 +242,9 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
         if let Err(e) = sender::check(&spec) {
             errors.push(format!("hep.ids.{}: {e}", spec.name));
         }
+    }
+    if let Err(e) = crate::mi_settings::check(config) {
+        errors.push(format!("mi: {e}"));
     }
     if errors.is_empty() {
         Ok(())

@@ -170,7 +170,7 @@ fn source(file: Option<PathBuf>) -> Source {
 /// check-config refuses exactly what serve would refuse.
 fn load(file: Option<PathBuf>) -> Result<Config, String> {
     let config = Config::load(&source(file)).map_err(|e| e.to_string())?;
-    crate::agent::check(&config).map_err(|e| e.to_string())?;
+    crate::build::check(&config).map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -265,13 +265,13 @@ fn fifo_paths(
     let mi = config.map(|c| &c.mi);
     let fifo = fifo
         .or_else(|| mi.and_then(|m| m.fifo_name.clone()))
-        .unwrap_or_else(crate::control::default_fifo);
+        .unwrap_or_else(crate::mi_settings::default_fifo);
     let reply_dir = reply_dir
         .or_else(|| mi.and_then(|m| m.reply_dir.clone()))
         .unwrap_or_else(|| {
             fifo.parent()
                 .map(std::path::Path::to_path_buf)
-                .unwrap_or_else(crate::control::private_run_dir)
+                .unwrap_or_else(crate::mi_settings::private_run_dir)
         });
     (fifo, reply_dir)
 }

@@ -12,7 +12,8 @@
 //! - [`tracer`]: the published pipeline snapshot and the run-time switches.
 //! - [`sender`]: one task per destination behind a bounded queue; UDP, TCP, TLS, stdout, file.
 //! - [`sip`]: SIP framing on streams and the header values a trace needs.
-//! - [`control`]: the MI's view of the agent (`heptap_mi::Control`) and `[mi]` settings.
+//! - [`control`]: the MI's view of the agent (`heptap_mi::Control`); `mi_settings`: `[mi]` as the
+//!   MI crate wants it; `shared`: what the agent and its MI share, and reload.
 //! - [`tls`]: TLS material shared by the taps and the senders (ring provider, PEM, roots).
 //! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
 //! - [`hep_dump`]: `heptap hep-dump`, a HEP receiver printing JSON lines.
@@ -30,8 +31,10 @@ pub mod control;
 mod dump_text;
 pub mod hep_dump;
 pub mod logging;
+mod mi_settings;
 pub mod sender;
 pub mod service;
+mod shared;
 pub mod signals;
 pub mod sip;
 pub mod stats;
