@@ -67,7 +67,7 @@ impl Shared {
         if config.service.workers != state.config.service.workers {
             tracing::warn!("service.workers changed; it takes effect at the next restart");
         }
-        if format!("{:?}", config.mi) != format!("{:?}", state.config.mi) {
+        if config.mi != state.config.mi {
             tracing::warn!("The [mi] section changed; it takes effect at the next restart");
         }
         self.tracer.publish(built.pipeline.clone());
