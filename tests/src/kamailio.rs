@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use heptap_testkit::{described, eventually_blocking};
+
 /// Set to use another `kamailio` binary than `/usr/sbin/kamailio` (or the one on PATH).
 pub const KAMAILIO_ENV: &str = "KAMAILIO";
 
@@ -149,22 +151,20 @@ impl Kamailio {
     pub fn wait_stored(&self, table: &str, key: &str, timeout: Duration) {
         let stored = format!("heptap-test: stored {table} {key}");
         let not_stored = format!("heptap-test: not stored {table} {key}");
-        let deadline = Instant::now() + timeout;
-        loop {
+        let what =
+            described(|| format!("Kamailio to store {key} in {table}\nlog:\n{}", self.log()));
+        eventually_blocking(what, timeout, || {
             let log = self.log();
             if log.lines().any(|line| line.ends_with(&stored)) {
-                return;
+                return true;
             }
+            // Kamailio saying it could not is a failure now, not after the timeout.
             assert!(
                 !log.lines().any(|line| line.ends_with(&not_stored)),
                 "Kamailio could not store {key} in {table}\nlog:\n{log}"
             );
-            assert!(
-                Instant::now() < deadline,
-                "Kamailio did not store {key} in {table} within {timeout:?}\nlog:\n{log}"
-            );
-            std::thread::sleep(POLL_EVERY);
-        }
+            false
+        });
     }
 }
 
