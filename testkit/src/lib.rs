@@ -26,12 +26,9 @@ pub async fn eventually(
     timeout: Duration,
     mut cond: impl FnMut() -> bool,
 ) {
-    let deadline = Instant::now() + timeout;
+    let wait = Wait::start(what, timeout);
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        wait.not_over();
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
@@ -43,13 +40,40 @@ pub fn eventually_blocking(
     timeout: Duration,
     mut cond: impl FnMut() -> bool,
 ) {
-    let deadline = Instant::now() + timeout;
+    let wait = Wait::start(what, timeout);
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        wait.not_over();
         std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// One bounded wait: what it waits for and until when; both flavours of [`eventually`] share it.
+struct Wait<W> {
+    /// For the panic message.
+    what: W,
+    /// How long the wait may take, for the panic message.
+    timeout: Duration,
+    /// When the wait fails.
+    deadline: Instant,
+}
+
+impl<W: fmt::Display> Wait<W> {
+    fn start(what: W, timeout: Duration) -> Self {
+        Wait {
+            what,
+            timeout,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Panics, saying what was awaited, once the deadline has passed.
+    fn not_over(&self) {
+        assert!(
+            Instant::now() < self.deadline,
+            "timed out after {:?} waiting for {}",
+            self.timeout,
+            self.what
+        );
     }
 }
 

@@ -27,7 +27,7 @@ pub const KAMAILIO_ENV: &str = "KAMAILIO";
 /// How long Kamailio gets to open its ports (it takes well under a second here).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How often a condition (port open, message stored) is checked while waiting for it.
+/// How often the port is tried, and the main process checked, while waiting for them.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// Attempts at starting on freshly picked ports: a port picked free can be taken by someone else
