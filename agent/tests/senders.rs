@@ -329,7 +329,7 @@ async fn udp_sends_one_datagram_per_packet_in_queue_order() {
     }
     assert_eq!(packets[0].payload.as_deref(), message(0).payload.as_deref(),);
 
-    eventually("sent == 3", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "sent == 3", || {
         sender.state().counters.sent == 3
     })
     .await;
@@ -369,7 +369,7 @@ async fn udp_burst_goes_out_in_batches_each_packet_its_own_whole_datagram_in_ord
         assert_eq!(seq(&packet), u32::try_from(i).unwrap());
         assert_eq!(packet.payload.as_deref(), messages[i].payload.as_deref());
     }
-    eventually("all counted as sent", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "all counted as sent", || {
         sender.state().counters.sent == u64::from(total)
     })
     .await;
@@ -400,7 +400,7 @@ async fn udp_packet_larger_than_max_udp_size_is_counted_as_oversize_and_never_se
     assert_eq!(seqs(&packets), [1, 3]);
     assert!(datagrams.iter().all(|d| d.len() <= 400));
 
-    eventually("all three handled", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "all three handled", || {
         let c = sender.state().counters;
         c.sent + c.dropped_oversize == 3
     })
@@ -439,7 +439,7 @@ async fn udp_destination_resumes_by_itself_when_the_collector_comes_back() {
     for i in 1..=20 {
         assert_eq!(sender.offer(&message(i)), Offer::Queued);
     }
-    eventually("the refusal noticed", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "the refusal noticed", || {
         sender.state().counters.send_errors >= 1
     })
     .await;
@@ -564,7 +564,7 @@ async fn tcp_collector_stopped_and_restarted_on_the_same_port_gets_what_the_queu
         seqs(&collector.recv(100).await),
         (0..100).collect::<Vec<_>>()
     );
-    eventually("connected", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "connected", || {
         sender.state().connected
     })
     .await;
@@ -574,7 +574,7 @@ async fn tcp_collector_stopped_and_restarted_on_the_same_port_gets_what_the_queu
     for i in 100..200 {
         assert_eq!(sender.offer(&message(i)), Offer::Queued);
     }
-    eventually("the loss noticed", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "the loss noticed", || {
         !sender.state().connected
     })
     .await;
@@ -595,7 +595,7 @@ async fn tcp_collector_stopped_and_restarted_on_the_same_port_gets_what_the_queu
     assert_eq!(seqs(&resumed), (100..200).collect::<Vec<_>>());
 
     // The counters follow the writes that the collector has just read.
-    eventually("sent == 200", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "sent == 200", || {
         sender.state().counters.sent == 200
     })
     .await;
@@ -652,8 +652,8 @@ async fn black_holed_tcp_collector_costs_producers_nothing_and_every_drop_is_cou
     assert_eq!(c.dropped_queue_full, dropped);
     // Once the writer is stuck, everything accepted is either in the kernel or still held.
     eventually(
-        "sent + queue_depth == enqueued",
         Duration::from_secs(5),
+        "sent + queue_depth == enqueued",
         || {
             let c = sender.state().counters;
             c.sent + c.queue_depth == c.enqueued
@@ -900,7 +900,7 @@ async fn tls_collector_signed_by_another_ca_is_refused_with_a_clear_log_line() {
     let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
     sender.offer(&message(1));
 
-    eventually("a failed handshake", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "a failed handshake", || {
         sender.state().counters.send_errors >= 1
     })
     .await;
@@ -942,7 +942,7 @@ async fn tls_collector_whose_certificate_names_another_host_is_refused() {
     );
     let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
     sender.offer(&message(1));
-    eventually("a failed handshake", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "a failed handshake", || {
         sender.state().counters.send_errors >= 1
     })
     .await;
@@ -1006,13 +1006,13 @@ async fn mutual_tls_presents_the_client_certificate_the_collector_demands() {
     let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
     sender.offer(&message(9));
     let errors = Arc::clone(&collector.handshake_errors);
-    eventually("the collector refusing", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "the collector refusing", || {
         !errors.lock().unwrap().is_empty()
     })
     .await;
     eventually(
-        "the refusal seen by the sender",
         Duration::from_secs(5),
+        "the refusal seen by the sender",
         || {
             sender
                 .state()
@@ -1205,7 +1205,7 @@ async fn each_worker_has_its_own_lane_and_connection_and_keeps_its_order() {
         workers.handles(),
     )
     .unwrap();
-    eventually("both lanes connected", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "both lanes connected", || {
         sender.state().connected
     })
     .await;
@@ -1313,7 +1313,7 @@ async fn sender_state_names_the_destination_for_the_mi() {
     let s = sender.state();
     assert_eq!((s.name.as_str(), s.transport), ("homer", "tcp"));
     assert_eq!(s.destination, collector.addr.to_string());
-    eventually("connected", Duration::from_secs(2), || {
+    eventually(Duration::from_secs(2), "connected", || {
         sender.state().connected
     })
     .await;

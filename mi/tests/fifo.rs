@@ -359,7 +359,7 @@ async fn a_deleted_fifo_is_recreated() {
     let h = Harness::start().await;
     std::fs::remove_file(&h.fifo).unwrap();
     h.running.as_ref().unwrap().recheck_fifo();
-    eventually("the FIFO re-created", DEADLINE, || h.fifo.exists()).await;
+    eventually(DEADLINE, "the FIFO re-created", || h.fifo.exists()).await;
     still_serving(&h).await;
 }
 

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 const POLL_EVERY: Duration = Duration::from_millis(5);
 
 /// Waits until `cond()` holds, checking it every few milliseconds; panics after `timeout`,
-/// saying it was waiting for `what`.
+/// saying it was waiting for `what`: `eventually(WAIT, "the queue empty", || ...)`.
 ///
 /// `what` is formatted only when the wait fails: pass a `&str`, or [`described`] to show the
 /// state at that moment.
 pub async fn eventually(
-    what: impl fmt::Display,
     timeout: Duration,
+    what: impl fmt::Display,
     mut cond: impl FnMut() -> bool,
 ) {
     let wait = Wait::start(what, timeout);
@@ -36,8 +36,8 @@ pub async fn eventually(
 /// [`eventually`] for a test without a runtime (one that drives a child process or blocking
 /// sockets): blocks the calling thread between checks.
 pub fn eventually_blocking(
-    what: impl fmt::Display,
     timeout: Duration,
+    what: impl fmt::Display,
     mut cond: impl FnMut() -> bool,
 ) {
     let wait = Wait::start(what, timeout);
@@ -128,7 +128,7 @@ mod tests {
     #[tokio::test]
     async fn returns_once_the_condition_holds() {
         let checks = Cell::new(0);
-        eventually("the third check", Duration::from_secs(5), || {
+        eventually(Duration::from_secs(5), "the third check", || {
             checks.set(checks.get() + 1);
             checks.get() == 3
         })
@@ -141,7 +141,7 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let set = flag.clone();
         tokio::spawn(async move { set.store(true, Ordering::Relaxed) });
-        eventually("the flag set", Duration::from_secs(5), || {
+        eventually(Duration::from_secs(5), "the flag set", || {
             flag.load(Ordering::Relaxed)
         })
         .await;
@@ -150,13 +150,13 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "waiting for the impossible")]
     async fn panics_with_the_description_after_the_timeout() {
-        eventually("the impossible", Duration::from_millis(20), || false).await;
+        eventually(Duration::from_millis(20), "the impossible", || false).await;
     }
 
     #[test]
     fn the_blocking_flavour_returns_once_the_condition_holds() {
         let mut checks = 0;
-        eventually_blocking("the second check", Duration::from_secs(5), || {
+        eventually_blocking(Duration::from_secs(5), "the second check", || {
             checks += 1;
             checks == 2
         });
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "waiting for the impossible")]
     fn the_blocking_flavour_panics_with_the_description_after_the_timeout() {
-        eventually_blocking("the impossible", Duration::from_millis(20), || false);
+        eventually_blocking(Duration::from_millis(20), "the impossible", || false);
     }
 
     #[test]
@@ -174,8 +174,8 @@ mod tests {
     fn a_described_wait_shows_the_state_when_it_fails() {
         let rows = Cell::new(0);
         eventually_blocking(
-            described(|| format!("{} rows; the log says: nothing", rows.get())),
             Duration::from_millis(20),
+            described(|| format!("{} rows; the log says: nothing", rows.get())),
             || {
                 rows.set(7);
                 false

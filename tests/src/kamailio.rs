@@ -153,7 +153,7 @@ impl Kamailio {
         let not_stored = format!("heptap-test: not stored {table} {key}");
         let what =
             described(|| format!("Kamailio to store {key} in {table}\nlog:\n{}", self.log()));
-        eventually_blocking(what, timeout, || {
+        eventually_blocking(timeout, what, || {
             let log = self.log();
             if log.lines().any(|line| line.ends_with(&stored)) {
                 return true;

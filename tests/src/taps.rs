@@ -168,7 +168,7 @@ pub async fn read_once<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<usize
 /// Waits (bounded) until heptap relays no connection: each ends on its worker, after the client
 /// has seen its end, and traces its CLOSED events before it counts as over.
 pub async fn connections_over(heptap: &Running) {
-    heptap_testkit::eventually("no connection active", WAIT, || {
+    heptap_testkit::eventually(WAIT, "no connection active", || {
         stat(heptap, "active") == Some(0)
     })
     .await;

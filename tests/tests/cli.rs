@@ -392,8 +392,8 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
         // runs, which on a busy machine can come after heptap is ready: wait for the names.
         let mut seen = worker_threads(child.id());
         eventually_blocking(
-            format!("{expected} named workers (workers = {workers:?} on {cores} cores)"),
             WAIT,
+            format!("{expected} named workers (workers = {workers:?} on {cores} cores)"),
             || {
                 seen = worker_threads(child.id());
                 seen.0 >= expected

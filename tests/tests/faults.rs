@@ -181,7 +181,7 @@ impl Fate {
 /// Waits until `expected` trace messages have been offered in all (the CLOSED events follow
 /// the client's EOF by a moment), then checks none more was and each was queued or counted.
 async fn every_message_accounted_for(heptap: &Running, expected: u64) -> Fate {
-    eventually("every trace message offered", WAIT, || {
+    eventually(WAIT, "every trace message offered", || {
         Fate::now(heptap).offered() >= expected
     })
     .await;
@@ -199,7 +199,7 @@ async fn every_message_accounted_for(heptap: &Running, expected: u64) -> Fate {
 /// What the queue held is delivered, then a new connection's events reach the collector:
 /// delivery works (again).
 async fn delivery_works(heptap: &Running, col: &mut FaultyCollector, what: &str) {
-    eventually("the queue delivered", Duration::from_secs(20), || {
+    eventually(Duration::from_secs(20), "the queue delivered", || {
         hep(heptap, "queue_depth") == 0 && hep(heptap, "connected") == 1
     })
     .await;

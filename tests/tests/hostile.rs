@@ -299,7 +299,7 @@ async fn a_hundred_silent_tls_clients_do_not_delay_a_real_one_and_all_time_out()
         let n = tokio::time::timeout(WAIT, s.read(&mut b)).await.unwrap();
         assert!(matches!(n, Ok(0) | Err(_)), "closed by heptap: {n:?}");
     }
-    eventually("100 handshake timeouts counted", WAIT, || {
+    eventually(WAIT, "100 handshake timeouts counted", || {
         stat(&heptap, "handshake_failed") == Some(100)
     })
     .await;
@@ -489,7 +489,7 @@ async fn silent_tcp_clients_holding_every_slot_keep_the_next_one_at_the_door_unt
     for _ in 0..5 {
         silent.push(TcpStream::connect(listen).await.unwrap());
     }
-    eventually("five relayed", WAIT, || stat(&heptap, "active") == Some(5)).await;
+    eventually(WAIT, "five relayed", || stat(&heptap, "active") == Some(5)).await;
     // The kernel accepts the sixth into the backlog; heptap takes it once a slot frees up.
     let t = Instant::now();
     let mut sixth = TcpStream::connect(listen).await.unwrap();

@@ -327,7 +327,7 @@ async fn round(
     }
     let churned = started.elapsed();
 
-    eventually("no active connection", Duration::from_secs(30), || {
+    eventually(Duration::from_secs(30), "no active connection", || {
         stat(heptap, "active") == Some(0)
     })
     .await;
@@ -337,7 +337,7 @@ async fn round(
             Gauges::now()
         )
     });
-    eventually(settled, Duration::from_secs(30), || {
+    eventually(Duration::from_secs(30), settled, || {
         open_fds() == baseline.fds
     })
     .await;
@@ -370,8 +370,8 @@ async fn load(concurrent: usize, churn: usize) {
     hang_up(&mut warm, "warm-up").await;
     drop(warm);
     eventually(
-        "the warm-up over and traced",
         Duration::from_secs(30),
+        "the warm-up over and traced",
         || stat(&heptap, "active") == Some(0) && sink.count.load(Ordering::Relaxed) >= NET_EVENTS,
     )
     .await;
@@ -400,14 +400,14 @@ async fn load(concurrent: usize, churn: usize) {
 
     let total = 1 + (rounds * (concurrent + churn)) as u64;
     eventually(
-        "every connection event offered",
         Duration::from_secs(30),
+        "every connection event offered",
         || hep(&heptap, "enqueued") + hep(&heptap, "dropped_queue_full") >= NET_EVENTS * total,
     )
     .await;
     eventually(
-        "the tasks of the load over",
         Duration::from_secs(30),
+        "the tasks of the load over",
         || alive() <= tasks_before,
     )
     .await;

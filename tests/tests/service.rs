@@ -226,7 +226,7 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
 /// logged that it stopped accepting; panics after [`WAIT`].
 fn until_refused(listen: SocketAddr) {
     let refused = format!("{listen} to refuse connections (heptap still accepts)");
-    eventually_blocking(refused, WAIT, || match TcpStream::connect(listen) {
+    eventually_blocking(WAIT, refused, || match TcpStream::connect(listen) {
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => true,
         // Queued in the backlog in the instant before the socket closes; heptap no longer
         // accepts, so closing the socket resets it.

@@ -121,7 +121,7 @@ async fn wait_stored(kamailio: &Kamailio, n: usize) {
             count(&log)
         )
     });
-    eventually(what, Duration::from_secs(20), || {
+    eventually(Duration::from_secs(20), what, || {
         count(&kamailio.log()) >= n
     })
     .await;

@@ -123,7 +123,7 @@ async fn switching_the_trace_id_off_mid_dialog_stops_sip_packets_and_the_relay_g
     assert!(ok.starts_with(b"SIP/2.0 200 OK"));
     // heptap relays a message before tracing it, on its own thread: wait until all seven
     // (INVITE, three replies, ACK, BYE, 200) are counted, which is after their tracing.
-    eventually("seven SIP messages counted", WAIT, || {
+    eventually(WAIT, "seven SIP messages counted", || {
         stat(&heptap, "sip_messages") == Some(7)
     })
     .await;

@@ -104,7 +104,7 @@ impl Baseline {
         // Its upstream leg's CLOSED can still be on its way: once heptap has sent everything,
         // take every packet, so none is left for the test's own connection to find.
         let hep = |name: &str| statistic(heptap, "hep_col", name).unwrap_or(0);
-        eventually("the warm-up's packets sent", WAIT, || {
+        eventually(WAIT, "the warm-up's packets sent", || {
             hep("queue_depth") == 0
         })
         .await;
@@ -113,7 +113,7 @@ impl Baseline {
             .await;
         if let Some(up) = up {
             up.release();
-            eventually("the upstream's side over", WAIT, || up.live() == 0).await;
+            eventually(WAIT, "the upstream's side over", || up.live() == 0).await;
         }
         Baseline::now(heptap)
     }
@@ -128,7 +128,7 @@ impl Baseline {
                 fd_targets()
             )
         });
-        eventually(back, WAIT, || Baseline::now(heptap) == self).await;
+        eventually(WAIT, back, || Baseline::now(heptap) == self).await;
     }
 }
 
