@@ -174,6 +174,13 @@ impl Running {
         &self.shared.tracer
     }
 
+    /// The agent's [`heptap_mi::Control`], the seam an operator's MI command goes through: the
+    /// same switches, statistics and reload the MI's own control reaches (only the log level
+    /// last set is this control's own).
+    pub fn control(&self) -> Arc<dyn heptap_mi::Control> {
+        Arc::new(AgentControl::new(self.shared.clone()))
+    }
+
     /// A copy of the config in force.
     pub fn config(&self) -> Config {
         self.shared

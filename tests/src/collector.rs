@@ -235,15 +235,6 @@ pub async fn closed_port() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-/// Waits until `cond()` holds, checking every few milliseconds; panics after `timeout`.
-pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A directory of the test's own under the system temp dir, removed on drop: for the MI FIFO
 /// and anything else a running heptap writes.
 #[derive(Debug)]

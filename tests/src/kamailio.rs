@@ -19,13 +19,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use heptap_testkit::{described, eventually_blocking};
+
 /// Set to use another `kamailio` binary than `/usr/sbin/kamailio` (or the one on PATH).
 pub const KAMAILIO_ENV: &str = "KAMAILIO";
 
 /// How long Kamailio gets to open its ports (it takes well under a second here).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How often a condition (port open, message stored) is checked while waiting for it.
+/// How often the port is tried, and the main process checked, while waiting for them.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// Attempts at starting on freshly picked ports: a port picked free can be taken by someone else
@@ -149,22 +151,20 @@ impl Kamailio {
     pub fn wait_stored(&self, table: &str, key: &str, timeout: Duration) {
         let stored = format!("heptap-test: stored {table} {key}");
         let not_stored = format!("heptap-test: not stored {table} {key}");
-        let deadline = Instant::now() + timeout;
-        loop {
+        let what =
+            described(|| format!("Kamailio to store {key} in {table}\nlog:\n{}", self.log()));
+        eventually_blocking(timeout, what, || {
             let log = self.log();
             if log.lines().any(|line| line.ends_with(&stored)) {
-                return;
+                return true;
             }
+            // Kamailio saying it could not is a failure now, not after the timeout.
             assert!(
                 !log.lines().any(|line| line.ends_with(&not_stored)),
                 "Kamailio could not store {key} in {table}\nlog:\n{log}"
             );
-            assert!(
-                Instant::now() < deadline,
-                "Kamailio did not store {key} in {table} within {timeout:?}\nlog:\n{log}"
-            );
-            std::thread::sleep(POLL_EVERY);
-        }
+            false
+        });
     }
 }
 

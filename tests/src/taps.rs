@@ -168,7 +168,7 @@ pub async fn read_once<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<usize
 /// Waits (bounded) until heptap relays no connection: each ends on its worker, after the client
 /// has seen its end, and traces its CLOSED events before it counts as over.
 pub async fn connections_over(heptap: &Running) {
-    crate::collector::eventually("no connection active", WAIT, || {
+    heptap_testkit::eventually(WAIT, "no connection active", || {
         stat(heptap, "active") == Some(0)
     })
     .await;
@@ -176,11 +176,16 @@ pub async fn connections_over(heptap: &Running) {
 
 /// A listener statistic (`listener_0:<name>`).
 pub fn stat(heptap: &Running, name: &str) -> Option<u64> {
+    statistic(heptap, "listener_0", name)
+}
+
+/// The statistic `<group>:<name>`, as `get_statistics` reports it; None when there is none.
+pub fn statistic(heptap: &Running, group: &str, name: &str) -> Option<u64> {
     heptap
         .stats()
         .snapshot()
         .into_iter()
-        .find(|(g, n, _)| g == "listener_0" && n == name)
+        .find(|(g, n, _)| g == group && n == name)
         .map(|(_, _, v)| v)
 }
 

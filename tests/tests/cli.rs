@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use heptap_hep::{Encoder, PayloadMode, TraceMessage, Version, proto_type};
+use heptap_testkit::eventually_blocking;
 use heptap_tests::heptap_bin;
 use heptap_tests::interop::HepDump;
 use serde_json::Value;
@@ -389,12 +390,15 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
         wait_ready(&line_channel(child.stderr.take().unwrap()));
         // The threads exist once the runtime is built, but each names itself when it first
         // runs, which on a busy machine can come after heptap is ready: wait for the names.
-        let deadline = std::time::Instant::now() + WAIT;
         let mut seen = worker_threads(child.id());
-        while seen.0 < expected && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-            seen = worker_threads(child.id());
-        }
+        eventually_blocking(
+            WAIT,
+            format!("{expected} named workers (workers = {workers:?} on {cores} cores)"),
+            || {
+                seen = worker_threads(child.id());
+                seen.0 >= expected
+            },
+        );
         assert_eq!(
             seen,
             (expected, 0),

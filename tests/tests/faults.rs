@@ -16,9 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use heptap::agent::{Running, Stop};
-use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, closed_port, eventually};
+use heptap_testkit::eventually;
+use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, closed_port};
 use heptap_tests::fault::{BlackHole, FaultyCollector, Figures, Mode, percentile};
-use heptap_tests::taps::{random_bytes, run};
+use heptap_tests::taps::{random_bytes, run, statistic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -152,13 +153,7 @@ fn hep_stats(heptap: &Running) -> Vec<(String, u64)> {
 }
 
 fn stat(heptap: &Running, group: &str, name: &str) -> u64 {
-    heptap
-        .stats()
-        .snapshot()
-        .into_iter()
-        .find(|(g, n, _)| g == group && n == name)
-        .map(|(_, _, v)| v)
-        .unwrap_or_else(|| panic!("no statistic {group}:{name}"))
+    statistic(heptap, group, name).unwrap_or_else(|| panic!("no statistic {group}:{name}"))
 }
 
 /// What became of the trace messages so far.
@@ -186,7 +181,7 @@ impl Fate {
 /// Waits until `expected` trace messages have been offered in all (the CLOSED events follow
 /// the client's EOF by a moment), then checks none more was and each was queued or counted.
 async fn every_message_accounted_for(heptap: &Running, expected: u64) -> Fate {
-    eventually("every trace message offered", WAIT, || {
+    eventually(WAIT, "every trace message offered", || {
         Fate::now(heptap).offered() >= expected
     })
     .await;
@@ -204,7 +199,7 @@ async fn every_message_accounted_for(heptap: &Running, expected: u64) -> Fate {
 /// What the queue held is delivered, then a new connection's events reach the collector:
 /// delivery works (again).
 async fn delivery_works(heptap: &Running, col: &mut FaultyCollector, what: &str) {
-    eventually("the queue delivered", Duration::from_secs(20), || {
+    eventually(Duration::from_secs(20), "the queue delivered", || {
         hep(heptap, "queue_depth") == 0 && hep(heptap, "connected") == 1
     })
     .await;
@@ -217,15 +212,9 @@ async fn delivery_works(heptap: &Running, col: &mut FaultyCollector, what: &str)
         .await;
     assert!(
         arrived.is_ok(),
-        "{what}: the collector is back but the probe's event did not arrive ({arrived:?} others did); hep_col: {:?}, state: {:?}",
+        "{what}: the collector is back but the probe's event did not arrive ({arrived:?} others did); hep_col: {:?}, hep_ids: {}",
         hep_stats(heptap),
-        heptap
-            .tracer()
-            .load()
-            .net(heptap::tracer::NetProto::Tcp)
-            .destination
-            .as_ref()
-            .map(|d| d.state())
+        heptap.control().hep_ids()
     );
     drop(probe);
     eprintln!("{what}: delivery resumed");

@@ -22,9 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use heptap::agent::{Running, Stop};
-use heptap_tests::collector::{Scratch, eventually};
+use heptap_testkit::{described, eventually};
+use heptap_tests::collector::Scratch;
 use heptap_tests::fault::{open_fds, status_kib};
-use heptap_tests::taps::{random_bytes, run, stat};
+use heptap_tests::taps::{random_bytes, run, stat, statistic};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -219,13 +220,7 @@ impl Gauges {
 }
 
 fn hep(heptap: &Running, name: &str) -> u64 {
-    heptap
-        .stats()
-        .snapshot()
-        .into_iter()
-        .find(|(g, n, _)| g == "hep_col" && n == name)
-        .map(|(_, _, v)| v)
-        .unwrap_or(0)
+    statistic(heptap, "hep_col", name).unwrap_or(0)
 }
 
 /// What one round of load showed.
@@ -332,21 +327,21 @@ async fn round(
     }
     let churned = started.elapsed();
 
-    eventually("no active connection", Duration::from_secs(30), || {
+    eventually(Duration::from_secs(30), "no active connection", || {
         stat(heptap, "active") == Some(0)
     })
     .await;
-    let settled = tokio::time::timeout(Duration::from_secs(30), async {
-        while open_fds() != baseline.fds {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let settled = described(|| {
+        format!(
+            "file descriptors back to the baseline: {baseline:?} -> {:?}",
+            Gauges::now()
+        )
+    });
+    eventually(Duration::from_secs(30), settled, || {
+        open_fds() == baseline.fds
     })
     .await;
     let after = Gauges::now();
-    assert!(
-        settled.is_ok(),
-        "file descriptors back to the baseline: {baseline:?} -> {after:?}"
-    );
     Round {
         opened,
         talked,
@@ -375,8 +370,8 @@ async fn load(concurrent: usize, churn: usize) {
     hang_up(&mut warm, "warm-up").await;
     drop(warm);
     eventually(
-        "the warm-up over and traced",
         Duration::from_secs(30),
+        "the warm-up over and traced",
         || stat(&heptap, "active") == Some(0) && sink.count.load(Ordering::Relaxed) >= NET_EVENTS,
     )
     .await;
@@ -405,14 +400,14 @@ async fn load(concurrent: usize, churn: usize) {
 
     let total = 1 + (rounds * (concurrent + churn)) as u64;
     eventually(
-        "every connection event offered",
         Duration::from_secs(30),
+        "every connection event offered",
         || hep(&heptap, "enqueued") + hep(&heptap, "dropped_queue_full") >= NET_EVENTS * total,
     )
     .await;
     eventually(
-        "the tasks of the load over",
         Duration::from_secs(30),
+        "the tasks of the load over",
         || alive() <= tasks_before,
     )
     .await;

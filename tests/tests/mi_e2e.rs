@@ -8,30 +8,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use heptap::agent::{Running, Stop, start, start_with_source};
 use heptap::logging::LogHandle;
 use heptap_config::{Config, Source};
 use heptap_hep::Packet;
+use heptap_testkit::opensips_cli;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of, payload_json};
 use heptap_tests::heptap_bin;
 use heptap_tests::sip::{SipUpstream, options, read_message};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn opensips_cli() -> PathBuf {
-    if let Some(p) = std::env::var_os("OPENSIPS_CLI") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("opensips-cli"))
-        .find(|p| p.is_file())
-        .expect("opensips-cli not found: run .ci/run, or `pip install opensipscli==0.4.1`, or set OPENSIPS_CLI")
-}
 
 fn toml(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch, extra: &str) -> String {
     format!(
@@ -108,6 +98,16 @@ fn is_sip(p: &Packet) -> bool {
     p.proto_type == Some(1)
 }
 
+/// Whether trace id `name` is on, read through the MI's Control (as `sip_trace` shows it).
+fn trace_id_on(h: &Running, name: &str) -> bool {
+    h.control()
+        .trace_ids()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no trace id {name}"))
+        .on
+}
+
 /// Sends an OPTIONS through heptap and waits for the 200.
 async fn ping(client: &mut TcpStream) {
     client.write_all(&options()).await.unwrap();
@@ -127,7 +127,7 @@ async fn opensips_cli_sip_trace_tid2_off_stops_sip_packets_and_on_restarts_them(
 
     let (code, out) = cli(&h, &dir, "fifo", &["mi", "sip_trace", "tid2", "off"]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(!h.tracer().load().trace_ids["tid2"].on.is_on());
+    assert!(!trace_id_on(&h, "tid2"));
     ping(&mut client).await;
     // Status over HTTP shows it off; then on again over HTTP.
     let (code, out) = cli(&h, &dir, "http", &["mi", "sip_trace"]).await;

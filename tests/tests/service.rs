@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use heptap_hep::{Packet, decode};
+use heptap_testkit::eventually_blocking;
 use heptap_tests::collector::{Scratch, event_of};
 use heptap_tests::heptap_bin;
 
@@ -224,21 +225,17 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
 /// Tries to connect until the listening socket is closed (connection refused), once heptap has
 /// logged that it stopped accepting; panics after [`WAIT`].
 fn until_refused(listen: SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match TcpStream::connect(listen) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
-            // Queued in the backlog in the instant before the socket closes; heptap no longer
-            // accepts, so closing the socket resets it.
-            Ok(s) => drop(s),
-            Err(e) => panic!("connect: {e}"),
+    let refused = format!("{listen} to refuse connections (heptap still accepts)");
+    eventually_blocking(WAIT, refused, || match TcpStream::connect(listen) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => true,
+        // Queued in the backlog in the instant before the socket closes; heptap no longer
+        // accepts, so closing the socket resets it.
+        Ok(s) => {
+            drop(s);
+            false
         }
-        assert!(
-            Instant::now() < deadline,
-            "heptap still accepts on {listen}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        Err(e) => panic!("connect: {e}"),
+    });
 }
 
 #[test]
@@ -480,14 +477,9 @@ fn free_privileged_port() -> SocketAddr {
 }
 
 #[test]
+#[ignore = "needs root (drops privileges to nobody); .ci/run runs it as root"]
 fn started_as_root_with_service_user_nobody_every_id_of_every_thread_is_nobodys() {
-    if !running_as_root() {
-        eprintln!(
-            "SKIPPED started_as_root_with_service_user_nobody_every_id_of_every_thread_is_nobodys: \
-             needs root to drop privileges (CI runs as root)"
-        );
-        return;
-    }
+    assert!(running_as_root(), "needs root to drop privileges");
     let (uid, gid) = (id_of("-u", "nobody"), id_of("-g", "nobody"));
     let scratch = Scratch::new();
     // An echo upstream, so the relay is seen working after the drop.

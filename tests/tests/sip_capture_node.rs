@@ -6,11 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use heptap::agent::{Stop, start};
 use heptap::logging::LogHandle;
 use heptap_config::Config;
+use heptap_testkit::{described, eventually};
 use heptap_tests::collector::Scratch;
 use heptap_tests::kamailio::Kamailio;
 use heptap_tests::sip::{CALL_ID, SipUpstream, client_messages, read_message};
@@ -112,17 +113,16 @@ sip_trace_id = "via_tcp"
 /// Waits (bounded) until Kamailio's log says it stored `n` messages of the dialog.
 async fn wait_stored(kamailio: &Kamailio, n: usize) {
     let stored = format!("heptap-test: stored sip_capture {CALL_ID}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let count = |log: &str| log.lines().filter(|l| l.ends_with(&stored)).count();
+    let what = described(|| {
         let log = kamailio.log();
-        let got = log.lines().filter(|l| l.ends_with(&stored)).count();
-        if got >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Kamailio stored {got} of {n} messages\nlog:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        format!(
+            "Kamailio to store {n} messages; it stored {}\nlog:\n{log}",
+            count(&log)
+        )
+    });
+    eventually(Duration::from_secs(20), what, || {
+        count(&kamailio.log()) >= n
+    })
+    .await;
 }

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use heptap::agent::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
-use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of, eventually};
+use heptap_testkit::eventually;
+use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::sip::{
     CALL_ID, SipUpstream, client_messages, is_sip, options, play_dialog, read_message, sip_packets,
     upstream_messages,
@@ -113,20 +114,21 @@ async fn switching_the_trace_id_off_mid_dialog_stops_sip_packets_and_the_relay_g
         read_message(&mut client).await.unwrap();
     }
     sip_packets(&mut col, 4).await;
-    let tid = heptap.tracer().load().trace_ids["tid"].on.clone();
-    tid.set(false);
+    // Switched as `sip_trace tid off` would, through the MI's Control.
+    let control = heptap.control();
+    control.set_trace_id_on("tid", false).unwrap();
     client.write_all(&ack).await.unwrap();
     client.write_all(&bye).await.unwrap();
     let ok = read_message(&mut client).await.expect("the relay goes on");
     assert!(ok.starts_with(b"SIP/2.0 200 OK"));
     // heptap relays a message before tracing it, on its own thread: wait until all seven
     // (INVITE, three replies, ACK, BYE, 200) are counted, which is after their tracing.
-    eventually("seven SIP messages counted", WAIT, || {
+    eventually(WAIT, "seven SIP messages counted", || {
         stat(&heptap, "sip_messages") == Some(7)
     })
     .await;
     // Back on: the next SIP packet is the OPTIONS, so nothing of ACK/BYE/200 was traced.
-    tid.set(true);
+    control.set_trace_id_on("tid", true).unwrap();
     client.write_all(&options()).await.unwrap();
     read_message(&mut client).await.unwrap();
     let got = col.until(WAIT, |g| g.iter().any(is_sip)).await;

@@ -217,11 +217,8 @@ async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     // The switch is the only difference: turn it on and the next connection is traced, which
     // also proves nothing from the first one was queued behind it.
     heptap
-        .tracer()
-        .load()
-        .net(heptap::tracer::NetProto::Tcp)
-        .on
-        .set(true);
+        .control()
+        .set_net_trace_on(heptap_mi::NetProto::Tcp, true);
     let _second = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let got = events(&mut col, 1).await;
     assert_eq!(event_of(&got[0]), "ACCEPTED");

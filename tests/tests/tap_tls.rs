@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use heptap::agent::Stop;
-use heptap::tracer::NetProto;
 use heptap_hep::Packet;
+use heptap_mi::NetProto;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
@@ -555,8 +555,8 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
         ["CONNECT_START", "CONNECTED", "CLOSED"]
     );
     // trace_on = false for TLS (the switch the MI turns): the same.
-    let tls_switch = heptap.tracer().load().net(NetProto::Tls).on.clone();
-    tls_switch.set(false);
+    let control = heptap.control();
+    control.set_net_trace_on(NetProto::Tls, false);
     let mut cfg = tap_config("tls", up.addr, "", "", &col, &pki);
     cfg.net.tls.trace_on = true;
     connection().await;
@@ -565,7 +565,7 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     // Switched on again (and the route gone): the next connection's client leg is traced. The
     // switch is read at every event: let the second connection end (on its worker) first.
     connections_over(&heptap).await;
-    tls_switch.set(true);
+    control.set_net_trace_on(NetProto::Tls, true);
     heptap.reload(cfg).unwrap();
     connection().await;
     let got = events(&mut col, 5).await;

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use heptap::agent::Stop;
-use heptap::tracer::NetProto;
 use heptap_hep::Packet;
+use heptap_mi::NetProto;
 use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{
@@ -428,15 +428,16 @@ async fn ws_trace_on_false_and_a_dropping_filter_route_trace_nothing_while_relay
     // the client has seen the close: wait for each to be over before flipping the switch.
     roundtrip().await;
     connections_over(&heptap).await;
-    let switch = heptap.tracer().load().net(NetProto::Ws).on.clone();
-    switch.set(false);
+    // Switched as `ws_trace off` would, through the MI's Control.
+    let control = heptap.control();
+    control.set_net_trace_on(NetProto::Ws, false);
     roundtrip().await;
     connections_over(&heptap).await;
     // The route goes, the switch comes back on: only the third connection is traced.
     heptap
         .reload(tap_config("ws", up.addr, "", "", &col, &pki))
         .unwrap();
-    switch.set(true);
+    control.set_net_trace_on(NetProto::Ws, true);
     let third = roundtrip().await;
     let got = events(&mut col, 1).await;
     assert_eq!(event_of(&got[0]), "ACCEPTED");

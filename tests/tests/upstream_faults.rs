@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use heptap::agent::{Running, Stop};
 use heptap_hep::Packet;
-use heptap_tests::collector::{
-    Scratch, UdpCollector, WAIT, closed_port, correlation, event_of, eventually,
-};
+use heptap_testkit::{described, eventually};
+use heptap_tests::collector::{Scratch, UdpCollector, WAIT, closed_port, correlation, event_of};
 use heptap_tests::events::part;
 use heptap_tests::fault::{BlackHole, ScriptedUpstream, UpstreamScript, open_fds};
-use heptap_tests::taps::{config, connections_over, listener, run, stat};
+use heptap_tests::taps::{config, connections_over, listener, run, stat, statistic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -104,15 +103,8 @@ impl Baseline {
         connections_over(heptap).await;
         // Its upstream leg's CLOSED can still be on its way: once heptap has sent everything,
         // take every packet, so none is left for the test's own connection to find.
-        let hep = |name: &str| {
-            heptap
-                .stats()
-                .snapshot()
-                .into_iter()
-                .find(|(g, n, _)| g == "hep_col" && n == name)
-                .map_or(0, |(_, _, v)| v)
-        };
-        eventually("the warm-up's packets sent", WAIT, || {
+        let hep = |name: &str| statistic(heptap, "hep_col", name).unwrap_or(0);
+        eventually(WAIT, "the warm-up's packets sent", || {
             hep("queue_depth") == 0
         })
         .await;
@@ -121,7 +113,7 @@ impl Baseline {
             .await;
         if let Some(up) = up {
             up.release();
-            eventually("the upstream's side over", WAIT, || up.live() == 0).await;
+            eventually(WAIT, "the upstream's side over", || up.live() == 0).await;
         }
         Baseline::now(heptap)
     }
@@ -129,16 +121,14 @@ impl Baseline {
     /// Waits until no connection is active and the descriptors and tasks are back to this.
     async fn returns(self, heptap: &Running) {
         connections_over(heptap).await;
-        let deadline = std::time::Instant::now() + WAIT;
-        while Baseline::now(heptap) != self {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not back to the baseline: {self:?} before, {:?} now; open: {:?}",
+        let back = described(|| {
+            format!(
+                "the baseline: {self:?} before, {:?} now; open: {:?}",
                 Baseline::now(heptap),
                 fd_targets()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            )
+        });
+        eventually(WAIT, back, || Baseline::now(heptap) == self).await;
     }
 }
 

@@ -326,15 +326,6 @@ pub fn status(response: &str) -> &str {
     response.lines().next().unwrap_or("")
 }
 
-/// Polls `cond` until it holds or the deadline passes (linkerd's assert_eventually!).
-pub async fn eventually(mut cond: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "condition not reached in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A trace message's payload parts as (key, value) string pairs.
 pub fn parts(m: &TraceMessage) -> Vec<(String, String)> {
     m.parts
