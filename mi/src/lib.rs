@@ -39,10 +39,9 @@ use tokio_util::sync::CancellationToken;
 pub use client::{
     ClientError, Reply, cli_params, fifo_call, fifo_call_text, http_call, parse_reply,
 };
-pub use commands::BwlistError;
+pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, NetProto, ProcessInfo, Statistic, TraceIdInfo,
-    UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
 };
 pub use jsonrpc::{Id, Params, Request, RpcError};
 pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};
@@ -52,9 +51,9 @@ pub use trace::{Backend, Origin};
 /// Why the MI cannot be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum MiError {
-    /// `trace_bwlist` is malformed or names an unknown command.
+    /// `trace_bwlist` names an unknown command.
     #[error(transparent)]
-    Bwlist(#[from] BwlistError),
+    Bwlist(#[from] UnknownBwlistCommand),
     /// `http_listen` is not a loopback address and `http_allow_remote` is off.
     #[error(
         "mi.http_listen {0} is not a loopback address; set mi.http_allow_remote = true to expose the MI"
@@ -156,10 +155,10 @@ impl Mi {
     /// Validates the settings (bwlist names, loopback rule, owner names, upstream URL).
     pub fn new(mut settings: MiSettings, control: Arc<dyn Control>) -> Result<Mi, MiError> {
         let upstream = settings.upstream.as_ref().map(upstream::Upstream::new);
-        let bwlist = settings
+        let traced = settings
             .trace_bwlist
-            .as_deref()
-            .map(|b| commands::Bwlist::parse(b, upstream.is_some()))
+            .as_ref()
+            .map(|list| commands::TracedCommands::resolve(list, upstream.is_some()))
             .transpose()?;
         if let Some(addr) = settings.http_listen
             && !addr.ip().is_loopback()
@@ -201,7 +200,7 @@ impl Mi {
             core: Arc::new(core::Core {
                 settings,
                 control,
-                bwlist,
+                traced,
                 started: SystemTime::now(),
                 upstream,
                 tracer: trace::MiTracer::new(),
