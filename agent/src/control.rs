@@ -5,15 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use heptap_config::{Config, Destination};
-use heptap_hep::TraceMessage;
+use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, MiSettings, NetProto as MiProto, ProcessInfo, Statistic,
-    TraceIdInfo, UnknownTraceId, UpstreamSettings, UpstreamTarget,
+    Control, DestinationInfo, LogLevel, MiSettings, ProcessInfo, Statistic, TraceIdInfo,
+    UnknownTraceId, UpstreamSettings, UpstreamTarget,
 };
 use serde_json::{Value, json};
 
 use crate::agent::Shared;
-use crate::tracer::NetProto;
 
 /// The private run directory used when `[mi]` names no FIFO or reply directory:
 /// `$XDG_RUNTIME_DIR/heptap`, else `/tmp/heptap-<uid>`.
@@ -93,20 +92,11 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
         http_listen: mi.http_listen,
         http_root: mi.http_root.clone(),
         http_allow_remote: mi.http_allow_remote,
-        trace_bwlist: mi.trace_bwlist.as_ref().map(|b| b.to_string()),
+        trace_bwlist: mi.trace_bwlist.clone(),
         pretty_printing: mi.pretty_printing,
         upstream,
         ..MiSettings::default()
     })
-}
-
-fn proto(p: MiProto) -> NetProto {
-    match p {
-        MiProto::Tcp => NetProto::Tcp,
-        MiProto::Tls => NetProto::Tls,
-        MiProto::Ws => NetProto::Ws,
-        MiProto::Wss => NetProto::Wss,
-    }
 }
 
 fn level_directive(level: LogLevel) -> &'static str {
@@ -223,12 +213,12 @@ impl Control for AgentControl {
         }
     }
 
-    fn net_trace_on(&self, p: MiProto) -> bool {
-        self.shared.tracer.load().net(proto(p)).on.is_on()
+    fn net_trace_on(&self, proto: NetProto) -> bool {
+        self.shared.tracer.load().net(proto).on.is_on()
     }
 
-    fn set_net_trace_on(&self, p: MiProto, on: bool) {
-        self.shared.tracer.load().net(proto(p)).on.set(on);
+    fn set_net_trace_on(&self, proto: NetProto, on: bool) {
+        self.shared.tracer.load().net(proto).on.set(on);
     }
 
     fn statistics(&self) -> Vec<Statistic> {
@@ -365,10 +355,10 @@ impl Control for NullControl {
     fn set_trace_id_on(&self, name: &str, _: bool) -> Result<(), UnknownTraceId> {
         Err(UnknownTraceId(name.to_owned()))
     }
-    fn net_trace_on(&self, _: MiProto) -> bool {
+    fn net_trace_on(&self, _: NetProto) -> bool {
         false
     }
-    fn set_net_trace_on(&self, _: MiProto, _: bool) {}
+    fn set_net_trace_on(&self, _: NetProto, _: bool) {}
     fn statistics(&self) -> Vec<Statistic> {
         Vec::new()
     }

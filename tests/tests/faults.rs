@@ -222,7 +222,7 @@ async fn delivery_works(heptap: &Running, col: &mut FaultyCollector, what: &str)
         heptap
             .tracer()
             .load()
-            .net(heptap::tracer::NetProto::Tcp)
+            .net(heptap_hep::NetProto::Tcp)
             .destination
             .as_ref()
             .map(|d| d.state())

@@ -219,7 +219,7 @@ async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     heptap
         .tracer()
         .load()
-        .net(heptap::tracer::NetProto::Tcp)
+        .net(heptap_hep::NetProto::Tcp)
         .on
         .set(true);
     let _second = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use heptap::agent::Stop;
-use heptap::tracer::NetProto;
+use heptap_hep::NetProto;
 use heptap_hep::Packet;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};

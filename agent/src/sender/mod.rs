@@ -23,64 +23,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use heptap_config::Destination;
 use heptap_hep::{Encoder, TraceMessage, Version};
 use tokio::sync::{mpsc, watch};
 
 use crate::stats::Stats;
 
 pub use queue::{DropReason, SenderCounters};
-
-/// How HEP packets travel to a capture node (OpenSIPS `hep_id ... transport=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// One datagram per packet; lossy by nature, the default of most capture nodes.
-    Udp,
-    /// One persistent connection carrying HEP3 frames back to back.
-    Tcp,
-    /// TCP wrapped in TLS (rustls), certificate verification on by default.
-    Tls,
-}
-
-impl Transport {
-    /// The name used in `hep_id` strings and in the MI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-/// TLS client settings of a destination; ignored unless the transport is [`Transport::Tls`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM file of the CA certificates that sign the collector's certificate; the system roots
-    /// when absent.
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain presented to the collector (mutual TLS); needs `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// Verify the collector's certificate. Only an explicit `tls_verify = false` turns this off,
-    /// and that is logged as a warning when the destination starts.
-    pub verify: bool,
-    /// Name sent as SNI and checked against the certificate; the destination's host when absent.
-    pub server_name: Option<String>,
-}
-
-impl Default for TlsSettings {
-    /// Verification on against the system roots, no client certificate, SNI from the host.
-    fn default() -> Self {
-        TlsSettings {
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            verify: true,
-            server_name: None,
-        }
-    }
-}
 
 /// Queue sizes and timings of a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,37 +72,22 @@ impl Default for Limits {
     }
 }
 
-/// Where a destination delivers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A HEP capture node (Homer, heplify-server, sipcapture).
-    Hep {
-        /// Host name or address literal; resolved on every connection attempt.
-        host: String,
-        /// Port of the capture node.
-        port: u16,
-        /// UDP, TCP or TLS.
-        transport: Transport,
-        /// Used only with [`Transport::Tls`].
-        tls: TlsSettings,
-    },
-    /// One `heptap hep-dump` JSON line per packet on standard output.
-    Stdout,
-    /// The same JSON lines appended to a file (OpenSIPS tracer `uri=file:`), created 0640.
-    File(PathBuf),
-}
-
-/// Everything needed to start one destination. Two equal specs describe the same destination,
-/// so a reload can keep its task (and its queue) running.
+/// Everything needed to start one destination: the config's destination (where, over what, with
+/// which TLS settings) and what the agent adds to it (how to encode, how much to queue). Two
+/// equal specs describe the same destination, so a reload can keep its task (and its queue and
+/// connection) running.
 #[derive(Clone, Debug)]
 pub struct DestinationSpec {
-    /// The `hep_id` name; names the statistics group `hep_<name>` and the log lines.
+    /// The destination name (`hep_id` name, `stdout`, `file:<path>`); names the statistics group
+    /// `hep_<name>` and the log lines.
     pub name: String,
-    /// Where the packets go.
-    pub target: Target,
-    /// Version, payload mode, capture id, auth key and node name of this destination.
+    /// Where the packets go: a HEP collector (host, port, transport, TLS), stdout or a file.
+    pub destination: Destination,
+    /// Version, payload mode, capture id, auth key and node name of this destination; its
+    /// version is the one sent (the agent builds it from the `hep_id`'s).
     pub encoder: Encoder,
-    /// Queue sizes and timings.
+    /// Queue sizes and timings (the agent takes them from `[hep]` and the `hep_id`'s
+    /// overrides).
     pub limits: Limits,
 }
 
@@ -161,7 +95,7 @@ impl PartialEq for DestinationSpec {
     fn eq(&self, other: &Self) -> bool {
         let (a, b) = (&self.encoder, &other.encoder);
         self.name == other.name
-            && self.target == other.target
+            && self.destination == other.destination
             && self.limits == other.limits
             && a.version == b.version
             && a.mode == b.mode
@@ -232,7 +166,7 @@ pub enum SenderError {
         /// The destination.
         name: String,
         /// The configured version.
-        version: u8,
+        version: Version,
     },
     /// The `file:` destination cannot be created or opened.
     #[error("hep_id {name}: cannot open {}: {source}", path.display())]
@@ -415,7 +349,7 @@ impl FanOut {
 /// validating a reload before applying it.
 pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
     validate_limits(&spec.name, &spec.limits)?;
-    link::Endpoint::check(&spec.name, &spec.target, &spec.encoder)
+    link::Endpoint::check(&spec.name, &spec.destination, &spec.encoder)
 }
 
 /// Starts the destination's task on the current runtime and returns the producers' handle and
@@ -441,14 +375,14 @@ pub fn spawn_on(
 ) -> Result<(Sender, SenderTask), SenderError> {
     let name = spec.name.clone();
     validate_limits(&name, &spec.limits)?;
-    let lanes = match spec.target {
-        Target::Hep { .. } => workers.len(),
-        Target::Stdout | Target::File(_) => 1,
+    let lanes = match spec.destination {
+        Destination::Hep(_) => workers.len(),
+        Destination::Stdout | Destination::File(_) => 1,
     };
     if lanes == 0 {
         return Err(SenderError::NoRuntime { name });
     }
-    let endpoint = link::Endpoint::prepare(&name, &spec.target, &spec.encoder)?;
+    let endpoint = link::Endpoint::prepare(&name, &spec.destination, &spec.encoder)?;
     let shared = Arc::new(queue::Shared::new(
         name,
         endpoint.destination(),
