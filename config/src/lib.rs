@@ -25,11 +25,12 @@ pub use error::{ConfigError, ConfigErrors, Origin};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepTls, Listener,
-    ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, STDOUT, Service,
-    SipPayload, TraceId, Tracer, UpstreamTls,
+    ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service, SipPayload,
+    TraceId, Tracer, UpstreamTls,
 };
 pub use opensips::{
-    DEFAULT_HEP_PORT, HepIdError, HepIdString, TraceIdEntry, TraceIdError, TraceUri, Transport,
+    DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,
+    Transport,
 };
 pub use resolve::{RouteRef, RouteText};
 pub use units::HostPort;

@@ -11,12 +11,8 @@ use heptap_hep::{NetProto, Version};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::opensips::{HepIdError, HepIdString, TraceIdEntry, TraceUri, Transport};
+use crate::opensips::{HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceUri, Transport};
 use crate::units::{self, HostPort};
-
-/// The name of the built-in local destination that prints hep-dump JSON lines on stdout. It
-/// always exists and cannot be redefined as a HEP collector.
-pub const STDOUT: &str = "stdout";
 
 /// The whole heptap configuration.
 /// `Config::default()` holds the serde defaults: what an empty config file yields.

@@ -16,6 +16,10 @@ use heptap_hep::Version;
 
 use crate::units::{serde_via_str, split_host_port};
 
+/// The name of the built-in local destination that prints hep-dump JSON lines on stdout (also
+/// `uri=stdout`). It always exists and cannot be redefined as a HEP collector.
+pub const STDOUT: &str = "stdout";
+
 /// The default HEP port (proto_hep `hep_port`).
 pub const DEFAULT_HEP_PORT: u16 = 9060;
 
@@ -243,7 +247,7 @@ impl TraceUri {
     pub fn destination_name(&self) -> String {
         match self {
             TraceUri::Hep(name) => name.clone(),
-            TraceUri::Stdout => crate::STDOUT.to_owned(),
+            TraceUri::Stdout => STDOUT.to_owned(),
             TraceUri::File(path) => format!("file:{}", path.display()),
         }
     }
@@ -253,7 +257,7 @@ impl fmt::Display for TraceUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TraceUri::Hep(name) => write!(f, "hep:{name}"),
-            TraceUri::Stdout => f.write_str("stdout"),
+            TraceUri::Stdout => f.write_str(STDOUT),
             TraceUri::File(path) => write!(f, "file:{}", path.display()),
         }
     }
@@ -348,7 +352,7 @@ impl FromStr for TraceIdEntry {
 }
 
 fn parse_trace_uri(value: &str) -> Result<TraceUri, TraceIdError> {
-    if value == "stdout" {
+    if value == STDOUT {
         return Ok(TraceUri::Stdout);
     }
     if let Some(name) = value.strip_prefix("hep:") {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use crate::error::ConfigErrors;
 use heptap_hep::NetProto;
 
-use crate::model::{Config, Destination, HepIdEntry, STDOUT, TraceId};
+use crate::model::{Config, Destination, HepIdEntry, TraceId};
+use crate::opensips::STDOUT;
 
 /// A route name the config refers to, with the key that refers to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::error::ConfigErrors;
 use heptap_hep::NetProto;
 
-use crate::model::{ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetTracing, STDOUT};
-use crate::opensips::{HepIdError, TraceUri, Transport};
+use crate::model::{ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetTracing};
+use crate::opensips::{HepIdError, STDOUT, TraceUri, Transport};
 
 /// The smallest `max_udp_size` accepted: below it even a short SIP message cannot be sent.
 const MIN_UDP_SIZE: usize = 512;

@@ -13,14 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use heptap_config::{Destination, HepId, Transport};
-use heptap_hep::Encoder;
+use heptap_hep::{Encoder, Version};
 use nix::sys::socket::MsgFlags;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-use super::{SenderError, needs_datagrams, tls};
+use super::error::SenderError;
+use super::tls;
+
+/// HEPv1/v2 have no length field, so only a datagram can delimit them.
+fn needs_datagrams(version: Version) -> bool {
+    version != Version::V3
+}
 
 /// How a destination cuts its output into units that are sent or lost whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

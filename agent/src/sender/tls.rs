@@ -13,7 +13,7 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::tls::{AcceptAnyServerCertificate, provider};
 
-use super::SenderError;
+use super::error::SenderError;
 
 /// Builds the client configuration and the SNI name of destination `name` at `host`.
 pub(crate) fn client_config(
