@@ -99,16 +99,6 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
     })
 }
 
-fn level_directive(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Error => "error",
-        LogLevel::Warn => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-        LogLevel::Trace => "trace",
-    }
-}
-
 /// The MI's view of the running agent.
 #[derive(Debug)]
 pub struct AgentControl {
@@ -294,7 +284,7 @@ impl Control for AgentControl {
     fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
         self.shared
             .log
-            .set(level_directive(level))
+            .set(level.name())
             .map_err(|e| e.to_string())?;
         *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
         Ok(())
