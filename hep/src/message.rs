@@ -25,7 +25,7 @@ impl Version {
     }
 
     /// The version of number `n` (1, 2 or 3). `i128` holds every integer a config can give.
-    pub fn from_number(n: impl Into<i128>) -> Result<Self, UnknownVersion> {
+    fn from_number(n: impl Into<i128>) -> Result<Self, UnknownVersion> {
         match n.into() {
             1 => Ok(Version::V1),
             2 => Ok(Version::V2),
@@ -183,5 +183,27 @@ impl TraceMessage {
     pub fn payload(mut self, payload: impl Into<Bytes>) -> Self {
         self.payload = Some(payload.into());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_reads_back_from_its_number_and_nothing_else_does() {
+        for version in [Version::V1, Version::V2, Version::V3] {
+            assert_eq!(version.to_string().parse(), Ok(version));
+        }
+        assert_eq!(" 3 ".parse(), Ok(Version::V3));
+        assert_eq!(
+            "4".parse::<Version>().unwrap_err().to_string(),
+            "unknown HEP version 4, expected 1, 2 or 3"
+        );
+        assert_eq!(
+            "three".parse::<Version>().unwrap_err().to_string(),
+            "unknown HEP version 'three', expected 1, 2 or 3"
+        );
+        assert_eq!(Version::from_number(-1), Err(UnknownVersion::Number(-1)));
     }
 }
