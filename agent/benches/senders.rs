@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use heptap::sender::{self, DestinationSpec, Limits, Offer, Target, TlsSettings, Transport};
+use heptap::sender::{self, DestinationSpec, Limits, Offer};
 use heptap::stats::Stats;
+use heptap_config::{Destination, HepId, Transport};
 use heptap_hep::{Encoder, TraceMessage};
 
 /// Packets per UDP round and per TCP round.
@@ -88,14 +89,12 @@ fn tcp_sink() -> SocketAddr {
 }
 
 fn spec(addr: SocketAddr, transport: Transport, packets: usize) -> DestinationSpec {
+    let id: HepId = format!("[bench_{transport}] {addr}; transport={transport}")
+        .parse()
+        .unwrap();
     DestinationSpec {
-        name: format!("bench_{}", transport.as_str()),
-        target: Target::Hep {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            transport,
-            tls: TlsSettings::default(),
-        },
+        name: id.name.clone(),
+        destination: Destination::Hep(id),
         encoder: Encoder::default(),
         limits: Limits {
             // Room for the whole run: the figure is throughput, not drop behaviour.

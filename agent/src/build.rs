@@ -8,19 +8,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use heptap_config::{Config, Destination, Proto};
 use std::sync::Arc;
 
-use heptap_filters::{AddressGroups, ListKind, NameList, Routes};
-use heptap_hep::{Encoder, PayloadMode, Version};
+use heptap_config::{Config, Destination};
+use heptap_filters::{AddressGroups, Routes};
+use heptap_hep::{Encoder, NetProto, PayloadMode, Version};
 
-use crate::sender::{
-    self, DestinationSpec, FanOut, Limits, Sender, SenderTask, Target, TlsSettings,
-};
+use crate::sender::{self, DestinationSpec, FanOut, Limits, Sender, SenderTask};
 use crate::stats::Stats;
 use crate::tap::ListenerSpec;
 use crate::tap::sip::SipSettings;
-use crate::tracer::{NetProto, NetTrace, Pipeline, Switch, TraceId};
+use crate::tracer::{NetTrace, Pipeline, Switch, TraceId};
 
 /// Something in the config that cannot be built; every problem is listed.
 #[derive(Debug, thiserror::Error)]
@@ -91,24 +89,6 @@ pub fn empty_pipeline() -> Pipeline {
     }
 }
 
-fn net_proto(p: Proto) -> NetProto {
-    match p {
-        Proto::Tcp => NetProto::Tcp,
-        Proto::Tls => NetProto::Tls,
-        Proto::Ws => NetProto::Ws,
-        Proto::Wss => NetProto::Wss,
-    }
-}
-
-fn config_proto(p: NetProto) -> Proto {
-    match p {
-        NetProto::Tcp => Proto::Tcp,
-        NetProto::Tls => Proto::Tls,
-        NetProto::Ws => Proto::Ws,
-        NetProto::Wss => Proto::Wss,
-    }
-}
-
 /// The encoder of every destination: `[hep]` settings, the destination's version.
 fn encoder(config: &Config, version: Version) -> Encoder {
     let mut e = Encoder::new(version);
@@ -142,47 +122,23 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
     config
         .destinations()
         .into_iter()
-        .map(|(name, dest)| match dest {
-            Destination::Hep(id) => DestinationSpec {
-                name,
-                target: Target::Hep {
-                    host: id.host.clone(),
-                    port: id.port,
-                    transport: match id.transport {
-                        heptap_config::Transport::Udp => sender::Transport::Udp,
-                        heptap_config::Transport::Tcp => sender::Transport::Tcp,
-                        heptap_config::Transport::Tls => sender::Transport::Tls,
-                    },
-                    tls: TlsSettings {
-                        ca_file: id.tls.ca_file.clone(),
-                        cert_file: id.tls.cert_file.clone(),
-                        key_file: id.tls.key_file.clone(),
-                        verify: id.tls.tls_verify,
-                        server_name: id.tls.server_name.clone(),
-                    },
-                },
-                encoder: encoder(
-                    config,
-                    match id.version.number() {
-                        1 => Version::V1,
-                        2 => Version::V2,
-                        _ => Version::V3,
-                    },
+        .map(|(name, destination)| {
+            let (version, limits) = match &destination {
+                Destination::Hep(id) => (
+                    id.version,
+                    limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
                 ),
-                limits: limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
-            },
-            Destination::Stdout => DestinationSpec {
+                Destination::Stdout | Destination::File(_) => (
+                    Version::V3,
+                    limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
+                ),
+            };
+            DestinationSpec {
                 name,
-                target: Target::Stdout,
-                encoder: encoder(config, Version::V3),
-                limits: limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
-            },
-            Destination::File(path) => DestinationSpec {
-                name,
-                target: Target::File(path),
-                encoder: encoder(config, Version::V3),
-                limits: limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
-            },
+                destination,
+                encoder: encoder(config, version),
+                limits,
+            }
         })
         .collect()
 }
@@ -221,17 +177,6 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
     let mut errors = Vec::new();
     if let Err(e) = compile_routes(config) {
         errors.extend(e.0);
-    }
-    for (i, l) in config.listener.iter().enumerate() {
-        if let Some(b) = &l.sip_methods {
-            let kind = match b.kind {
-                heptap_config::BwlistKind::White => ListKind::White,
-                heptap_config::BwlistKind::Black => ListKind::Black,
-            };
-            if let Err(e) = NameList::sip_methods(kind, b.names.clone()) {
-                errors.push(format!("listener[{i}].sip_methods: {e}"));
-            }
-        }
     }
     for (i, spec) in listener_specs(config).iter().enumerate() {
         if let Err(e) = crate::tap::check(spec) {
@@ -290,7 +235,7 @@ pub fn build(
     }
     let old = previous.map(|p| &p.pipeline);
     let net = NetProto::ALL.map(|p| {
-        let c = config.net.get(config_proto(p));
+        let c = config.net.get(p);
         NetTrace {
             on: carry(old.map(|o| &o.net(p).on), c.trace_on),
             destination: c
@@ -355,13 +300,13 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
         .enumerate()
         .map(|(i, l)| ListenerSpec {
             name: l.name.clone().unwrap_or_else(|| i.to_string()),
-            proto: net_proto(l.proto),
+            proto: l.proto,
             listen: l.listen,
             upstream: l.upstream.to_string(),
             max_connections: l.max_connections,
             connect_timeout: l.connect_timeout,
             idle_timeout: l.idle_timeout,
-            upstream_proto: net_proto(l.upstream_proto()),
+            upstream_proto: l.upstream_proto(),
             upstream_host: l.upstream.host.clone(),
             tls: l.tls.clone(),
             // A TLS upstream without `upstream_tls` verifies against the system roots.
@@ -374,19 +319,59 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
             sip: l.sip_trace_id.as_ref().map(|tid| {
                 Arc::new(SipSettings {
                     trace_id: tid.clone(),
-                    methods: l.sip_methods.as_ref().and_then(|b| {
-                        NameList::sip_methods(
-                            match b.kind {
-                                heptap_config::BwlistKind::White => ListKind::White,
-                                heptap_config::BwlistKind::Black => ListKind::Black,
-                            },
-                            b.names.clone(),
-                        )
-                        .ok()
-                    }),
+                    // SIP methods compare ignoring case; `validate()` checked they are tokens.
+                    methods: l
+                        .sip_methods
+                        .clone()
+                        .map(heptap_filters::Bwlist::ignoring_case),
                     json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
                 })
             }),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(moved_port: u16, homer5_on: bool) -> Config {
+        Config::from_toml_str(&format!(
+            "[hep]\nhomer5_on = {homer5_on}\n[hep.ids]\nsame = \"[same] 127.0.0.1:9; \
+             transport=udp\"\nmoved = \"[moved] 127.0.0.1:{moved_port}; transport=udp\"\n"
+        ))
+        .unwrap()
+    }
+
+    /// Whether `name` is new in `built` (its own task) rather than carried over (no task:
+    /// the running one stays with the old set until `adopt`).
+    fn respawned(built: &Built, name: &str) -> bool {
+        built.tasks[name].1.is_some()
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_task_of_a_destination_whose_spec_is_unchanged() {
+        let stats = Stats::new();
+        let workers = [tokio::runtime::Handle::current()];
+        let mut first = build(&config(10, false), &stats, None, &workers).unwrap();
+        assert!(respawned(&first, "same") && respawned(&first, "moved"));
+
+        // The hep_id of one destination changed: only that one is started again.
+        let mut second = build(&config(11, false), &stats, Some(&first), &workers).unwrap();
+        assert!(!respawned(&second, "same") && !respawned(&second, "stdout"));
+        assert!(respawned(&second, "moved"));
+        second.adopt(&mut first);
+        assert!(respawned(&second, "same"), "adopted from the old set");
+        first.retire();
+
+        // What the agent adds changed (the encoder's payload mode): every one is replaced.
+        let third = build(&config(11, true), &stats, Some(&second), &workers).unwrap();
+        assert!(
+            ["same", "moved", "stdout"]
+                .iter()
+                .all(|n| respawned(&third, n))
+        );
+        second.retire();
+        third.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -4,34 +4,13 @@
 use std::sync::{Arc, Mutex};
 
 use heptap_config::{Config, Destination};
-use heptap_hep::TraceMessage;
+use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, NetProto as MiProto, ProcessInfo, Statistic, TraceIdInfo,
-    UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
 };
 use serde_json::{Value, json};
 
 use crate::shared::Shared;
-use crate::tracer::NetProto;
-
-fn proto(p: MiProto) -> NetProto {
-    match p {
-        MiProto::Tcp => NetProto::Tcp,
-        MiProto::Tls => NetProto::Tls,
-        MiProto::Ws => NetProto::Ws,
-        MiProto::Wss => NetProto::Wss,
-    }
-}
-
-fn level_directive(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Error => "error",
-        LogLevel::Warn => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-        LogLevel::Trace => "trace",
-    }
-}
 
 /// The MI's view of the running agent.
 #[derive(Debug)]
@@ -137,12 +116,12 @@ impl Control for AgentControl {
         }
     }
 
-    fn net_trace_on(&self, p: MiProto) -> bool {
-        self.shared.tracer.load().net(proto(p)).on.is_on()
+    fn net_trace_on(&self, proto: NetProto) -> bool {
+        self.shared.tracer.load().net(proto).on.is_on()
     }
 
-    fn set_net_trace_on(&self, p: MiProto, on: bool) {
-        self.shared.tracer.load().net(proto(p)).on.set(on);
+    fn set_net_trace_on(&self, proto: NetProto, on: bool) {
+        self.shared.tracer.load().net(proto).on.set(on);
     }
 
     fn statistics(&self) -> Vec<Statistic> {
@@ -218,7 +197,7 @@ impl Control for AgentControl {
     fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
         self.shared
             .log
-            .set(level_directive(level))
+            .set(level.name())
             .map_err(|e| e.to_string())?;
         *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
         Ok(())

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use heptap_config::Config;
-use heptap_hep::TraceMessage;
+use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, LogLevel, MiSettings, NetProto as MiProto, ProcessInfo, Statistic, TraceIdInfo,
-    UnknownTraceId, UpstreamSettings, UpstreamTarget,
+    Control, LogLevel, MiSettings, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
+    UpstreamSettings, UpstreamTarget,
 };
 use serde_json::Value;
 
@@ -90,7 +90,7 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
         http_listen: mi.http_listen,
         http_root: mi.http_root.clone(),
         http_allow_remote: mi.http_allow_remote,
-        trace_bwlist: mi.trace_bwlist.as_ref().map(|b| b.to_string()),
+        trace_bwlist: mi.trace_bwlist.clone(),
         pretty_printing: mi.pretty_printing,
         upstream,
         ..MiSettings::default()
@@ -118,10 +118,10 @@ impl Control for NullControl {
     fn set_trace_id_on(&self, name: &str, _: bool) -> Result<(), UnknownTraceId> {
         Err(UnknownTraceId(name.to_owned()))
     }
-    fn net_trace_on(&self, _: MiProto) -> bool {
+    fn net_trace_on(&self, _: NetProto) -> bool {
         false
     }
-    fn set_net_trace_on(&self, _: MiProto, _: bool) {}
+    fn set_net_trace_on(&self, _: NetProto, _: bool) {}
     fn statistics(&self) -> Vec<Statistic> {
         Vec::new()
     }

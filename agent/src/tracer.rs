@@ -12,70 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use heptap_filters::Route;
+use heptap_hep::NetProto;
 
 use crate::sender::{FanOut, Sender};
-
-/// The connection protocols heptap taps, as OpenSIPS names them in the `Protocol` part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NetProto {
-    /// Plain TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket over TCP.
-    Ws,
-    /// WebSocket over TLS.
-    Wss,
-}
-
-impl NetProto {
-    /// Every protocol, in switch order.
-    pub const ALL: [NetProto; 4] = [NetProto::Tcp, NetProto::Tls, NetProto::Ws, NetProto::Wss];
-
-    /// The `Protocol` payload part: `TCP`, `TLS`, `WS`, `WSS`.
-    pub fn label(self) -> &'static str {
-        match self {
-            NetProto::Tcp => "TCP",
-            NetProto::Tls => "TLS",
-            NetProto::Ws => "WS",
-            NetProto::Wss => "WSS",
-        }
-    }
-
-    /// The lower-case name used in config sections and MI commands (`tcp_trace`).
-    pub fn name(self) -> &'static str {
-        match self {
-            NetProto::Tcp => "tcp",
-            NetProto::Tls => "tls",
-            NetProto::Ws => "ws",
-            NetProto::Wss => "wss",
-        }
-    }
-
-    /// The IP-protocol chunk value OpenSIPS uses: 6 for TCP, 22 for TLS, 50 for WS and WSS.
-    pub fn ip_proto(self) -> u8 {
-        match self {
-            NetProto::Tcp => heptap_hep::ip_proto::TCP,
-            NetProto::Tls => heptap_hep::ip_proto::TLS,
-            NetProto::Ws | NetProto::Wss => heptap_hep::ip_proto::WS,
-        }
-    }
-
-    /// Index into per-protocol arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The filter language's view of the protocol (`$proto`).
-    pub fn filter_proto(self) -> heptap_filters::Proto {
-        match self {
-            NetProto::Tcp => heptap_filters::Proto::Tcp,
-            NetProto::Tls => heptap_filters::Proto::Tls,
-            NetProto::Ws => heptap_filters::Proto::Ws,
-            NetProto::Wss => heptap_filters::Proto::Wss,
-        }
-    }
-}
 
 /// A run-time on/off switch, shared by every snapshot that names it.
 #[derive(Clone, Debug)]

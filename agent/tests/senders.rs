@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use heptap::sender::{
     self, DestinationSpec, DropReason, FanOut, Limits, Offer, Sender, SenderError, SenderTask,
-    Target, TlsSettings, Transport,
 };
 use heptap::stats::Stats;
 use heptap::workers::Workers;
+use heptap_config::{Destination, HepId, HepTls, Transport};
 use heptap_hep::{Encoder, Hep3Framer, Packet, TraceMessage, Version};
 use heptap_testkit::eventually;
 use tokio::io::AsyncReadExt as _;
@@ -75,28 +75,25 @@ fn limits() -> Limits {
 }
 
 fn hep_spec(name: &str, addr: SocketAddr, transport: Transport) -> DestinationSpec {
+    let id: HepId = format!("[{name}] {addr}; transport={transport}")
+        .parse()
+        .unwrap();
     DestinationSpec {
         name: name.to_owned(),
-        target: Target::Hep {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            transport,
-            tls: TlsSettings::default(),
-        },
+        destination: Destination::Hep(id),
         encoder: Encoder::default(),
         limits: limits(),
     }
 }
 
-fn tls_spec(name: &str, host: &str, port: u16, tls: TlsSettings) -> DestinationSpec {
+fn tls_spec(name: &str, host: &str, port: u16, tls: HepTls) -> DestinationSpec {
+    let mut id: HepId = format!("[{name}] {host}:{port}; transport=tls")
+        .parse()
+        .unwrap();
+    id.tls = tls;
     DestinationSpec {
         name: name.to_owned(),
-        target: Target::Hep {
-            host: host.to_owned(),
-            port,
-            transport: Transport::Tls,
-            tls,
-        },
+        destination: Destination::Hep(id),
         encoder: Encoder::default(),
         limits: limits(),
     }
@@ -812,10 +809,10 @@ async fn tls_collector(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> Tc
     TcpCollector::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
 }
 
-fn verified(ca_file: PathBuf) -> TlsSettings {
-    TlsSettings {
+fn verified(ca_file: PathBuf) -> HepTls {
+    HepTls {
         ca_file: Some(ca_file),
-        ..TlsSettings::default()
+        ..HepTls::default()
     }
 }
 
@@ -892,7 +889,7 @@ async fn tls_collector_signed_by_another_ca_is_refused_with_a_clear_log_line() {
         "secure",
         "127.0.0.1",
         collector.addr.port(),
-        TlsSettings {
+        HepTls {
             server_name: Some("localhost".into()),
             ..verified(trusted.ca_file())
         },
@@ -959,7 +956,7 @@ async fn tls_collector_whose_certificate_names_another_host_is_refused() {
         "named",
         "127.0.0.1",
         collector.addr.port(),
-        TlsSettings {
+        HepTls {
             server_name: Some("collector.example".into()),
             ..verified(pki.ca_file())
         },
@@ -981,7 +978,7 @@ async fn mutual_tls_presents_the_client_certificate_the_collector_demands() {
         "mtls",
         "localhost",
         collector.addr.port(),
-        TlsSettings {
+        HepTls {
             cert_file: Some(cert_file),
             key_file: Some(key_file),
             ..verified(pki.ca_file())
@@ -1035,9 +1032,9 @@ async fn tls_verify_false_accepts_an_untrusted_certificate_and_says_so() {
         "lax",
         "127.0.0.1",
         collector.addr.port(),
-        TlsSettings {
-            verify: false,
-            ..TlsSettings::default()
+        HepTls {
+            tls_verify: false,
+            ..HepTls::default()
         },
     );
     let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
@@ -1081,7 +1078,7 @@ async fn bad_tls_files_are_refused_when_the_destination_starts() {
         "secure",
         "localhost",
         9061,
-        TlsSettings {
+        HepTls {
             cert_file: Some(cert_file),
             ..verified(pki.ca_file())
         },
@@ -1124,7 +1121,7 @@ async fn file_destination_appends_one_hep_dump_json_line_per_packet() {
     let path = dir.path().join("trace.jsonl");
     let spec = DestinationSpec {
         name: "file".into(),
-        target: Target::File(path.clone()),
+        destination: Destination::File(path.clone()),
         encoder: Encoder::default(),
         limits: limits(),
     };
@@ -1161,7 +1158,7 @@ async fn file_destination_in_a_missing_directory_is_refused_at_start() {
     let path = Path::new("/nonexistent-heptap-dir/trace.jsonl").to_owned();
     let spec = DestinationSpec {
         name: "file".into(),
-        target: Target::File(path),
+        destination: Destination::File(path),
         encoder: Encoder::default(),
         limits: limits(),
     };

@@ -1,12 +1,14 @@
 //! heptap-config owns heptap's configuration: the model (one struct per TOML table, a doc
 //! comment on every key), loading it with figment (built-in defaults < TOML file < `HEPTAP_*`
-//! environment), the OpenSIPS modparam string syntaxes (`hep_id`, `trace_id`, `trace_bwlist`),
-//! and `validate()`, which reports every problem at once with its key path and origin (file and
-//! line, environment variable, or default).
+//! environment), the OpenSIPS modparam string syntaxes `hep_id` and `trace_id`, the HEP
+//! [`Transport`] of a destination, and `validate()`, which reports every problem at once with
+//! its key path and origin (file and line, environment variable, or default).
 //!
-//! It does not compile routes (heptap-filters does; this crate reads the route texts and lists
-//! the route names referenced), resolve host names, open sockets or load certificates beyond
-//! checking the files are readable. No tokio.
+//! The words it shares with other crates are theirs: the connection protocol and the HEP
+//! version are heptap-hep's `NetProto` and `Version`, the `trace_bwlist` / `sip_methods` lists
+//! heptap-filters' `Bwlist`. It does not compile routes (heptap-filters does; this crate reads
+//! the route texts and lists the route names referenced), resolve host names, open sockets or
+//! load certificates beyond checking the files are readable. No tokio.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,12 +25,12 @@ pub use error::{ConfigError, ConfigErrors, Origin};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepTls, Listener,
-    ListenerTls, Log, Mi, MiUpstream, Net, NetProto, Proto, ProxyProtocol, Routes, STDOUT, Service,
-    SipPayload, TraceId, Tracer, UpstreamTls,
+    ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service, SipPayload,
+    TraceId, Tracer, UpstreamTls,
 };
 pub use opensips::{
-    Bwlist, BwlistError, BwlistKind, DEFAULT_HEP_PORT, HepIdError, HepIdString, TraceIdEntry,
-    TraceIdError, TraceUri, Transport, Version,
+    DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,
+    Transport,
 };
 pub use resolve::{RouteRef, RouteText};
 pub use units::HostPort;

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use toml_edit::{ImDocument, Item, TableLike};
 
 use crate::error::{ConfigError, ConfigErrors, Origin};
-use crate::model::{Config, Hep, HepIdEntry, Listener, NetProto};
+use crate::model::{Config, Hep, HepIdEntry, Listener, NetTracing};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "HEPTAP_";
@@ -247,7 +247,7 @@ fn build(dict: Dict, errors: &mut Vec<ConfigError>) -> Option<Config> {
                                 continue;
                             }
                         };
-                        set(slot, part::<NetProto>(value, &path, errors));
+                        set(slot, part::<NetTracing>(value, &path, errors));
                     }
                 }
                 other => set(&mut config.net, part(other, "net", errors)),

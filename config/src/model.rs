@@ -6,17 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use heptap_filters::Bwlist;
+use heptap_hep::{NetProto, Version};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::opensips::{
-    Bwlist, HepIdError, HepIdString, TraceIdEntry, TraceUri, Transport, Version,
-};
+use crate::opensips::{HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceUri, Transport};
 use crate::units::{self, HostPort};
-
-/// The name of the built-in local destination that prints hep-dump JSON lines on stdout. It
-/// always exists and cannot be redefined as a HEP collector.
-pub const STDOUT: &str = "stdout";
 
 /// The whole heptap configuration.
 /// `Config::default()` holds the serde defaults: what an empty config file yields.
@@ -60,7 +56,7 @@ impl Config {
             name: Some("default".to_owned()),
             sip_trace_id: Some("default".to_owned()),
             ..Listener::new(
-                Proto::Tcp,
+                NetProto::Tcp,
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5062),
                 HostPort {
                     host: "127.0.0.1".to_owned(),
@@ -405,7 +401,7 @@ impl std::str::FromStr for HepId {
 }
 
 /// TLS client settings toward a HEP collector.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HepTls {
     /// CA bundle that verifies the collector; None: the system roots.
     pub ca_file: Option<PathBuf>,
@@ -417,6 +413,20 @@ pub struct HepTls {
     pub tls_verify: bool,
     /// SNI / certificate name when not the host.
     pub server_name: Option<String>,
+}
+
+impl Default for HepTls {
+    /// What a `[hep.ids]` entry gets: verification on against the system roots, no client
+    /// certificate, SNI from the host.
+    fn default() -> Self {
+        HepTls {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_verify: true,
+            server_name: None,
+        }
+    }
 }
 
 /// What a destination name resolves to.
@@ -473,48 +483,6 @@ pub enum SipPayload {
     Json,
 }
 
-/// A connection protocol: what a listener accepts and what it opens toward the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// Plain TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// WebSocket over TCP.
-    Ws,
-    /// WebSocket over TLS.
-    Wss,
-}
-
-impl Proto {
-    /// The lowercase name used in configs and `[net.*]` tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Tls => "tls",
-            Proto::Ws => "ws",
-            Proto::Wss => "wss",
-        }
-    }
-
-    /// Whether this protocol runs TLS.
-    pub fn is_tls(self) -> bool {
-        matches!(self, Proto::Tls | Proto::Wss)
-    }
-
-    /// Whether this protocol is WebSocket.
-    pub fn is_ws(self) -> bool {
-        matches!(self, Proto::Ws | Proto::Wss)
-    }
-}
-
-impl std::fmt::Display for Proto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// `[[listener]]`: one listening socket relayed to one upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -523,7 +491,7 @@ pub struct Listener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// What clients speak: tcp, tls, ws or wss.
-    pub proto: Proto,
+    pub proto: NetProto,
     /// Where to listen, `ip:port` (`[::]:5060` for IPv6). Port 0 picks a free port (tests).
     #[serde(with = "units::socket_addr")]
     pub listen: SocketAddr,
@@ -532,7 +500,7 @@ pub struct Listener {
     /// What to speak to the upstream: tcp or tls for tcp/tls listeners, ws or wss for ws/wss
     /// listeners. Not given: tcp, or ws. See [`Listener::upstream_proto`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_proto: Option<Proto>,
+    pub upstream_proto: Option<NetProto>,
     /// The certificate clients see; required for tls and wss listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
@@ -548,7 +516,11 @@ pub struct Listener {
     pub sip_trace_id: Option<String>,
     /// Which SIP methods are traced: `"b: OPTIONS"` (all but these), `"w: INVITE, BYE"` (only
     /// these). Replies follow their request's method (CSeq). None: all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::opensips::bwlist"
+    )]
     pub sip_methods: Option<Bwlist>,
     /// Connections accepted at once; more wait in the kernel backlog.
     #[serde(default = "default_max_connections")]
@@ -577,7 +549,7 @@ fn five_seconds() -> Duration {
 
 impl Listener {
     /// A listener with every optional key at its default.
-    pub fn new(proto: Proto, listen: SocketAddr, upstream: HostPort) -> Self {
+    pub fn new(proto: NetProto, listen: SocketAddr, upstream: HostPort) -> Self {
         Listener {
             name: None,
             proto,
@@ -598,11 +570,11 @@ impl Listener {
 
     /// The protocol toward the upstream: as configured, else tcp for tcp/tls listeners and ws
     /// for ws/wss listeners.
-    pub fn upstream_proto(&self) -> Proto {
+    pub fn upstream_proto(&self) -> NetProto {
         self.upstream_proto.unwrap_or(if self.proto.is_ws() {
-            Proto::Ws
+            NetProto::Ws
         } else {
-            Proto::Tcp
+            NetProto::Tcp
         })
     }
 }
@@ -687,31 +659,31 @@ pub enum ProxyProtocol {
 #[serde(default, deny_unknown_fields)]
 pub struct Net {
     /// `[net.tcp]` (proto_tcp modparams).
-    pub tcp: NetProto,
+    pub tcp: NetTracing,
     /// `[net.tls]` (proto_tls modparams).
-    pub tls: NetProto,
+    pub tls: NetTracing,
     /// `[net.ws]` (proto_ws modparams).
-    pub ws: NetProto,
+    pub ws: NetTracing,
     /// `[net.wss]` (proto_wss modparams).
-    pub wss: NetProto,
+    pub wss: NetTracing,
 }
 
 impl Net {
     /// The table of one protocol.
-    pub fn get(&self, proto: Proto) -> &NetProto {
+    pub fn get(&self, proto: NetProto) -> &NetTracing {
         match proto {
-            Proto::Tcp => &self.tcp,
-            Proto::Tls => &self.tls,
-            Proto::Ws => &self.ws,
-            Proto::Wss => &self.wss,
+            NetProto::Tcp => &self.tcp,
+            NetProto::Tls => &self.tls,
+            NetProto::Ws => &self.ws,
+            NetProto::Wss => &self.wss,
         }
     }
 }
 
-/// Connection-event tracing settings of one protocol.
+/// Connection-event tracing settings of one protocol (`[net.<proto>]`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct NetProto {
+pub struct NetTracing {
     /// Initial state of the switch (MI `tcp_trace on|off` etc.); off by default, as in OpenSIPS.
     pub trace_on: bool,
     /// Where the events go: a `[hep.ids]` name, `stdout`, or `file:<path>`.
@@ -771,7 +743,10 @@ pub struct Mi {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_destination: Option<String>,
     /// Which MI commands are traced: `"b: ps, which"` or `"w: trace"`; None: all.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::opensips::bwlist"
+    )]
     pub trace_bwlist: Option<Bwlist>,
     /// Indent JSON-RPC replies.
     pub pretty_printing: bool,

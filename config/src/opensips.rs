@@ -4,15 +4,21 @@
 //!   bracketed IPv6 hosts (`[::1]:9060`), and refuses an explicit tcp/tls transport with HEP
 //!   v1/v2 instead of silently sending UDP.
 //! - `trace_id`: `"[tid]uri=hep:name"` (also `uri=stdout` and `uri=file:/path`).
-//! - `trace_bwlist` (and listener `sip_methods`): `"w: a, b"` / `"b: a"`.
+//!
+//! `trace_bwlist` and listener `sip_methods` (`"w: a, b"`) are [`heptap_filters::Bwlist`]s,
+//! parsed there; the HEP version is [`heptap_hep::Version`].
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use heptap_hep::Version;
 
 use crate::units::{serde_via_str, split_host_port};
+
+/// The name of the built-in local destination that prints hep-dump JSON lines on stdout (also
+/// `uri=stdout`). It always exists and cannot be redefined as a HEP collector.
+pub const STDOUT: &str = "stdout";
 
 /// The default HEP port (proto_hep `hep_port`).
 pub const DEFAULT_HEP_PORT: u16 = 9060;
@@ -63,88 +69,6 @@ impl FromStr for Transport {
 }
 
 serde_via_str!(Transport, "udp, tcp or tls");
-
-/// The HEP protocol version a destination receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Version {
-    /// HEPv1: IPv4/IPv6 addresses and ports only, UDP only.
-    V1,
-    /// HEPv2: v1 plus timestamp and capture id (low 16 bits), UDP only.
-    V2,
-    /// HEPv3: chunked, carries correlation ids and payload types; the default.
-    V3,
-}
-
-impl Version {
-    /// The version number as written in configs and on the wire.
-    pub fn number(self) -> u8 {
-        match self {
-            Version::V1 => 1,
-            Version::V2 => 2,
-            Version::V3 => 3,
-        }
-    }
-
-    /// Maps 1..=3 to a version.
-    pub fn from_number(n: u64) -> Result<Self, String> {
-        match n {
-            1 => Ok(Version::V1),
-            2 => Ok(Version::V2),
-            3 => Ok(Version::V3),
-            _ => Err(format!("unknown HEP version {n}, expected 1, 2 or 3")),
-        }
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.number())
-    }
-}
-
-impl FromStr for Version {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        match t.parse::<u64>() {
-            Ok(n) => Version::from_number(n),
-            Err(_) => Err(format!("unknown HEP version '{t}', expected 1, 2 or 3")),
-        }
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(self.number())
-    }
-}
-
-impl<'de> Deserialize<'de> for Version {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Version;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("1, 2 or 3")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Version, E> {
-                Version::from_number(v).map_err(E::custom)
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Version, E> {
-                u64::try_from(v)
-                    .map_err(|_| format!("unknown HEP version {v}, expected 1, 2 or 3"))
-                    .and_then(Version::from_number)
-                    .map_err(E::custom)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Version, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        // Asking for an integer lets figment's lossy mode turn "3" from the environment into 3.
-        d.deserialize_u8(V)
-    }
-}
 
 /// Why an OpenSIPS `hep_id` string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,7 +180,11 @@ impl HepIdString {
                     if version.is_some() {
                         return Err(HepIdError::DuplicateKey(key.to_owned()));
                     }
-                    version = Some(value.parse().map_err(HepIdError::BadVersion)?);
+                    version = Some(
+                        value
+                            .parse::<Version>()
+                            .map_err(|e| HepIdError::BadVersion(e.to_string()))?,
+                    );
                 }
                 _ => return Err(HepIdError::UnknownKey(key.to_owned())),
             }
@@ -319,7 +247,7 @@ impl TraceUri {
     pub fn destination_name(&self) -> String {
         match self {
             TraceUri::Hep(name) => name.clone(),
-            TraceUri::Stdout => crate::STDOUT.to_owned(),
+            TraceUri::Stdout => STDOUT.to_owned(),
             TraceUri::File(path) => format!("file:{}", path.display()),
         }
     }
@@ -329,7 +257,7 @@ impl fmt::Display for TraceUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TraceUri::Hep(name) => write!(f, "hep:{name}"),
-            TraceUri::Stdout => f.write_str("stdout"),
+            TraceUri::Stdout => f.write_str(STDOUT),
             TraceUri::File(path) => write!(f, "file:{}", path.display()),
         }
     }
@@ -424,7 +352,7 @@ impl FromStr for TraceIdEntry {
 }
 
 fn parse_trace_uri(value: &str) -> Result<TraceUri, TraceIdError> {
-    if value == "stdout" {
+    if value == STDOUT {
         return Ok(TraceUri::Stdout);
     }
     if let Some(name) = value.strip_prefix("hep:") {
@@ -457,82 +385,34 @@ serde_via_str!(
     "a trace_id string such as \"[tid]uri=hep:homer\""
 );
 
-/// Whether a [`Bwlist`] lets through only what it lists or everything but what it lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BwlistKind {
-    /// `w`: only the listed names are traced.
-    White,
-    /// `b`: everything except the listed names is traced.
-    Black,
-}
+/// serde for the `Option<Bwlist>` keys (`trace_bwlist`, `sip_methods`): the list in its text
+/// form, `"b: ps, which"`.
+pub(crate) mod bwlist {
+    use heptap_filters::Bwlist;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-/// Why a black/white list string was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BwlistError {
-    /// No `:` between type and list.
-    #[error("missing ':' after the list type, expected e.g. \"b: ps, which\"")]
-    MissingColon,
-    /// The type is not exactly one of `w`, `W`, `b`, `B`.
-    #[error("list type must be 'w' (whitelist) or 'b' (blacklist), found '{0}'")]
-    BadKind(String),
-    /// Nothing after `:` (OpenSIPS's own message).
-    #[error("no command in list!")]
-    EmptyList,
-    /// `a,,b` or a trailing comma.
-    #[error("empty name in list")]
-    EmptyName,
-}
+    use crate::units::FromStrVisitor;
 
-/// An OpenSIPS black/white list: `"w: ps, which"` or `"b: ps"`. Used for MI `trace_bwlist`
-/// (command names) and listener `sip_methods` (SIP method names).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Bwlist {
-    /// White or black list.
-    pub kind: BwlistKind,
-    /// The listed names, trimmed, in the order written.
-    pub names: Vec<String>,
-}
-
-impl Bwlist {
-    /// Whether `name` is traced under this list (exact, case-sensitive match).
-    pub fn allows(&self, name: &str) -> bool {
-        let listed = self.names.iter().any(|n| n == name);
-        match self.kind {
-            BwlistKind::White => listed,
-            BwlistKind::Black => !listed,
+    /// Writes the list as text when present.
+    pub(crate) fn serialize<S: Serializer>(list: &Option<Bwlist>, s: S) -> Result<S::Ok, S::Error> {
+        match list {
+            Some(list) => s.serialize_some(&list.to_string()),
+            None => s.serialize_none(),
         }
     }
-}
 
-impl FromStr for Bwlist {
-    type Err = BwlistError;
-
-    fn from_str(s: &str) -> Result<Self, BwlistError> {
-        let (kind, list) = s.split_once(':').ok_or(BwlistError::MissingColon)?;
-        let kind = match kind.trim() {
-            "w" | "W" => BwlistKind::White,
-            "b" | "B" => BwlistKind::Black,
-            other => return Err(BwlistError::BadKind(other.to_owned())),
-        };
-        if list.trim().is_empty() {
-            return Err(BwlistError::EmptyList);
+    /// Reads an optional list from its text.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bwlist>, D::Error> {
+        struct Text(Bwlist);
+        impl<'de> Deserialize<'de> for Text {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(FromStrVisitor::<Bwlist>(
+                    "a list such as \"b: ps, which\"",
+                    std::marker::PhantomData,
+                ))
+                .map(Text)
+            }
         }
-        let names: Vec<String> = list.split(',').map(|n| n.trim().to_owned()).collect();
-        if names.iter().any(String::is_empty) {
-            return Err(BwlistError::EmptyName);
-        }
-        Ok(Bwlist { kind, names })
+        Ok(Option::<Text>::deserialize(d)?.map(|text| text.0))
     }
 }
-
-impl fmt::Display for Bwlist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            BwlistKind::White => "w",
-            BwlistKind::Black => "b",
-        };
-        write!(f, "{kind}: {}", self.names.join(", "))
-    }
-}
-
-serde_via_str!(Bwlist, "a list such as \"b: ps, which\"");

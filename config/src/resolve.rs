@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::error::ConfigErrors;
-use crate::model::{Config, Destination, HepIdEntry, Proto, STDOUT, TraceId};
+use heptap_hep::NetProto;
+
+use crate::model::{Config, Destination, HepIdEntry, TraceId};
+use crate::opensips::STDOUT;
 
 /// A route name the config refers to, with the key that refers to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl Config {
             .iter()
             .map(|e| e.uri.destination_name())
             .chain(
-                [Proto::Tcp, Proto::Tls, Proto::Ws, Proto::Wss]
+                NetProto::ALL
                     .into_iter()
                     .filter_map(|p| self.net.get(p).trace_destination.clone()),
             )
@@ -87,7 +90,7 @@ impl Config {
     /// The route names the config refers to (`net.*.trace_filter_route`), for the agent to
     /// check against the compiled routes.
     pub fn route_refs(&self) -> Vec<RouteRef> {
-        [Proto::Tcp, Proto::Tls, Proto::Ws, Proto::Wss]
+        NetProto::ALL
             .into_iter()
             .filter_map(|p| {
                 self.net

@@ -8,8 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::ConfigErrors;
-use crate::model::{ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetProto, Proto, STDOUT};
-use crate::opensips::{HepIdError, TraceUri, Transport};
+use heptap_hep::NetProto;
+
+use crate::model::{ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetTracing};
+use crate::opensips::{HepIdError, STDOUT, TraceUri, Transport};
 
 /// The smallest `max_udp_size` accepted: below it even a short SIP message cannot be sent.
 const MIN_UDP_SIZE: usize = 512;
@@ -31,7 +33,7 @@ impl Config {
         self.check_hep(&mut errs);
         self.check_tracer(&mut errs);
         self.check_listeners(&mut errs);
-        for proto in [Proto::Tcp, Proto::Tls, Proto::Ws, Proto::Wss] {
+        for proto in NetProto::ALL {
             self.check_net(proto, self.net.get(proto), &mut errs);
         }
         for (i, file) in self.routes.files.iter().enumerate() {
@@ -278,13 +280,11 @@ impl Config {
                 );
             }
             if let Some(methods) = &l.sip_methods {
-                for m in &methods.names {
-                    if !m.chars().all(is_token_char) {
-                        errs.push(
-                            format!("{path}.sip_methods"),
-                            format!("'{m}' is not a SIP method name"),
-                        );
-                    }
+                for m in methods.non_sip_methods() {
+                    errs.push(
+                        format!("{path}.sip_methods"),
+                        format!("'{m}' is not a SIP method name"),
+                    );
                 }
             }
             if l.max_connections == 0 {
@@ -305,7 +305,7 @@ impl Config {
         }
     }
 
-    fn check_net(&self, proto: Proto, net: &NetProto, errs: &mut ConfigErrors) {
+    fn check_net(&self, proto: NetProto, net: &NetTracing, errs: &mut ConfigErrors) {
         let path = format!("net.{proto}");
         match &net.trace_destination {
             Some(dest) => {
@@ -396,9 +396,9 @@ impl Config {
 fn check_listener_protos(errs: &mut ConfigErrors, path: &str, l: &Listener) {
     let up = l.upstream_proto();
     let allowed = if l.proto.is_ws() {
-        [Proto::Ws, Proto::Wss]
+        [NetProto::Ws, NetProto::Wss]
     } else {
-        [Proto::Tcp, Proto::Tls]
+        [NetProto::Tcp, NetProto::Tls]
     };
     if !allowed.contains(&up) {
         errs.push(
@@ -605,9 +605,4 @@ fn check_http_url(url: &str) -> Result<(), String> {
         return Err(format!("'{url}' has no host"));
     }
     Ok(())
-}
-
-/// RFC 3261 `token` characters: what a SIP method name is made of.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
 }

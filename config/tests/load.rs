@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use heptap_config::{
-    Config, ConfigError, ConfigErrors, Destination, HepIdEntry, Origin, Proto, STDOUT, Source,
-    TraceId, Transport, Version,
+    Config, ConfigError, ConfigErrors, Destination, HepIdEntry, Origin, STDOUT, Source, TraceId,
+    Transport,
 };
+use heptap_hep::{NetProto, Version};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -61,10 +62,10 @@ fn builtin_default_relays_5062_to_5060_over_tcp_tracing_everything_to_stdout() {
     let c = Config::builtin_default();
     assert_eq!(c.listener.len(), 1);
     let l = &c.listener[0];
-    assert_eq!(l.proto, Proto::Tcp);
+    assert_eq!(l.proto, NetProto::Tcp);
     assert_eq!(l.listen.to_string(), "127.0.0.1:5062");
     assert_eq!(l.upstream.to_string(), "127.0.0.1:5060");
-    assert_eq!(l.upstream_proto(), Proto::Tcp);
+    assert_eq!(l.upstream_proto(), NetProto::Tcp);
     assert_eq!(l.sip_trace_id.as_deref(), Some("default"));
     assert!(c.hep.ids.is_empty());
     assert!(c.tracer.trace_on);
@@ -335,7 +336,7 @@ fn environment_can_replace_the_listeners_with_an_array_of_tables() {
     .unwrap();
     let listens: Vec<String> = c.listener.iter().map(|l| l.listen.to_string()).collect();
     assert_eq!(listens, ["127.0.0.1:7000", "127.0.0.1:7001"]);
-    assert_eq!(c.listener[1].upstream_proto(), Proto::Ws);
+    assert_eq!(c.listener[1].upstream_proto(), NetProto::Ws);
 }
 
 #[test]
@@ -826,7 +827,7 @@ fn tls_listener_files_must_be_readable_and_client_cert_modes_checked() {
         key = key.display()
     );
     let c = Config::from_toml_str(&good).unwrap();
-    assert_eq!(c.listener[0].upstream_proto(), Proto::Wss);
+    assert_eq!(c.listener[0].upstream_proto(), NetProto::Wss);
     assert_eq!(c.listener[0].upstream.host, "::1");
 
     let bad = format!(
@@ -908,6 +909,34 @@ fn mi_upstream_takes_a_fifo_or_an_http_url() {
     );
     let errs = errors(Config::from_toml_str("[mi.upstream]\ntimeout = \"1s\"\n"));
     assert!(find(&errs, "mi.upstream").message.contains("set fifo"));
+}
+
+#[test]
+fn sip_methods_are_sip_tokens_each_refused_one_on_its_own() {
+    let listener = |methods: &str| {
+        format!(
+            "[[listener]]\nproto = \"tcp\"\nlisten = \"127.0.0.1:5062\"\nupstream = \
+             \"127.0.0.1:5060\"\nsip_methods = \"{methods}\"\n"
+        )
+    };
+    let c = Config::from_toml_str(&listener("w: INVITE, X-Ext.1")).unwrap();
+    let methods = c.listener[0].sip_methods.as_ref().unwrap();
+    assert_eq!(methods.names, ["INVITE", "X-Ext.1"]);
+    let errs = errors(Config::from_toml_str(&listener(
+        "b: IN VITE, OPTIONS, NOTIFY:x",
+    )));
+    let messages: Vec<&str> = errs
+        .iter()
+        .filter(|e| e.path == "listener[0].sip_methods")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "'IN VITE' is not a SIP method name",
+            "'NOTIFY:x' is not a SIP method name"
+        ]
+    );
 }
 
 #[test]
@@ -1049,7 +1078,7 @@ fn every_key_is_documented_and_in_the_example() {
         key_file: Some("/k".into()),
         ..Default::default()
     });
-    listener.upstream_proto = Some(Proto::Tls);
+    listener.upstream_proto = Some(NetProto::Tls);
     listener.sip_methods = Some("b: OPTIONS".parse().unwrap());
     listener.idle_timeout = Some(Duration::from_secs(1));
     full.listener.push(listener);

@@ -1,9 +1,8 @@
 //! The OpenSIPS modparam strings: `hep_id` (spec §1.9), `trace_id` (§5.1), `trace_bwlist` (§4.3).
 
-use heptap_config::{
-    Bwlist, BwlistError, BwlistKind, HepId, HepIdError, TraceIdEntry, TraceIdError, TraceUri,
-    Transport, Version,
-};
+use heptap_config::{HepId, HepIdError, TraceIdEntry, TraceIdError, TraceUri, Transport};
+use heptap_filters::{Bwlist, BwlistError, BwlistKind};
+use heptap_hep::Version;
 
 fn hep_id(s: &str) -> HepId {
     s.parse()

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use heptap_filters::{AddressGroups, ConnInfo, Proto, Routes, Source, Verdict};
+use heptap_filters::{AddressGroups, ConnInfo, Routes, Source, Verdict};
+use heptap_hep::NetProto;
 
 const TEN_RULES: &str = r#"
 route[ten_rules] {
@@ -62,12 +63,12 @@ fn eval(c: &mut Criterion) {
     let v4 = ConnInfo {
         remote: "10.1.2.3:40000".parse().unwrap(),
         local: "10.0.0.1:5060".parse().unwrap(),
-        proto: Proto::Tcp,
+        proto: NetProto::Tcp,
     };
     let v6 = ConnInfo {
         remote: "[2001:db8:1::42]:40000".parse().unwrap(),
         local: "[2001:db8::5]:5060".parse().unwrap(),
-        proto: Proto::Tls,
+        proto: NetProto::Tls,
     };
     assert_eq!(ten_rules.eval(&v4), Verdict::Trace);
     assert_eq!(ten_rules.eval(&v6), Verdict::Trace);

@@ -9,7 +9,7 @@ use regex::{Regex, RegexBuilder};
 
 use crate::ast::{CmpOp, ExprAst, Operand, StmtAst};
 use crate::cidr::{CidrSet, parse_net};
-use crate::conn::{Proto, UnknownProto};
+use crate::conn::{ProtoName, UnknownProto};
 use crate::groups::AddressGroups;
 use crate::lexer::StrLit;
 use crate::program::{
@@ -469,8 +469,10 @@ impl Compiler<'_> {
             }
         };
         match other {
-            Val::Str(lit) => match Proto::from_name(&lit.value) {
-                Some(proto) => Cond::ProtoIs { proto, equal },
+            Val::Str(lit) => match ProtoName::find(&lit.value) {
+                Some(ProtoName::Tapped(proto)) => Cond::ProtoIs { proto, equal },
+                // No tapped connection is UDP.
+                Some(ProtoName::Udp) => Cond::Const(!equal),
                 None => {
                     self.report(other_at, UnknownProto(lit.value.clone()).to_string());
                     Cond::Const(false)

@@ -1,65 +1,36 @@
 //! What a filter route can see of a connection, and what it decides.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
-/// Transport of a traced connection, named as OpenSIPS's `$proto` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// SIP over UDP (`udp`).
+use heptap_hep::NetProto;
+
+/// What a `$proto` literal names. OpenSIPS routes may test for `udp`, which heptap never taps,
+/// so such a test is known false (or, with `!=`, true) when the route is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProtoName {
+    /// A protocol heptap taps.
+    Tapped(NetProto),
+    /// `udp`.
     Udp,
-    /// SIP over TCP (`tcp`).
-    Tcp,
-    /// SIP over TLS (`tls`).
-    Tls,
-    /// SIP over WebSocket (`ws`).
-    Ws,
-    /// SIP over secure WebSocket (`wss`).
-    Wss,
 }
 
-impl Proto {
-    /// Every protocol, in the order error messages list them.
-    pub const ALL: [Proto; 5] = [Proto::Udp, Proto::Tcp, Proto::Tls, Proto::Ws, Proto::Wss];
-
-    /// The lowercase name OpenSIPS gives the protocol (`$proto`): `udp`, `tcp`, `tls`, `ws`, `wss`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-            Proto::Tls => "tls",
-            Proto::Ws => "ws",
-            Proto::Wss => "wss",
-        }
-    }
-
+impl ProtoName {
     /// Looks a protocol up by name, ignoring ASCII case as OpenSIPS's string comparison does.
-    pub fn from_name(name: &str) -> Option<Proto> {
-        Proto::ALL
+    pub(crate) fn find(name: &str) -> Option<ProtoName> {
+        if name.eq_ignore_ascii_case("udp") {
+            return Some(ProtoName::Udp);
+        }
+        NetProto::ALL
             .into_iter()
-            .find(|proto| proto.as_str().eq_ignore_ascii_case(name))
+            .find(|proto| proto.name().eq_ignore_ascii_case(name))
+            .map(ProtoName::Tapped)
     }
 }
 
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A protocol name that is none of `udp`, `tcp`, `tls`, `ws`, `wss`.
+/// A `$proto` literal that is none of `udp`, `tcp`, `tls`, `ws`, `wss`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown protocol \"{0}\" (expected udp, tcp, tls, ws or wss)")]
-pub struct UnknownProto(pub String);
-
-impl FromStr for Proto {
-    type Err = UnknownProto;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Proto::from_name(name).ok_or_else(|| UnknownProto(name.to_owned()))
-    }
-}
+pub(crate) struct UnknownProto(pub String);
 
 /// The view of a connection that filter routes evaluate against.
 ///
@@ -73,7 +44,7 @@ pub trait Inspect {
     /// heptap's own socket for the connection: `$Ri` / `$Rp` and `$socket_in(ip|port)`.
     fn local(&self) -> SocketAddr;
     /// The connection's transport: `$proto`.
-    fn proto(&self) -> Proto;
+    fn proto(&self) -> NetProto;
 }
 
 impl<T: Inspect + ?Sized> Inspect for &T {
@@ -85,7 +56,7 @@ impl<T: Inspect + ?Sized> Inspect for &T {
         (**self).local()
     }
 
-    fn proto(&self) -> Proto {
+    fn proto(&self) -> NetProto {
         (**self).proto()
     }
 }
@@ -99,7 +70,7 @@ pub struct ConnInfo {
     /// heptap's address on the connection (`$Ri:$Rp`).
     pub local: SocketAddr,
     /// The transport (`$proto`).
-    pub proto: Proto,
+    pub proto: NetProto,
 }
 
 impl Inspect for ConnInfo {
@@ -111,7 +82,7 @@ impl Inspect for ConnInfo {
         self.local
     }
 
-    fn proto(&self) -> Proto {
+    fn proto(&self) -> NetProto {
         self.proto
     }
 }

@@ -2,17 +2,20 @@
 //! OpenSIPS script that `trace_filter_route` routes use: `route[name]` blocks with `if`/`else`,
 //! `exit`, `drop`, `return`, `route()`, `xlog`, the connection variables `$si $sp $Ri $Rp
 //! $proto $socket_in(..)`, comparisons, `is_in_subnet()` and `check_source_address()`), the
-//! named address groups behind `check_source_address`, and the black/white lists
-//! (`trace_bwlist` command lists, SIP method lists, IP/CIDR lists).
+//! named address groups behind `check_source_address`, and OpenSIPS's black/white lists
+//! ([`Bwlist`]: `trace_bwlist` command lists, `sip_methods` method lists), parsed from their
+//! `"w: a, b"` text here and nowhere else.
 //!
 //! Routes are parsed and compiled once, at load time, into a typed tree: every error is reported
 //! then, with file, line, column and a caret excerpt, and a source with any error is refused
 //! whole. Evaluation reads the connection through the [`Inspect`] trait and does not allocate.
-//! It does not own configuration parsing (heptap-config hands over texts, groups and list
-//! names), when routes run (the taps), or what a verdict triggers (the tracer).
+//! It does not own configuration files (heptap-config hands over route texts and groups), when
+//! routes run (the taps), or what a verdict triggers (the tracer). `$proto` is heptap-hep's
+//! [`NetProto`](heptap_hep::NetProto).
 //!
 //! ```
-//! use heptap_filters::{AddressGroups, ConnInfo, Proto, Routes, Source, Verdict};
+//! use heptap_filters::{AddressGroups, ConnInfo, Routes, Source, Verdict};
+//! use heptap_hep::NetProto;
 //!
 //! let text = r#"
 //! route[net_filter] {
@@ -24,7 +27,7 @@
 //! let conn = ConnInfo {
 //!     remote: "10.10.10.10:40000".parse()?,
 //!     local: "10.0.0.1:5060".parse()?,
-//!     proto: Proto::Tcp,
+//!     proto: NetProto::Tcp,
 //! };
 //! assert_eq!(routes.get("net_filter").map(|route| route.eval(&conn)), Some(Verdict::Drop));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -50,10 +53,10 @@ mod program;
 mod routes;
 mod text;
 
-pub use conn::{ConnInfo, Inspect, Proto, UnknownProto, Verdict};
+pub use conn::{ConnInfo, Inspect, Verdict};
 pub use error::{CompileError, CompileErrors};
 pub use groups::AddressGroups;
-pub use lists::{IpList, ListError, ListKind, NameList};
+pub use lists::{Bwlist, BwlistError, BwlistKind};
 pub use routes::{Route, Routes, Source};
 
 /// How deep blocks, parentheses and `!` may nest in a route.

@@ -8,10 +8,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use heptap_hep::NetProto;
 use regex::Regex;
 
 use crate::cidr::CidrSet;
-use crate::conn::{Inspect, Proto};
+use crate::conn::Inspect;
 use crate::text::StackText;
 
 /// The two addresses a route can read.
@@ -132,7 +133,7 @@ pub(crate) enum Cond {
     /// `$proto == "tcp"` / `!=`.
     ProtoIs {
         /// The protocol named by the literal.
-        proto: Proto,
+        proto: NetProto,
         /// `==` (true) or `!=` (false).
         equal: bool,
     },
@@ -241,7 +242,7 @@ pub(crate) struct Facts {
     /// `$Rp`
     rp: u16,
     /// `$proto`
-    proto: Proto,
+    proto: NetProto,
 }
 
 impl Facts {
@@ -279,7 +280,7 @@ impl Facts {
                 ip @ IpAddr::V6(_) => write!(out, "{ip}"),
             },
             VarRef::Port(var) => write!(out, "{}", self.port(var)),
-            VarRef::Proto => out.write_str(self.proto.as_str()),
+            VarRef::Proto => out.write_str(self.proto.name()),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use heptap_filters::{AddressGroups, ConnInfo, Proto, Route, Routes, Source, Verdict};
+use heptap_filters::{AddressGroups, ConnInfo, Route, Routes, Source, Verdict};
+use heptap_hep::NetProto;
 
 /// Groups as a config would define them: OpenSIPS-style numeric names are just names.
 fn groups() -> AddressGroups {
@@ -36,7 +37,7 @@ fn route(text: &str) -> Route {
 }
 
 /// A connection from `remote` to heptap's `local` over `proto`.
-fn conn(remote: &str, local: &str, proto: Proto) -> ConnInfo {
+fn conn(remote: &str, local: &str, proto: NetProto) -> ConnInfo {
     ConnInfo {
         remote: remote.parse().unwrap(),
         local: local.parse().unwrap(),
@@ -45,7 +46,7 @@ fn conn(remote: &str, local: &str, proto: Proto) -> ConnInfo {
 }
 
 fn tcp_from(remote: &str) -> ConnInfo {
-    conn(remote, "10.0.0.1:5060", Proto::Tcp)
+    conn(remote, "10.0.0.1:5060", NetProto::Tcp)
 }
 
 fn verdict(text: &str, conn: &ConnInfo) -> Verdict {
@@ -287,7 +288,7 @@ fn sp_compares_as_an_integer_with_every_operator() {
 
 #[test]
 fn ri_rp_and_socket_in_read_heptaps_side() {
-    let conn = conn("192.0.2.1:40000", "10.0.0.1:5061", Proto::Tls);
+    let conn = conn("192.0.2.1:40000", "10.0.0.1:5061", NetProto::Tls);
     for cond in [
         "$Ri == \"10.0.0.1\"",
         "$Rp == 5061",
@@ -320,25 +321,32 @@ fn ri_rp_and_socket_in_read_heptaps_side() {
 #[test]
 fn proto_compares_names_ignoring_case() {
     for (proto, name) in [
-        (Proto::Udp, "udp"),
-        (Proto::Tcp, "TCP"),
-        (Proto::Tls, "Tls"),
-        (Proto::Ws, "ws"),
-        (Proto::Wss, "WSS"),
+        (NetProto::Tcp, "TCP"),
+        (NetProto::Tls, "Tls"),
+        (NetProto::Ws, "ws"),
+        (NetProto::Wss, "WSS"),
     ] {
         let route = route(&format!("route[f] {{ if ($proto == \"{name}\") drop; }}"));
-        for other in Proto::ALL {
+        for other in NetProto::ALL {
             let got = route.eval(&conn("192.0.2.1:1", "10.0.0.1:5060", other));
             assert_eq!(got == Drop, other == proto, "$proto == {name:?} on {other}");
         }
     }
+    // `udp` is a protocol name a route may test; no tapped connection is UDP.
+    for (op, verdict) in [("==", Trace), ("!=", Drop)] {
+        let route = route(&format!("route[f] {{ if ($proto {op} \"udp\") drop; }}"));
+        for other in NetProto::ALL {
+            let got = route.eval(&conn("192.0.2.1:1", "10.0.0.1:5060", other));
+            assert_eq!(got, verdict, "$proto {op} \"udp\" on {other}");
+        }
+    }
     let route = route("route[f] { if ($pr != \"ws\") drop; }");
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "10.0.0.1:80", Proto::Ws)),
+        route.eval(&conn("192.0.2.1:1", "10.0.0.1:80", NetProto::Ws)),
         Trace
     );
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "10.0.0.1:80", Proto::Wss)),
+        route.eval(&conn("192.0.2.1:1", "10.0.0.1:80", NetProto::Wss)),
         Drop
     );
 }
@@ -406,19 +414,19 @@ fn is_in_subnet_takes_a_comma_separated_list_and_other_address_variables() {
     let route =
         route(r#"route[f] { if (is_in_subnet($Ri, "192.168.0.0/16, 10.0.0.1 ,fd00::/8")) drop; }"#);
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "10.0.0.1:5060", Proto::Tcp)),
+        route.eval(&conn("192.0.2.1:1", "10.0.0.1:5060", NetProto::Tcp)),
         Drop
     );
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "192.168.7.7:5060", Proto::Tcp)),
+        route.eval(&conn("192.0.2.1:1", "192.168.7.7:5060", NetProto::Tcp)),
         Drop
     );
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "[fd12::1]:5060", Proto::Tcp)),
+        route.eval(&conn("192.0.2.1:1", "[fd12::1]:5060", NetProto::Tcp)),
         Drop
     );
     assert_eq!(
-        route.eval(&conn("192.0.2.1:1", "10.0.0.2:5060", Proto::Tcp)),
+        route.eval(&conn("192.0.2.1:1", "10.0.0.2:5060", NetProto::Tcp)),
         Trace
     );
 }
@@ -446,8 +454,8 @@ fn not_binds_tighter_than_and_which_binds_tighter_than_or() {
     assert_eq!(route.eval(&tcp_from("192.0.2.1:2")), Drop); // !A && B
     assert_eq!(route.eval(&tcp_from("192.0.2.1:1")), Trace); // A, not C
     assert_eq!(route.eval(&tcp_from("192.0.2.99:1")), Drop); // C
-    let udp = conn("192.0.2.1:2", "10.0.0.1:5060", Proto::Udp);
-    assert_eq!(route.eval(&udp), Trace); // !A but not B
+    let tls = conn("192.0.2.1:2", "10.0.0.1:5060", NetProto::Tls);
+    assert_eq!(route.eval(&tls), Trace); // !A but not B
 }
 
 #[test]
@@ -518,7 +526,7 @@ fn xlog_with_one_argument_logs_at_error_and_substitutes_every_variable() {
     let route = route(
         r#"route[f] { xlog("$si:$sp -> $Ri:$Rp/$socket_in(ip):$socket_in(port) over $proto ($pr) costs $5"); }"#,
     );
-    let conn = conn("[2001:db8::7]:5070", "10.0.0.1:5061", Proto::Wss);
+    let conn = conn("[2001:db8::7]:5070", "10.0.0.1:5061", NetProto::Wss);
     let (verdict, logs) = capture_logs(|| route.eval(&conn));
     assert_eq!(verdict, Trace);
     assert!(

@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use heptap_filters::{AddressGroups, ConnInfo, Proto, Routes, Source, Verdict};
+use heptap_filters::{AddressGroups, ConnInfo, Routes, Source, Verdict};
+use heptap_hep::NetProto;
 use ipnet::IpNet;
 use proptest::prelude::*;
 
@@ -61,7 +62,7 @@ fn conn(ip: IpAddr, port: u16) -> ConnInfo {
     ConnInfo {
         remote: SocketAddr::new(ip, port),
         local: "10.0.0.1:5060".parse().unwrap(),
-        proto: Proto::Tcp,
+        proto: NetProto::Tcp,
     }
 }
 

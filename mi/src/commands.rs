@@ -1,12 +1,14 @@
 //! The command table: heptap's MI commands with their OpenSIPS 3.x names, 4.x canonical aliases
 //! and recipes (the parameter lists `which command=X` prints), and recipe matching with
-//! OpenSIPS's -32602 data strings. Also `trace_bwlist`, whose names must be known commands.
+//! OpenSIPS's -32602 data strings. Also `trace_bwlist` resolved against the table: its names
+//! must be known commands.
 
 use std::collections::HashSet;
 
+use heptap_filters::{Bwlist, BwlistKind};
+use heptap_hep::NetProto;
 use serde_json::{Map, Value};
 
-use crate::control::NetProto;
 use crate::jsonrpc::{Params, RpcError, number_as_int};
 
 /// What a command does; handlers dispatch on it.
@@ -306,9 +308,9 @@ pub(crate) fn match_recipe(spec: &CommandSpec, params: &Params) -> Result<Args, 
     }
 }
 
-/// `trace_bwlist`: which commands are traced.
+/// `trace_bwlist` resolved against the command table: which requests are traced.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Bwlist {
+pub(crate) struct TracedCommands {
     /// `w:` (only the listed ones) or `b:` (all but the listed ones).
     white: bool,
     /// The listed commands of heptap, by what they do (so aliases count as the same command).
@@ -321,61 +323,30 @@ pub(crate) struct Bwlist {
     upstream: bool,
 }
 
-/// A `trace_bwlist` that cannot be used.
+/// A `trace_bwlist` name that is not an MI command (OpenSIPS's words).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BwlistError {
-    /// No `:` between the type and the list.
-    #[error("trace_bwlist {0:?}: expected \"w: cmd, ...\" or \"b: cmd, ...\"")]
-    Syntax(String),
-    /// The type is not `w`/`W`/`b`/`B`.
-    #[error("trace_bwlist {0:?}: the list type must be 'w' (white) or 'b' (black)")]
-    BadKind(String),
-    /// Nothing after the `:`.
-    #[error("trace_bwlist {0:?}: no command in list!")]
-    Empty(String),
-    /// An empty name between commas (`"w: ps,,which"`).
-    #[error("trace_bwlist {0:?}: empty command name")]
-    EmptyName(String),
-    /// A name that is not an MI command.
-    #[error("trace_bwlist: can't find mi command {0:?}")]
-    UnknownCommand(String),
-}
+#[error("trace_bwlist: can't find mi command {0:?}")]
+pub struct UnknownBwlistCommand(pub String);
 
-impl Bwlist {
-    /// Parses `"<t>: cmd1, cmd2"`; names must be heptap commands or aliases, unless an
-    /// upstream MI may own them.
-    pub fn parse(text: &str, upstream: bool) -> Result<Bwlist, BwlistError> {
-        let (kind, list) = text
-            .split_once(':')
-            .ok_or_else(|| BwlistError::Syntax(text.to_owned()))?;
-        let white = match kind.trim() {
-            "w" | "W" => true,
-            "b" | "B" => false,
-            _ => return Err(BwlistError::BadKind(text.to_owned())),
-        };
-        // 4.x canonical names contain ':' themselves, so only the first ':' separates.
-        if list.trim().is_empty() {
-            return Err(BwlistError::Empty(text.to_owned()));
-        }
-        let names: Vec<&str> = list.split(',').map(str::trim).collect();
-        if names.iter().any(|n| n.is_empty()) {
-            return Err(BwlistError::EmptyName(text.to_owned()));
-        }
+impl TracedCommands {
+    /// Resolves the list's names: they must be heptap commands or aliases, unless an upstream
+    /// MI may own them.
+    pub fn resolve(list: &Bwlist, upstream: bool) -> Result<TracedCommands, UnknownBwlistCommand> {
         let mut cmds = HashSet::new();
         let mut others = HashSet::new();
-        for n in names {
-            match lookup(n) {
+        for name in &list.names {
+            match lookup(name) {
                 Some(spec) => {
                     cmds.insert(spec.cmd);
                 }
                 None if upstream => {
-                    others.insert(n.to_owned());
+                    others.insert(name.clone());
                 }
-                None => return Err(BwlistError::UnknownCommand(n.to_owned())),
+                None => return Err(UnknownBwlistCommand(name.clone())),
             }
         }
-        Ok(Bwlist {
-            white,
+        Ok(TracedCommands {
+            white: list.kind == BwlistKind::White,
             cmds,
             names: others,
             upstream,
@@ -497,34 +468,34 @@ mod tests {
 
     #[test]
     fn bwlist_black_and_white() {
-        let b = Bwlist::parse("b: ps, which", false).unwrap();
+        let resolve = |text: &str| TracedCommands::resolve(&text.parse().unwrap(), false);
+        let b = resolve("b: ps, which").unwrap();
         assert!(!b.allows("ps") && !b.allows("core:which") && b.allows("sip_trace"));
-        let w = Bwlist::parse(" W : statistics:get", false).unwrap();
+        let w = resolve(" W : statistics:get").unwrap();
         assert!(w.allows("get_statistics") && !w.allows("ps"));
         // Unknown commands are traced whatever the list says (OpenSIPS cannot list them).
         assert!(w.allows("unknown_cmd") && b.allows("unknown_cmd"));
     }
 
+    /// The list's syntax (`"b:"`, `"x: ps"`, `"ps"`) is refused where it is parsed, before the
+    /// MI sees it; the MI checks the names.
     #[test]
     fn bwlist_names_must_be_known_commands() {
+        use heptap_filters::BwlistError;
+        let resolve =
+            |text: &str, upstream| TracedCommands::resolve(&text.parse().unwrap(), upstream);
         assert_eq!(
-            Bwlist::parse("b: ps, dlg_list", false),
-            Err(BwlistError::UnknownCommand("dlg_list".into()))
+            resolve("b: ps, dlg_list", false),
+            Err(UnknownBwlistCommand("dlg_list".into()))
         );
-        let with_upstream = Bwlist::parse("w: dlg_list", true).unwrap();
+        let with_upstream = resolve("w: dlg_list", true).unwrap();
         assert!(with_upstream.allows("dlg_list") && !with_upstream.allows("ps"));
         assert!(!with_upstream.allows("dlg_end_dlg"));
+        assert_eq!("b:".parse::<Bwlist>(), Err(BwlistError::EmptyList));
         assert!(matches!(
-            Bwlist::parse("b:", false),
-            Err(BwlistError::Empty(_))
-        ));
-        assert!(matches!(
-            Bwlist::parse("x: ps", false),
+            "x: ps".parse::<Bwlist>(),
             Err(BwlistError::BadKind(_))
         ));
-        assert!(matches!(
-            Bwlist::parse("ps", false),
-            Err(BwlistError::Syntax(_))
-        ));
+        assert_eq!("ps".parse::<Bwlist>(), Err(BwlistError::MissingColon));
     }
 }

@@ -4,44 +4,7 @@
 //! the agent's types. Every method is synchronous and cheap (atomics, snapshots), except
 //! [`Control::reload`], which the MI runs on a blocking thread.
 
-use std::fmt;
-
-use heptap_hep::TraceMessage;
-
-/// The connection protocols whose tracing has its own run-time switch (`tcp_trace`,
-/// `tls_trace`, `ws_trace`, `wss_trace`; OpenSIPS's proto_* `trace_on`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NetProto {
-    /// Plain TCP (`tcp_trace`, 4.x `tcp:trace`).
-    Tcp,
-    /// TLS (`tls_trace`, 4.x `tls:trace`).
-    Tls,
-    /// WebSocket (`ws_trace`, 4.x `ws:trace`).
-    Ws,
-    /// Secure WebSocket (`wss_trace`, 4.x `wss:trace`).
-    Wss,
-}
-
-impl NetProto {
-    /// Every protocol, in the order commands list them.
-    pub const ALL: [NetProto; 4] = [NetProto::Tcp, NetProto::Tls, NetProto::Ws, NetProto::Wss];
-
-    /// The upper-case name OpenSIPS puts in replies (`{"TCP tracing":"on"}`).
-    pub fn label(self) -> &'static str {
-        match self {
-            NetProto::Tcp => "TCP",
-            NetProto::Tls => "TLS",
-            NetProto::Ws => "WS",
-            NetProto::Wss => "WSS",
-        }
-    }
-}
-
-impl fmt::Display for NetProto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
+use heptap_hep::{NetProto, TraceMessage};
 
 /// One destination of a trace id, as `sip_trace` / `trace` list it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,7 +136,8 @@ pub trait Control: Send + Sync + 'static {
     fn trace_ids(&self) -> Vec<TraceIdInfo>;
     /// Switches one trace id (`sip_trace tid off`).
     fn set_trace_id_on(&self, name: &str, on: bool) -> Result<(), UnknownTraceId>;
-    /// Whether connection events of `proto` are traced (`[net.<proto>] trace_on`).
+    /// Whether connection events of `proto` are traced (`[net.<proto>] trace_on`; the
+    /// `tcp_trace`, `tls_trace`, `ws_trace`, `wss_trace` commands, OpenSIPS's proto_* switch).
     fn net_trace_on(&self, proto: NetProto) -> bool;
     /// Switches connection-event tracing of `proto` (`tcp_trace off`).
     fn set_net_trace_on(&self, proto: NetProto, on: bool);

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::commands::{self, Bwlist, Cmd};
+use crate::commands::{self, Cmd, TracedCommands};
 use crate::control::Control;
 use crate::handlers::{self, Env};
 use crate::jsonrpc::{self, Id, Params, Request, RpcError, Style};
@@ -21,8 +21,8 @@ pub(crate) struct Core {
     pub settings: MiSettings,
     /// The agent.
     pub control: Arc<dyn Control>,
-    /// `trace_bwlist`, resolved.
-    pub bwlist: Option<Bwlist>,
+    /// `trace_bwlist`, resolved against the command table.
+    pub traced: Option<TracedCommands>,
     /// For `uptime`.
     pub started: SystemTime,
     /// `[mi.upstream]`.
@@ -42,13 +42,13 @@ enum Outcome {
 }
 
 impl Core {
-    /// Starts tracing a request if MI tracing is on and the bwlist lets it through; returns the
+    /// Starts tracing a request if MI tracing is on and `trace_bwlist` lets it through; returns the
     /// correlation id to trace the reply with.
     fn trace_request(&self, method: &str, params: &Params, origin: &Origin) -> Option<String> {
         if !self.control.mi_tracing_enabled() {
             return None;
         }
-        if self.bwlist.as_ref().is_some_and(|b| !b.allows(method)) {
+        if self.traced.as_ref().is_some_and(|t| !t.allows(method)) {
             return None;
         }
         let corr = self.tracer.correlation_id();

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use heptap_hep::NetProto;
 use serde_json::{Map, Value, json};
 
 use crate::commands::{self, Args, Cmd, CommandSpec};
-use crate::control::{Control, LogLevel, NetProto, Statistic, TraceIdInfo};
+use crate::control::{Control, LogLevel, Statistic, TraceIdInfo};
 use crate::jsonrpc::{Params, RpcError};
 
 /// What the handlers need besides the parameters.

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
+use crate::error::MiError;
 use crate::jsonrpc::{self, Id, RpcError};
 use crate::trace::Origin;
 
@@ -213,10 +214,10 @@ async fn respond(
 }
 
 /// Binds the listener (loopback unless `http_allow_remote`, checked in `Mi::new`).
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::MiError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::MiError::HttpBind { addr, source })
+        .map_err(|source| MiError::HttpBind { addr, source })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod client;
 mod commands;
 pub mod control;
 mod core;
+mod error;
 mod fifo;
 mod handlers;
 mod http;
@@ -39,100 +40,15 @@ use tokio_util::sync::CancellationToken;
 pub use client::{
     ClientError, Reply, cli_params, fifo_call, fifo_call_text, http_call, parse_reply,
 };
-pub use commands::BwlistError;
+pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, NetProto, ProcessInfo, Statistic, TraceIdInfo,
-    UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
 };
+pub use error::MiError;
 pub use jsonrpc::{Id, Params, Request, RpcError};
 pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};
 pub use text::{TextParam, TextReply};
 pub use trace::{Backend, Origin};
-
-/// Why the MI cannot be built or started.
-#[derive(Debug, thiserror::Error)]
-pub enum MiError {
-    /// `trace_bwlist` is malformed or names an unknown command.
-    #[error(transparent)]
-    Bwlist(#[from] BwlistError),
-    /// `http_listen` is not a loopback address and `http_allow_remote` is off.
-    #[error(
-        "mi.http_listen {0} is not a loopback address; set mi.http_allow_remote = true to expose the MI"
-    )]
-    RemoteHttp(SocketAddr),
-    /// `http_root` is not a single path segment.
-    #[error("mi.http_root {0:?} must be one URL path segment (e.g. \"mi\")")]
-    HttpRoot(String),
-    /// `fifo_mode` has bits beyond 0777.
-    #[error("mi.fifo_mode {0:o} is not a permission mode (0000-0777)")]
-    FifoMode(u32),
-    /// `fifo_user` does not exist.
-    #[error("mi.fifo_user {0:?}: no such user")]
-    UnknownUser(String),
-    /// `fifo_group` does not exist.
-    #[error("mi.fifo_group {0:?}: no such group")]
-    UnknownGroup(String),
-    /// Something other than a FIFO sits at `fifo_name`; heptap does not delete it.
-    #[error("mi.fifo_name {0}: exists and is not a FIFO; refusing to replace it")]
-    FifoPathTaken(PathBuf),
-    /// The FIFO could not be created or opened.
-    #[error("mi.fifo_name {path}: {source}")]
-    Fifo {
-        /// The FIFO.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// `reply_dir` is not a directory.
-    #[error("mi.reply_dir {0}: not a directory")]
-    ReplyDir(PathBuf),
-    /// The HTTP listener could not bind.
-    #[error("mi.http_listen {addr}: {source}")]
-    HttpBind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// `[mi.upstream]` cannot be used.
-    #[error("mi.upstream: {0}")]
-    Upstream(String),
-}
-
-/// The FIFO's owner, resolved from `fifo_user` / `fifo_group` when the MI is built.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Owner {
-    /// Owner uid; `None` keeps heptap's.
-    uid: Option<u32>,
-    /// Group gid; `None` keeps heptap's.
-    gid: Option<u32>,
-}
-
-fn resolve_owner(settings: &MiSettings) -> Result<Owner, MiError> {
-    let uid = match settings.fifo_user.as_deref() {
-        None => None,
-        Some(u) => Some(match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => nix::unistd::User::from_name(u)
-                .ok()
-                .flatten()
-                .map(|user| user.uid.as_raw())
-                .ok_or_else(|| MiError::UnknownUser(u.to_owned()))?,
-        }),
-    };
-    let gid = match settings.fifo_group.as_deref() {
-        None => None,
-        Some(g) => Some(match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()
-                .map(|group| group.gid.as_raw())
-                .ok_or_else(|| MiError::UnknownGroup(g.to_owned()))?,
-        }),
-    };
-    Ok(Owner { uid, gid })
-}
 
 /// The management interface: built once from settings and a [`Control`], then started.
 #[derive(Clone)]
@@ -140,7 +56,7 @@ pub struct Mi {
     /// Shared by every transport task.
     core: Arc<core::Core>,
     /// The FIFO's owner, resolved at build time so bad names fail early.
-    owner: Owner,
+    owner: fifo::Owner,
 }
 
 impl std::fmt::Debug for Mi {
@@ -156,10 +72,10 @@ impl Mi {
     /// Validates the settings (bwlist names, loopback rule, owner names, upstream URL).
     pub fn new(mut settings: MiSettings, control: Arc<dyn Control>) -> Result<Mi, MiError> {
         let upstream = settings.upstream.as_ref().map(upstream::Upstream::new);
-        let bwlist = settings
+        let traced = settings
             .trace_bwlist
-            .as_deref()
-            .map(|b| commands::Bwlist::parse(b, upstream.is_some()))
+            .as_ref()
+            .map(|list| commands::TracedCommands::resolve(list, upstream.is_some()))
             .transpose()?;
         if let Some(addr) = settings.http_listen
             && !addr.ip().is_loopback()
@@ -178,7 +94,7 @@ impl Mi {
         if settings.fifo_mode > 0o777 {
             return Err(MiError::FifoMode(settings.fifo_mode));
         }
-        let owner = resolve_owner(&settings)?;
+        let owner = fifo::Owner::resolve(&settings)?;
         match settings.upstream.as_ref().map(|u| &u.target) {
             Some(UpstreamTarget::Http { url }) => {
                 client::check_url(url).map_err(|e| MiError::Upstream(e.to_string()))?;
@@ -201,7 +117,7 @@ impl Mi {
             core: Arc::new(core::Core {
                 settings,
                 control,
-                bwlist,
+                traced,
                 started: SystemTime::now(),
                 upstream,
                 tracer: trace::MiTracer::new(),

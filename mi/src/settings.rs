@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use heptap_filters::Bwlist;
+
 /// Settings of the MI servers (OpenSIPS mi_fifo / mi_http modparams plus heptap's own limits).
 #[derive(Clone, Debug)]
 pub struct MiSettings {
@@ -24,8 +26,9 @@ pub struct MiSettings {
     pub http_root: String,
     /// Allows `http_listen` on a non-loopback address; off so the MI is not exposed by accident.
     pub http_allow_remote: bool,
-    /// OpenSIPS `trace_bwlist` (`"b: ps, which"` / `"w: sip_trace"`); names are checked here.
-    pub trace_bwlist: Option<String>,
+    /// OpenSIPS `trace_bwlist` (`"b: ps, which"` / `"w: sip_trace"`), parsed; [`crate::Mi::new`]
+    /// checks its names against the command table.
+    pub trace_bwlist: Option<Bwlist>,
     /// cJSON-style tab-indented replies (`pretty_printing`); breaks one-line FIFO clients.
     pub pretty_printing: bool,
     /// Largest request accepted on either transport; larger ones get an error and are drained.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::TestControl;
-use heptap_mi::{LogLevel, Mi, MiSettings, NetProto, Origin};
+use heptap_hep::NetProto;
+use heptap_mi::{LogLevel, Mi, MiSettings, Origin};
 use serde_json::{Value, json};
 
 fn mi_with(control: TestControl, settings: MiSettings) -> (Mi, Arc<TestControl>) {

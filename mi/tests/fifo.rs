@@ -9,7 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use common::*;
-use heptap_mi::{ClientError, MiError, NetProto, Params, fifo_call, fifo_call_text};
+use heptap_hep::NetProto;
+use heptap_mi::{ClientError, MiError, Params, fifo_call, fifo_call_text};
 use heptap_testkit::eventually;
 use nix::sys::stat::Mode;
 use serde_json::json;

@@ -92,7 +92,7 @@ async fn a_notification_is_202_with_no_body() {
     .await;
     assert_eq!(status(&r), "HTTP/1.1 202 Accepted");
     assert_eq!(body(&r), "");
-    assert!(!h.control.net_on(heptap_mi::NetProto::Tcp));
+    assert!(!h.control.net_on(heptap_hep::NetProto::Tcp));
 }
 
 #[tokio::test]

@@ -118,7 +118,10 @@ async fn long_parameters_and_replies_are_capped() {
 
 #[tokio::test]
 async fn unknown_commands_are_traced_too() {
-    let h = Harness::start_with(tracing_control(), |s| s.trace_bwlist = Some("w: ps".into())).await;
+    let h = Harness::start_with(tracing_control(), |s| {
+        s.trace_bwlist = Some("w: ps".parse().unwrap())
+    })
+    .await;
     h.fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"dlg_list","params":{"x":5}}"#)
         .await;
     let traces = h.control.take_traces();
@@ -135,7 +138,7 @@ async fn unknown_commands_are_traced_too() {
 #[tokio::test]
 async fn a_whitelist_traces_only_its_commands_and_their_aliases() {
     let h = Harness::start_with(tracing_control(), |s| {
-        s.trace_bwlist = Some("w: sip_trace, get_statistics".into())
+        s.trace_bwlist = Some("w: sip_trace, get_statistics".parse().unwrap())
     })
     .await;
     h.fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"ps"}"#)
@@ -154,7 +157,7 @@ async fn a_whitelist_traces_only_its_commands_and_their_aliases() {
 #[tokio::test]
 async fn a_blacklist_traces_everything_else() {
     let h = Harness::start_with(tracing_control(), |s| {
-        s.trace_bwlist = Some("b: ps, which".into())
+        s.trace_bwlist = Some("b: ps, which".parse().unwrap())
     })
     .await;
     h.fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"ps"}"#)
@@ -171,7 +174,7 @@ async fn a_blacklist_traces_everything_else() {
 async fn a_bwlist_naming_an_unknown_command_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings_in(dir.path());
-    settings.trace_bwlist = Some("b: ps, dlg_list".into());
+    settings.trace_bwlist = Some("b: ps, dlg_list".parse().unwrap());
     let err =
         heptap_mi::Mi::new(settings, std::sync::Arc::new(TestControl::default())).unwrap_err();
     assert_eq!(

@@ -114,7 +114,7 @@ async fn sip_trace_off_and_on(via: Via) {
             .json(),
         json!("OK")
     );
-    assert!(!h.control.net_on(heptap_mi::NetProto::Tcp));
+    assert!(!h.control.net_on(heptap_hep::NetProto::Tcp));
 }
 
 async fn which_ps_get_statistics(via: Via) {

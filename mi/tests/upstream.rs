@@ -301,7 +301,7 @@ async fn a_bwlist_may_name_proxy_commands_when_there_is_an_upstream() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let h = Harness::start_with(control, |s| {
         s.upstream = upstream(UpstreamTarget::Http { url });
-        s.trace_bwlist = Some("w: dlg_list".into());
+        s.trace_bwlist = Some("w: dlg_list".parse().unwrap());
     })
     .await;
     h.fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"ps"}"#)

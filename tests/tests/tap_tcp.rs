@@ -218,7 +218,7 @@ async fn with_trace_on_false_the_connection_is_relayed_and_nothing_is_traced() {
     // also proves nothing from the first one was queued behind it.
     heptap
         .control()
-        .set_net_trace_on(heptap_mi::NetProto::Tcp, true);
+        .set_net_trace_on(heptap_hep::NetProto::Tcp, true);
     let _second = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
     let got = events(&mut col, 1).await;
     assert_eq!(event_of(&got[0]), "ACCEPTED");

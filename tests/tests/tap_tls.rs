@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use heptap::agent::Stop;
+use heptap_hep::NetProto;
 use heptap_hep::Packet;
-use heptap_mi::NetProto;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{

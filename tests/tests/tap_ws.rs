@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use heptap::agent::Stop;
+use heptap_hep::NetProto;
 use heptap_hep::Packet;
-use heptap_mi::NetProto;
 use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};
 use heptap_tests::events::{net_correlation, owned, part, parts_of, text_of};
 use heptap_tests::taps::{

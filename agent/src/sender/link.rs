@@ -12,14 +12,21 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use heptap_hep::Encoder;
+use heptap_config::{Destination, HepId, Transport};
+use heptap_hep::{Encoder, Version};
 use nix::sys::socket::MsgFlags;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-use super::{SenderError, Target, Transport, needs_datagrams, tls};
+use super::error::SenderError;
+use super::tls;
+
+/// HEPv1/v2 have no length field, so only a datagram can delimit them.
+fn needs_datagrams(version: Version) -> bool {
+    version != Version::V3
+}
 
 /// How a destination cuts its output into units that are sent or lost whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,19 +60,20 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    /// Checks the target of destination `name` and loads its files.
+    /// Checks destination `name` and loads its files.
     pub(crate) fn prepare(
         name: &str,
-        target: &Target,
+        destination: &Destination,
         encoder: &Encoder,
     ) -> Result<Self, SenderError> {
-        match target {
-            Target::Hep {
+        match destination {
+            Destination::Hep(HepId {
                 host,
                 port,
                 transport,
                 tls: settings,
-            } => {
+                ..
+            }) => {
                 let host = host
                     .trim_start_matches('[')
                     .trim_end_matches(']')
@@ -73,7 +81,7 @@ impl Endpoint {
                 if *transport != Transport::Udp && needs_datagrams(encoder.version) {
                     return Err(SenderError::StreamNeedsHep3 {
                         name: name.to_owned(),
-                        version: encoder.version.number(),
+                        version: encoder.version,
                     });
                 }
                 let tls = match transport {
@@ -87,8 +95,8 @@ impl Endpoint {
                     tls,
                 })
             }
-            Target::Stdout => Ok(Endpoint::Stdout),
-            Target::File(path) => {
+            Destination::Stdout => Ok(Endpoint::Stdout),
+            Destination::File(path) => {
                 open_file(path).map_err(|source| SenderError::File {
                     name: name.to_owned(),
                     path: path.clone(),
@@ -101,9 +109,13 @@ impl Endpoint {
 
     /// The checks of [`Endpoint::prepare`] without its side effect: a missing output file is not
     /// created, only its directory is looked at.
-    pub(crate) fn check(name: &str, target: &Target, encoder: &Encoder) -> Result<(), SenderError> {
-        match target {
-            Target::File(path) => {
+    pub(crate) fn check(
+        name: &str,
+        destination: &Destination,
+        encoder: &Encoder,
+    ) -> Result<(), SenderError> {
+        match destination {
+            Destination::File(path) => {
                 let result = if path.exists() {
                     OpenOptions::new().append(true).open(path).map(drop)
                 } else {
@@ -128,7 +140,9 @@ impl Endpoint {
                     source,
                 })
             }
-            Target::Hep { .. } | Target::Stdout => Self::prepare(name, target, encoder).map(drop),
+            Destination::Hep(_) | Destination::Stdout => {
+                Self::prepare(name, destination, encoder).map(drop)
+            }
         }
     }
 

@@ -8,258 +8,35 @@
 //! connecting (names resolved again on every attempt), writing (UDP datagrams, batched TCP/TLS
 //! frames, JSON lines) and reconnecting with capped exponential backoff and jitter, forever.
 //!
-//! Map: [`queue`] (the producer side: reservation, counters, rate-limited drop log), [`task`]
-//! (the destination's loop), [`link`] (connecting and writing per transport), [`tls`] (the
-//! rustls client configuration), [`backoff`]. docs/senders.md describes the behaviour for users.
+//! Map: `spec` (what a destination is: the config's `Destination` plus encoder and limits),
+//! `error`, `queue` (the producer side: reservation, counters, rate-limited drop log), `task`
+//! (the destination's loop), `link` (connecting and writing per transport), `tls` (the rustls
+//! client configuration), `backoff`. This file holds the handles ([`Sender`], [`FanOut`],
+//! [`SenderTask`]) and starting; the children never import it. docs/senders.md describes the
+//! behaviour for users.
 
 mod backoff;
+mod error;
 mod link;
 mod queue;
+mod spec;
 mod task;
 mod tls;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use heptap_hep::{Encoder, TraceMessage, Version};
+use heptap_config::Destination;
+use heptap_hep::TraceMessage;
 use tokio::sync::{mpsc, watch};
 
 use crate::stats::Stats;
 
-pub use queue::{DropReason, SenderCounters};
-
-/// How HEP packets travel to a capture node (OpenSIPS `hep_id ... transport=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// One datagram per packet; lossy by nature, the default of most capture nodes.
-    Udp,
-    /// One persistent connection carrying HEP3 frames back to back.
-    Tcp,
-    /// TCP wrapped in TLS (rustls), certificate verification on by default.
-    Tls,
-}
-
-impl Transport {
-    /// The name used in `hep_id` strings and in the MI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-/// TLS client settings of a destination; ignored unless the transport is [`Transport::Tls`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM file of the CA certificates that sign the collector's certificate; the system roots
-    /// when absent.
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain presented to the collector (mutual TLS); needs `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// Verify the collector's certificate. Only an explicit `tls_verify = false` turns this off,
-    /// and that is logged as a warning when the destination starts.
-    pub verify: bool,
-    /// Name sent as SNI and checked against the certificate; the destination's host when absent.
-    pub server_name: Option<String>,
-}
-
-impl Default for TlsSettings {
-    /// Verification on against the system roots, no client certificate, SNI from the host.
-    fn default() -> Self {
-        TlsSettings {
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            verify: true,
-            server_name: None,
-        }
-    }
-}
-
-/// Queue sizes and timings of a destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Most packets held (queued or being written) at once; the newest is dropped beyond it.
-    pub queue_packets: usize,
-    /// Most bytes held at once, estimated from the messages (see `docs/senders.md`); bounds the
-    /// memory a slow collector can cost whatever the message sizes.
-    pub queue_bytes: usize,
-    /// Largest UDP datagram sent; a bigger packet is dropped as `oversize`, never truncated.
-    pub max_udp_size: usize,
-    /// Bound on resolving the host and establishing the connection (TLS handshake included).
-    pub connect_timeout: Duration,
-    /// A write that makes no progress for this long means the collector is stuck: reconnect.
-    pub write_timeout: Duration,
-    /// First delay before reconnecting after a failure.
-    pub backoff_initial: Duration,
-    /// Longest delay between reconnection attempts; attempts never stop.
-    pub backoff_max: Duration,
-}
-
-impl Limits {
-    /// The largest UDP payload an IPv4 datagram can carry, and heplify-server's input cap.
-    pub const MAX_UDP_SIZE: usize = 65507;
-}
-
-impl Default for Limits {
-    /// The `[hep]` defaults of docs/configuration.md: 10000 packets or 16 MiB, datagrams up to
-    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s.
-    fn default() -> Self {
-        Limits {
-            queue_packets: 10_000,
-            queue_bytes: 16 * 1024 * 1024,
-            max_udp_size: Limits::MAX_UDP_SIZE,
-            connect_timeout: Duration::from_secs(2),
-            write_timeout: Duration::from_secs(2),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Where a destination delivers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A HEP capture node (Homer, heplify-server, sipcapture).
-    Hep {
-        /// Host name or address literal; resolved on every connection attempt.
-        host: String,
-        /// Port of the capture node.
-        port: u16,
-        /// UDP, TCP or TLS.
-        transport: Transport,
-        /// Used only with [`Transport::Tls`].
-        tls: TlsSettings,
-    },
-    /// One `heptap hep-dump` JSON line per packet on standard output.
-    Stdout,
-    /// The same JSON lines appended to a file (OpenSIPS tracer `uri=file:`), created 0640.
-    File(PathBuf),
-}
-
-/// Everything needed to start one destination. Two equal specs describe the same destination,
-/// so a reload can keep its task (and its queue) running.
-#[derive(Clone, Debug)]
-pub struct DestinationSpec {
-    /// The `hep_id` name; names the statistics group `hep_<name>` and the log lines.
-    pub name: String,
-    /// Where the packets go.
-    pub target: Target,
-    /// Version, payload mode, capture id, auth key and node name of this destination.
-    pub encoder: Encoder,
-    /// Queue sizes and timings.
-    pub limits: Limits,
-}
-
-impl PartialEq for DestinationSpec {
-    fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (&self.encoder, &other.encoder);
-        self.name == other.name
-            && self.target == other.target
-            && self.limits == other.limits
-            && a.version == b.version
-            && a.mode == b.mode
-            && a.capture_id == b.capture_id
-            && a.auth_key == b.auth_key
-            && a.node_name == b.node_name
-    }
-}
-
-impl Eq for DestinationSpec {}
-
-/// What became of an offered message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Offer {
-    /// In the destination's queue; it is now the sender's to deliver or count as dropped.
-    Queued,
-    /// Not taken: counted under `dropped_<reason>`.
-    Dropped(DropReason),
-}
-
-/// Errors found when a destination starts (bad files or settings); never raised later.
-#[derive(Debug, thiserror::Error)]
-pub enum SenderError {
-    /// A certificate, key or CA file could not be read or parsed.
-    #[error("hep_id {name}: cannot load {what} from {}: {reason}", path.display())]
-    TlsFile {
-        /// The destination.
-        name: String,
-        /// Which file: "ca_file", "cert_file" or "key_file".
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why it could not be used.
-        reason: String,
-    },
-    /// Neither `ca_file` nor the system offered a single root certificate.
-    #[error("hep_id {name}: no CA certificates: set ca_file (the system store is empty)")]
-    NoRootCertificates {
-        /// The destination.
-        name: String,
-    },
-    /// A client certificate without its key or the other way round.
-    #[error("hep_id {name}: mutual TLS needs both cert_file and key_file")]
-    ClientAuthIncomplete {
-        /// The destination.
-        name: String,
-    },
-    /// rustls refused the configuration (for example a key that does not match the certificate).
-    #[error("hep_id {name}: TLS configuration refused: {source}")]
-    Tls {
-        /// The destination.
-        name: String,
-        /// rustls's reason.
-        #[source]
-        source: rustls::Error,
-    },
-    /// The SNI name is neither a DNS name nor an IP address.
-    #[error("hep_id {name}: {server_name:?} is not a valid TLS server name")]
-    InvalidServerName {
-        /// The destination.
-        name: String,
-        /// The name that was refused.
-        server_name: String,
-    },
-    /// HEPv1/v2 packets carry no length, so a stream cannot be cut back into packets.
-    #[error("hep_id {name}: HEP version {version} can only be sent over UDP")]
-    StreamNeedsHep3 {
-        /// The destination.
-        name: String,
-        /// The configured version.
-        version: u8,
-    },
-    /// The `file:` destination cannot be created or opened.
-    #[error("hep_id {name}: cannot open {}: {source}", path.display())]
-    File {
-        /// The destination.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// The operating system's reason.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A queue size of zero, or a datagram limit no packet can meet.
-    #[error("hep_id {name}: {reason}")]
-    InvalidLimits {
-        /// The destination.
-        name: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// `spawn` was called outside a Tokio runtime.
-    #[error("hep_id {name}: senders must be started inside the Tokio runtime")]
-    NoRuntime {
-        /// The destination.
-        name: String,
-    },
-}
+pub use error::SenderError;
+pub use queue::{DropReason, Offer, SenderCounters, SenderState};
+pub use spec::{DestinationSpec, Limits};
+pub use task::ShutdownReport;
 
 /// The producer's handle on a destination. Cheap to clone: two `Arc`s.
 #[derive(Clone)]
@@ -301,32 +78,6 @@ impl Sender {
     pub fn state(&self) -> SenderState {
         self.shared.state()
     }
-}
-
-/// A destination as the MI shows it (`hep_ids`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SenderState {
-    /// The `hep_id` name.
-    pub name: String,
-    /// `host:port` for HEP, `stdout`, or `file:<path>`.
-    pub destination: String,
-    /// "udp", "tcp", "tls", "stdout" or "file".
-    pub transport: &'static str,
-    /// Whether a connection (or socket, or open file) is up right now.
-    pub connected: bool,
-    /// The destination's counters, as in `get_statistics hep_<name>:`.
-    pub counters: SenderCounters,
-    /// The last connection or write error, for operators asking "why is it not sending".
-    pub last_error: Option<String>,
-}
-
-/// What a graceful shutdown achieved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Packets delivered during the grace period.
-    pub flushed: u64,
-    /// Packets still held when the grace period ended, counted as `dropped_shutdown`.
-    pub abandoned: u64,
 }
 
 /// The running destination; stop it with [`SenderTask::shutdown`]. Dropping it leaves the tasks
@@ -414,8 +165,8 @@ impl FanOut {
 /// file's directory) without starting anything or creating files; for `heptap check` and for
 /// validating a reload before applying it.
 pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
-    validate_limits(&spec.name, &spec.limits)?;
-    link::Endpoint::check(&spec.name, &spec.target, &spec.encoder)
+    spec.limits.check(&spec.name)?;
+    link::Endpoint::check(&spec.name, &spec.destination, &spec.encoder)
 }
 
 /// Starts the destination's task on the current runtime and returns the producers' handle and
@@ -440,15 +191,15 @@ pub fn spawn_on(
     workers: &[tokio::runtime::Handle],
 ) -> Result<(Sender, SenderTask), SenderError> {
     let name = spec.name.clone();
-    validate_limits(&name, &spec.limits)?;
-    let lanes = match spec.target {
-        Target::Hep { .. } => workers.len(),
-        Target::Stdout | Target::File(_) => 1,
+    spec.limits.check(&name)?;
+    let lanes = match spec.destination {
+        Destination::Hep(_) => workers.len(),
+        Destination::Stdout | Destination::File(_) => 1,
     };
     if lanes == 0 {
         return Err(SenderError::NoRuntime { name });
     }
-    let endpoint = link::Endpoint::prepare(&name, &spec.target, &spec.encoder)?;
+    let endpoint = link::Endpoint::prepare(&name, &spec.destination, &spec.encoder)?;
     let shared = Arc::new(queue::Shared::new(
         name,
         endpoint.destination(),
@@ -484,29 +235,4 @@ pub fn spawn_on(
             shared,
         },
     ))
-}
-
-fn validate_limits(name: &str, limits: &Limits) -> Result<(), SenderError> {
-    let invalid = |reason| SenderError::InvalidLimits {
-        name: name.to_owned(),
-        reason,
-    };
-    if limits.queue_packets == 0 {
-        return Err(invalid("queue_packets must be at least 1"));
-    }
-    if limits.queue_packets > u32::MAX as usize {
-        return Err(invalid("queue_packets is too large"));
-    }
-    if limits.queue_bytes == 0 {
-        return Err(invalid("queue_bytes must be at least 1"));
-    }
-    if limits.max_udp_size < 6 {
-        return Err(invalid("max_udp_size is smaller than any HEP packet"));
-    }
-    Ok(())
-}
-
-/// HEPv1/v2 have no length field, so only a datagram can delimit them.
-fn needs_datagrams(version: Version) -> bool {
-    version != Version::V3
 }

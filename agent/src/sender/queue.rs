@@ -15,8 +15,34 @@ use heptap_hep::TraceMessage;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Limits, Offer, SenderState};
+use super::spec::Limits;
 use crate::stats::{Counter, Stats};
+
+/// What became of an offered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// In the destination's queue; it is now the sender's to deliver or count as dropped.
+    Queued,
+    /// Not taken: counted under `dropped_<reason>`.
+    Dropped(DropReason),
+}
+
+/// A destination as the MI shows it (`hep_ids`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderState {
+    /// The `hep_id` name.
+    pub name: String,
+    /// `host:port` for HEP, `stdout`, or `file:<path>`.
+    pub destination: String,
+    /// "udp", "tcp", "tls", "stdout" or "file".
+    pub transport: &'static str,
+    /// Whether a connection (or socket, or open file) is up right now.
+    pub connected: bool,
+    /// The destination's counters, as in `get_statistics hep_<name>:`.
+    pub counters: SenderCounters,
+    /// The last connection or write error, for operators asking "why is it not sending".
+    pub last_error: Option<String>,
+}
 
 /// Why a packet was not delivered; each reason has its counter `dropped_<reason>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

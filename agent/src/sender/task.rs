@@ -22,7 +22,16 @@ use tokio::time::Instant;
 use super::backoff::Backoff;
 use super::link::{Endpoint, Framing, Link, LinkError, send_datagrams};
 use super::queue::{DropReason, Shared, estimate};
-use super::{DestinationSpec, Limits, ShutdownReport};
+use super::spec::{DestinationSpec, Limits};
+
+/// What a graceful shutdown achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Packets delivered during the grace period.
+    pub flushed: u64,
+    /// Packets still held when the grace period ended, counted as `dropped_shutdown`.
+    pub abandoned: u64,
+}
 
 /// Most messages taken from the queue at once.
 const BATCH_MESSAGES: usize = 64;

@@ -1,24 +1,25 @@
 //! The rustls client configuration of a TLS destination (ring provider only).
 //!
-//! Verification is on by default, against `ca_file` or the system's roots; `verify = false`
+//! Verification is on by default, against `ca_file` or the system's roots; `tls_verify = false`
 //! installs [`AcceptAnyServerCertificate`], which still checks the handshake signatures (so the peer
 //! must hold the key of the certificate it shows) but trusts any certificate and any name.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use heptap_config::HepTls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::tls::{AcceptAnyServerCertificate, provider};
 
-use super::{SenderError, TlsSettings};
+use super::error::SenderError;
 
 /// Builds the client configuration and the SNI name of destination `name` at `host`.
 pub(crate) fn client_config(
     name: &str,
     host: &str,
-    settings: &TlsSettings,
+    settings: &HepTls,
 ) -> Result<(Arc<ClientConfig>, ServerName<'static>), SenderError> {
     let tls_err = |source| SenderError::Tls {
         name: name.to_owned(),
@@ -36,7 +37,7 @@ pub(crate) fn client_config(
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;
-    let builder = if settings.verify {
+    let builder = if settings.tls_verify {
         builder.with_root_certificates(root_store(name, settings.ca_file.as_deref())?)
     } else {
         tracing::warn!(

@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use heptap_hep::{Part, TraceMessage, proto_type};
+use heptap_hep::{NetProto, Part, TraceMessage, proto_type};
 
 use crate::clock::{FlowClock, now_micros};
-use crate::tracer::{NetProto, Tracer};
+use crate::tracer::Tracer;
 
 /// `Event` part values.
 pub mod event {
@@ -86,8 +86,8 @@ impl heptap_filters::Inspect for Inspected<'_> {
     fn local(&self) -> SocketAddr {
         self.0.local
     }
-    fn proto(&self) -> heptap_filters::Proto {
-        self.0.proto.filter_proto()
+    fn proto(&self) -> NetProto {
+        self.0.proto
     }
 }
 

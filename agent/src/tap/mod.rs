@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use heptap_config::{ListenerTls, ProxyProtocol, UpstreamTls};
+use heptap_hep::NetProto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::conn_id::ConnIds;
 use crate::stats::{Counter, Stats};
-use crate::tracer::{NetProto, Tracer};
+use crate::tracer::Tracer;
 
 /// A listener that cannot be set up (its TLS material, mostly).
 #[derive(Debug, thiserror::Error)]

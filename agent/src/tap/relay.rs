@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use heptap_hep::Part;
+use heptap_hep::{NetProto, Part};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -31,7 +31,7 @@ use super::tls::TlsInfo;
 use super::{ListenerStats, Tap, TapContext, proxy_protocol, ws};
 use crate::clock::now_micros;
 use crate::stats::Counter;
-use crate::tracer::{NetProto, Tracer};
+use crate::tracer::Tracer;
 
 /// Bytes read at once per direction once a connection has shown bulk traffic.
 const BUF_SIZE: usize = 16 * 1024;

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use heptap_filters::NameList;
-use heptap_hep::{TraceMessage, proto_type};
+use heptap_filters::Bwlist;
+use heptap_hep::{NetProto, TraceMessage, proto_type};
 
 use crate::clock::split;
 use crate::sip::{Framed, FramerCounters, Limits, SipFramer, is_keepalive, parse_head};
 use crate::stats::Counter;
-use crate::tracer::{NetProto, Tracer};
+use crate::tracer::Tracer;
 
 /// Which way a message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct SipSettings {
     /// The trace id whose switch and destinations apply.
     pub trace_id: String,
     /// `sip_methods`: which methods are traced (responses by their CSeq method).
-    pub methods: Option<NameList>,
+    pub methods: Option<Bwlist>,
     /// `sip_payload = "json"`: OpenSIPS's `{"payload": "..."}` form instead of the raw message.
     pub json_payload: bool,
 }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use heptap_filters::{AddressGroups, ConnInfo, Proto, Routes, Source};
+use heptap_filters::{AddressGroups, ConnInfo, Routes, Source};
+use heptap_hep::NetProto;
 use libfuzzer_sys::fuzz_target;
 
 fn groups() -> &'static AddressGroups {
@@ -30,9 +31,9 @@ fn conns() -> [ConnInfo; 3] {
         proto,
     };
     [
-        conn("10.10.10.10:5060", "10.0.0.1:5061", Proto::Tcp),
-        conn("[2001:db8::7]:40000", "[2001:db8::1]:5061", Proto::Wss),
-        conn("[::ffff:192.0.2.10]:1", "0.0.0.0:0", Proto::Udp),
+        conn("10.10.10.10:5060", "10.0.0.1:5061", NetProto::Tcp),
+        conn("[2001:db8::7]:40000", "[2001:db8::1]:5061", NetProto::Wss),
+        conn("[::ffff:192.0.2.10]:1", "0.0.0.0:0", NetProto::Ws),
     ]
 }
 

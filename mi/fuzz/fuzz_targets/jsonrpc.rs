@@ -12,9 +12,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use heptap_hep::TraceMessage;
+use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, Mi, MiSettings, NetProto, Origin, ProcessInfo, Statistic,
+    Control, DestinationInfo, LogLevel, Mi, MiSettings, Origin, ProcessInfo, Statistic,
     TextParam, TraceIdInfo, UnknownTraceId,
 };
 use libfuzzer_sys::fuzz_target;

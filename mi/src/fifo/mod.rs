@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
+use crate::error::MiError;
 use crate::jsonrpc::{self, Id, RpcError};
+use crate::settings::MiSettings;
 use crate::text::TextReply;
-use crate::{MiError, Owner};
+use crate::trace::Origin;
 use frame::{Bad, Frame, FrameParser, Framing};
 
 /// Requests answered at once; the reader waits for a slot beyond that (backpressure).
@@ -37,6 +39,44 @@ struct Created {
     dev: u64,
     /// Inode of the FIFO we created.
     ino: u64,
+}
+
+/// The FIFO's owner, resolved from `fifo_user` / `fifo_group` when the MI is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Owner {
+    /// Owner uid; `None` keeps heptap's.
+    uid: Option<u32>,
+    /// Group gid; `None` keeps heptap's.
+    gid: Option<u32>,
+}
+
+impl Owner {
+    /// Resolves `fifo_user` / `fifo_group` (names or numeric ids).
+    pub(crate) fn resolve(settings: &MiSettings) -> Result<Owner, MiError> {
+        let uid = match settings.fifo_user.as_deref() {
+            None => None,
+            Some(u) => Some(match u.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => nix::unistd::User::from_name(u)
+                    .ok()
+                    .flatten()
+                    .map(|user| user.uid.as_raw())
+                    .ok_or_else(|| MiError::UnknownUser(u.to_owned()))?,
+            }),
+        };
+        let gid = match settings.fifo_group.as_deref() {
+            None => None,
+            Some(g) => Some(match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => nix::unistd::Group::from_name(g)
+                    .ok()
+                    .flatten()
+                    .map(|group| group.gid.as_raw())
+                    .ok_or_else(|| MiError::UnknownGroup(g.to_owned()))?,
+            }),
+        };
+        Ok(Owner { uid, gid })
+    }
 }
 
 /// Creates the FIFO (replacing a stale FIFO, never another kind of file), sets its mode and
@@ -210,7 +250,7 @@ impl FifoServer {
 async fn answer(core: &Core, frame: Frame) {
     let (reply_name, reply) = match frame {
         Frame::Json { reply, body } => {
-            let out = core.handle_jsonrpc(&body, &crate::Origin::fifo()).await;
+            let out = core.handle_jsonrpc(&body, &Origin::fifo()).await;
             (reply, out)
         }
         Frame::Text {

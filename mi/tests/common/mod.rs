@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heptap_hep::TraceMessage;
+use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, Mi, MiRunning, MiSettings, NetProto, ProcessInfo,
-    Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, Mi, MiRunning, MiSettings, ProcessInfo, Statistic,
+    TraceIdInfo, UnknownTraceId,
 };
 use nix::sys::stat::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
