@@ -19,7 +19,7 @@ use crate::build::{self, BuildError};
 use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
 use crate::logging::LogHandle;
-use crate::shared::{Shared, State};
+use crate::shared::{ReloadError, Shared, State};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
 use crate::tap::{BoundListener, TapContext};
@@ -197,12 +197,12 @@ impl Running {
     }
 
     /// Swaps in a new config; see [`Shared::reload`].
-    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         self.shared.reload(config)
     }
 
     /// Re-reads the config from its source and swaps it in (SIGHUP).
-    pub fn reload_from_source(&self) -> Result<(), Vec<String>> {
+    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
         self.shared.reload_from_source()
     }
 
@@ -278,20 +278,21 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
                 notify.reloading();
                 running.recheck_fifo();
                 let shared = running.shared().clone();
-                let result = tokio::task::spawn_blocking(move || shared.reload_from_source())
-                    .await
-                    .unwrap_or_else(|e| Err(vec![e.to_string()]));
+                let result = tokio::task::spawn_blocking(move || shared.reload_from_source()).await;
                 match result {
-                    Ok(()) => {
+                    Ok(Ok(())) => {
                         tracing::info!("Config reloaded");
                         notify.ready("Config reloaded");
                     }
-                    Err(e) => {
-                        tracing::error!(
-                            "Reload refused, the old config keeps running:\n{}",
-                            e.join("\n")
-                        );
+                    Ok(Err(e)) => {
+                        tracing::error!("Reload refused, the old config keeps running:\n{e}");
                         notify.ready("Reload refused; the old config keeps running");
+                    }
+                    // The reload panicked: heptap's own fault, and the old config is still in
+                    // force.
+                    Err(e) => {
+                        tracing::error!(error = %e, "Reload failed inside heptap; the old config keeps running");
+                        notify.ready("Reload failed; the old config keeps running");
                     }
                 }
             }

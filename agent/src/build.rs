@@ -20,10 +20,59 @@ use crate::tap::ListenerSpec;
 use crate::tap::sip::SipSettings;
 use crate::tracer::{NetTrace, Pipeline, Switch, TraceId};
 
-/// Something in the config that cannot be built; every problem is listed.
+/// One thing in a config that cannot be built, with where it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct BuildError(pub Vec<String>);
+pub enum BuildProblem {
+    /// A route file cannot be read, or a key names a route that does not exist.
+    #[error("{0}")]
+    Config(heptap_config::ConfigErrors),
+    /// The routes do not compile.
+    #[error("{0}")]
+    Routes(heptap_filters::CompileErrors),
+    /// A listener's TLS material cannot be used.
+    #[error("listener[{index}]: {source}")]
+    Listener {
+        /// The listener's index in the config.
+        index: usize,
+        /// Why.
+        source: crate::tap::TapError,
+    },
+    /// A destination cannot be set up (its TLS material, mostly).
+    #[error("hep.ids.{name}: {source}")]
+    Destination {
+        /// The destination's name.
+        name: String,
+        /// Why.
+        source: sender::SenderError,
+    },
+    /// `[mi]` cannot be used.
+    #[error("mi: {0}")]
+    Mi(#[from] heptap_mi::MiError),
+}
+
+/// Something in the config that cannot be built; every problem is listed, one per line.
+#[derive(Debug)]
+pub struct BuildError(pub Vec<BuildProblem>);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<BuildProblem> for BuildError {
+    fn from(problem: BuildProblem) -> Self {
+        BuildError(vec![problem])
+    }
+}
 
 /// What a build produced: the pipeline to publish and the tasks behind it.
 #[derive(Debug)]
@@ -145,9 +194,7 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
 
 /// Compiles the routes of the config and checks the names it refers to.
 pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
-    let texts = config
-        .route_texts()
-        .map_err(|e| BuildError(vec![e.to_string()]))?;
+    let texts = config.route_texts().map_err(BuildProblem::Config)?;
     let names: Vec<String> = texts
         .iter()
         .map(|t| match &t.file {
@@ -164,10 +211,10 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
         })
         .collect();
     let groups = AddressGroups::new(&config.address_groups);
-    let routes = Routes::compile(&sources, &groups).map_err(|e| BuildError(vec![e.to_string()]))?;
+    let routes = Routes::compile(&sources, &groups).map_err(BuildProblem::Routes)?;
     config
         .check_route_names(|n| routes.get(n).is_some())
-        .map_err(|e| BuildError(vec![e.to_string()]))?;
+        .map_err(BuildProblem::Config)?;
     Ok(routes)
 }
 
@@ -178,18 +225,21 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
     if let Err(e) = compile_routes(config) {
         errors.extend(e.0);
     }
-    for (i, spec) in listener_specs(config).iter().enumerate() {
-        if let Err(e) = crate::tap::check(spec) {
-            errors.push(format!("listener[{i}]: {e}"));
+    for (index, spec) in listener_specs(config).iter().enumerate() {
+        if let Err(source) = crate::tap::check(spec) {
+            errors.push(BuildProblem::Listener { index, source });
         }
     }
     for spec in destination_specs(config) {
-        if let Err(e) = sender::check(&spec) {
-            errors.push(format!("hep.ids.{}: {e}", spec.name));
+        if let Err(source) = sender::check(&spec) {
+            errors.push(BuildProblem::Destination {
+                name: spec.name,
+                source,
+            });
         }
     }
     if let Err(e) = crate::mi_settings::check(config) {
-        errors.push(format!("mi: {e}"));
+        errors.push(BuildProblem::Mi(e));
     }
     if errors.is_empty() {
         Ok(())
@@ -226,7 +276,10 @@ pub fn build(
                     senders.insert(spec.name.clone(), sender);
                     tasks.insert(spec.name.clone(), (spec, Some(task)));
                 }
-                Err(e) => errors.push(format!("hep.ids.{}: {e}", spec.name)),
+                Err(source) => errors.push(BuildProblem::Destination {
+                    name: spec.name.clone(),
+                    source,
+                }),
             },
         }
     }

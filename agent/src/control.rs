@@ -187,7 +187,7 @@ impl Control for AgentControl {
     }
 
     fn reload(&self) -> Result<(), Vec<String>> {
-        self.shared.reload_from_source()
+        self.shared.reload_from_source().map_err(|e| e.lines())
     }
 
     fn log_level(&self) -> LogLevel {

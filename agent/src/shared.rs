@@ -41,15 +41,40 @@ pub struct State {
     pub built: Option<Built>,
 }
 
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config source cannot be read, or does not validate.
+    #[error("{0}")]
+    Load(#[from] heptap_config::ConfigErrors),
+    /// The new config names something that cannot be built.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// heptap is stopping; nothing is swapped in any more.
+    #[error("heptap is shutting down")]
+    ShuttingDown,
+}
+
+impl ReloadError {
+    /// The problems as the MI lists them: each build problem on its own, the config's errors
+    /// as one text.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ReloadError::Build(e) => e.0.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
 impl Shared {
     /// Swaps in `config` (already loaded and validated): destinations, trace ids, routes and the
     /// switches' defaults. Relayed connections are not touched; listeners and the MI's own
     /// settings are not re-bound (a change there needs a restart, and the log says so). On any
     /// error the old config keeps running.
-    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(old) = state.built.as_mut() else {
-            return Err(BuildError(vec!["heptap is shutting down".to_owned()]));
+            return Err(ReloadError::ShuttingDown);
         };
         let mut built = build::build(&config, &self.stats, Some(old), &self.workers)?;
         built.adopt(old);
@@ -80,9 +105,9 @@ impl Shared {
 
     /// Re-reads the config from its source (or re-applies the one in memory), validates it,
     /// and swaps it in.
-    pub fn reload_from_source(&self) -> Result<(), Vec<String>> {
+    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
         let config = match &self.source {
-            Some(src) => Config::load(src).map_err(|e| vec![e.to_string()])?,
+            Some(src) => Config::load(src)?,
             None => self
                 .state
                 .lock()
@@ -90,7 +115,7 @@ impl Shared {
                 .config
                 .clone(),
         };
-        build::check(&config).map_err(|e| e.0)?;
-        self.reload(config).map_err(|e| e.0)
+        build::check(&config)?;
+        self.reload(config)
     }
 }
