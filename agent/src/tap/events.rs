@@ -18,11 +18,12 @@ use heptap_hep::{Part, TraceMessage, proto_type};
 
 use super::certs::CertNames;
 use super::transport::{ConnectTcpError, TlsInfo};
+use super::upgrade::WsHeads;
 use crate::clock::{FlowClock, now_micros};
 use crate::tracer::{LegVerdict, NetProto, Tracer};
 
 /// `Event` part values.
-pub mod event {
+mod event {
     /// The client's connection was accepted (or its handshake failed).
     pub const ACCEPTED: &str = "ACCEPTED";
     /// An upstream connect has started.
@@ -34,7 +35,7 @@ pub mod event {
 }
 
 /// `Status` part values.
-pub mod status {
+mod status {
     /// It worked.
     pub const SUCCESS: &str = "SUCCESS";
     /// It did not.
@@ -42,7 +43,7 @@ pub mod status {
 }
 
 /// OpenSIPS's fixed `Message` texts (net/trans_trace.c).
-pub mod message {
+mod message {
     /// CONNECT_START.
     pub const ASYNC_CONNECT_INIT: &str = "Async connect in progress...";
     /// CONNECTED, SUCCESS.
@@ -198,6 +199,16 @@ pub fn is_reset(e: &io::Error) -> bool {
     )
 }
 
+/// A handshake that did not finish in time, as OpenSIPS-shaped messages say it.
+#[derive(Clone, Copy, Debug)]
+pub struct TimedOut(pub Duration);
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handshake timed out after {:?}", self.0)
+    }
+}
+
 /// Why the upstream leg could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum Unreachable {
@@ -225,14 +236,11 @@ pub enum Unreachable {
     #[error("TLS: {0}")]
     Tls(io::Error),
     /// The PROXY header or the TLS handshake did not finish within the connect timeout.
-    #[error("handshake timed out after {0:?}")]
-    HandshakeTimeout(Duration),
+    #[error("{0}")]
+    HandshakeTimeout(TimedOut),
     /// The upstream refused the WebSocket upgrade, or its reply was not one.
     #[error("WebSocket upgrade failed: {0}")]
     Upgrade(String),
-    /// The WebSocket upgrade did not finish within the connect timeout.
-    #[error("WebSocket upgrade failed: handshake timed out after {0:?}")]
-    UpgradeTimeout(Duration),
 }
 
 /// How both directions of a relay ended.
@@ -282,15 +290,6 @@ pub fn closed_message<'e>(leg: Side, ends: impl IntoIterator<Item = &'e End>) ->
         Side::Client => "Closed by heptap: the upstream leg ended".into(),
         Side::Upstream | Side::Heptap => "Closed by heptap: the client leg ended".into(),
     }
-}
-
-/// The HTTP heads of a WebSocket upgrade, as its handshake event shows them.
-#[derive(Clone, Copy, Debug)]
-pub struct WsHeads<'a> {
-    /// The request (empty when none was written).
-    pub request: &'a [u8],
-    /// The reply, when there was one.
-    pub reply: Option<&'a [u8]>,
 }
 
 /// `Event`, `Status`, `Message` (left out when empty).
@@ -467,37 +466,71 @@ impl Leg {
         });
     }
 
-    /// Traces an event with `Event`, `Status` and `Message` parts.
-    pub fn event(
-        &mut self,
-        tracer: &Tracer,
-        ev: &'static str,
-        st: &'static str,
-        msg: impl Into<Cow<'static, str>>,
-    ) {
-        let msg = msg.into();
-        self.trace_with(tracer, |parts| plain_parts(parts, ev, st, msg));
+    /// Traces CONNECT_START: a connect to `remote` has started.
+    pub fn connect_start(&mut self, tracer: &Tracer) {
+        self.trace_with(tracer, |parts| {
+            let msg = message::ASYNC_CONNECT_INIT.into();
+            plain_parts(parts, event::CONNECT_START, status::SUCCESS, msg);
+        });
     }
 
-    /// Traces a handshake event (ACCEPTED, CONNECTED): the TLS parts when the leg speaks TLS,
-    /// then the WebSocket heads when it upgrades (OpenSIPS puts both in one event on WSS).
-    pub fn handshake(
+    /// Traces this leg's handshake event as a success: ACCEPTED on the client leg, CONNECTED on
+    /// the upstream leg.
+    pub fn handshake_done(
         &mut self,
         tracer: &Tracer,
-        ev: &'static str,
-        st: &'static str,
-        msg: impl Into<Cow<'static, str>>,
         tls: Option<&TlsInfo>,
         ws: Option<WsHeads<'_>>,
     ) {
-        let msg = msg.into();
+        let (_, ok, _) = self.handshake_texts();
+        self.handshake(tracer, status::SUCCESS, || ok.into(), tls, ws);
+    }
+
+    /// Traces this leg's handshake event as a failure, `why` after OpenSIPS's fixed text when
+    /// there is more to say.
+    pub fn handshake_failed(
+        &mut self,
+        tracer: &Tracer,
+        why: Option<&dyn fmt::Display>,
+        tls: Option<&TlsInfo>,
+        ws: Option<WsHeads<'_>>,
+    ) {
+        let (_, _, failed) = self.handshake_texts();
+        let msg = || match why {
+            Some(why) => format!("{failed} {why}").into(),
+            None => failed.into(),
+        };
+        self.handshake(tracer, status::FAILURE, msg, tls, ws);
+    }
+
+    /// `Event`, and the `Message` of a success and of a failure, of this leg's handshake event.
+    fn handshake_texts(&self) -> (&'static str, &'static str, &'static str) {
+        match self.side() {
+            Side::Upstream => (event::CONNECTED, message::CONNECT_OK, message::CONNECT_FAIL),
+            Side::Client | Side::Heptap => {
+                (event::ACCEPTED, message::ACCEPT_OK, message::ACCEPT_FAIL)
+            }
+        }
+    }
+
+    /// A handshake event: the TLS parts when the leg speaks TLS, then the WebSocket heads when
+    /// it upgrades (OpenSIPS puts both in one event on WSS).
+    fn handshake(
+        &mut self,
+        tracer: &Tracer,
+        st: &'static str,
+        msg: impl FnOnce() -> Cow<'static, str>,
+        tls: Option<&TlsInfo>,
+        ws: Option<WsHeads<'_>>,
+    ) {
+        let (ev, _, _) = self.handshake_texts();
         self.trace_with(tracer, |parts| {
             if let Some(tls) = tls {
                 tls_parts(parts, tls);
             }
             match ws {
-                Some(heads) => ws_parts(parts, ev, heads, st, msg),
-                None => plain_parts(parts, ev, st, msg),
+                Some(heads) => ws_parts(parts, ev, heads, st, msg()),
+                None => plain_parts(parts, ev, st, msg()),
             }
         });
     }

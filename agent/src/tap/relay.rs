@@ -7,7 +7,6 @@
 //! ([`Then`]): TCP has a half-close, so after a clean EOF the other direction goes on; WebSocket
 //! has none, but after a close frame the other direction gets [`CLOSE_GRACE`] to answer it.
 
-use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -50,7 +49,10 @@ pub async fn relay_bytes(client: Stream, upstream: Stream, r: &Relay<'_>) -> End
             let (mut cr, mut cw) = c.into_split();
             let (mut ur, mut uw) = u.into_split();
             let ends = pump_both_ways(&mut cr, &mut cw, &mut ur, &mut uw, r).await;
-            pass_reset(&ends, Some(cr.as_ref()), Some(ur.as_ref()));
+            // Reunited: an owned write half dropped alone sends a FIN, which would beat the
+            // reset.
+            let (client, upstream) = (cr.reunite(cw).ok(), ur.reunite(uw).ok());
+            pass_reset(&ends, client.as_ref(), upstream.as_ref());
             ends
         }
         (c, u) => {

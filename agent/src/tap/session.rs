@@ -10,6 +10,7 @@
 //!
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,15 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{End, EndKind, Ends, Leg, Side, Unreachable, WsHeads, event, message, status};
+use super::events::{End, EndKind, Ends, Leg, Side, TimedOut, Unreachable};
 use super::proxy_protocol;
 use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
 use super::sip::SipConn;
 use super::spec::{ListenerStats, Tap, TapContext};
 use super::transport::{Stream, connect_tcp, tcp_socket_for};
-use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest};
+use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::websocket;
+use crate::stats::Counter;
 
 /// One client connection, from its accept to its close.
 #[derive(Debug)]
@@ -77,41 +79,56 @@ impl Session<'_> {
             None,
         );
 
-        let accepted = tokio::select! {
-            a = self.accept_client(tcp, &mut client_leg) => a,
-            _ = self.kill.cancelled() => return,
+        // 1. The client's handshake.
+        let Some(accepted) = self.or_stop(self.accept_client(tcp, &mut client_leg)).await else {
+            return;
         };
         let accepted = match accepted {
             Ok(a) => a,
             Err(end) => {
-                self.stats.handshake_failed.inc();
                 tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, error = %end, "Client handshake failed");
-                client_leg.closed(tracer, [&end]);
-                return;
+                return self.end_early(&self.stats.handshake_failed, &mut client_leg, &end);
             }
         };
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection accepted");
 
-        let (mut upstream_leg, opened) = tokio::select! {
-            o = self.open_upstream(&client_leg, accepted.upgrade.as_ref()) => o,
-            _ = self.kill.cancelled() => return,
+        // 2. The upstream leg.
+        let upstream = self.open_upstream(&client_leg, accepted.upgrade.as_ref());
+        let Some((mut upstream_leg, opened)) = self.or_stop(upstream).await else {
+            return;
         };
         let opened = match opened {
             Ok(o) => o,
             Err(end) => {
-                self.stats.upstream_connect_failed.inc();
                 tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
-                client_leg.closed(tracer, [&end]);
-                refuse_client(accepted).await;
-                return;
+                self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
+                return refuse_client(accepted).await;
             }
         };
 
+        // 3. The relay, until both legs are done.
         let ends = self.relay(accepted, opened, client_leg.id).await;
 
+        // 4. Each leg's CLOSED event.
         upstream_leg.closed(tracer, ends.both());
         client_leg.closed(tracer, ends.both());
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// A handshake failed: the session ends before its relay, counted in `failed`, and the
+    /// client leg's CLOSED event says why.
+    fn end_early(&self, failed: &Counter, client_leg: &mut Leg, end: &End) {
+        failed.inc();
+        client_leg.closed(&self.ctx.tracer, [end]);
+    }
+
+    /// Runs a step of the handshakes unless heptap stops first; then the session ends where it
+    /// is, tracing nothing more.
+    async fn or_stop<T>(&self, step: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            done = step => Some(done),
+            _ = self.kill.cancelled() => None,
+        }
     }
 
     /// The client's handshake under `handshake_timeout`, with its one ACCEPTED event (for WSS
@@ -121,32 +138,26 @@ impl Session<'_> {
         let spec = &self.tap.spec;
         let tracer = &self.ctx.tracer;
         let deadline = Instant::now() + spec.handshake_timeout;
-        let timed_out = || timed_out(message::ACCEPT_FAIL, spec.handshake_timeout);
+        let timed_out = TimedOut(spec.handshake_timeout);
         let failed = |kind| Err(End::new(Side::Client, kind));
         let (mut stream, tls) = match &self.tap.tls_server {
             None => (Stream::Tcp(tcp), None),
             Some(server) => {
                 let capture = leg.wants_secrets(tracer);
-                let failure = match timeout_at(deadline, server.accept(tcp, capture)).await {
+                let kind = match timeout_at(deadline, server.accept(tcp, capture)).await {
                     Ok(Ok((s, info))) => Ok((Stream::from(s), Some(info))),
-                    Ok(Err(e)) => Err((
-                        format!("{} TLS: {e}", message::ACCEPT_FAIL),
-                        EndKind::Tls(e),
-                    )),
-                    Err(_) => Err((timed_out(), EndKind::HandshakeTimeout)),
+                    Ok(Err(e)) => Err(EndKind::Tls(e)),
+                    Err(_) => Err(EndKind::HandshakeTimeout),
                 };
-                match failure {
+                match kind {
                     Ok(handshaken) => handshaken,
-                    Err((msg, kind)) => {
+                    Err(kind) => {
                         let info = server.failed_info();
-                        leg.handshake(
-                            tracer,
-                            event::ACCEPTED,
-                            status::FAILURE,
-                            msg,
-                            Some(&info),
-                            None,
-                        );
+                        let why: &dyn fmt::Display = match &kind {
+                            EndKind::Tls(e) => &TlsFailure(e),
+                            _ => &timed_out,
+                        };
+                        leg.handshake_failed(tracer, Some(why), Some(&info), None);
                         return failed(kind);
                     }
                 }
@@ -154,14 +165,7 @@ impl Session<'_> {
         };
         let tls = tls.as_ref();
         if !self.tap.is_websocket() {
-            leg.handshake(
-                tracer,
-                event::ACCEPTED,
-                status::SUCCESS,
-                message::ACCEPT_OK,
-                tls,
-                None,
-            );
+            leg.handshake_done(tracer, tls, None);
             return Ok(Accepted {
                 stream,
                 upgrade: None,
@@ -169,18 +173,7 @@ impl Session<'_> {
         }
         match timeout_at(deadline, upgrade::accept(&mut stream)).await {
             Ok(Ok(upgrade)) => {
-                let heads = WsHeads {
-                    request: &upgrade.request,
-                    reply: Some(&upgrade.reply),
-                };
-                leg.handshake(
-                    tracer,
-                    event::ACCEPTED,
-                    status::SUCCESS,
-                    message::ACCEPT_OK,
-                    tls,
-                    Some(heads),
-                );
+                leg.handshake_done(tracer, tls, Some(upgrade.heads()));
                 Ok(Accepted {
                     stream,
                     upgrade: Some(upgrade),
@@ -191,31 +184,16 @@ impl Session<'_> {
                     request: &request,
                     reply: Some(upgrade::BAD_REQUEST),
                 };
-                leg.handshake(
-                    tracer,
-                    event::ACCEPTED,
-                    status::FAILURE,
-                    message::ACCEPT_FAIL,
-                    tls,
-                    Some(heads),
-                );
+                leg.handshake_failed(tracer, None, tls, Some(heads));
                 upgrade::linger_close(&mut stream).await;
                 failed(EndKind::UpgradeRefused(reason))
             }
             Ok(Err(AcceptError::Io(e))) => {
-                let msg = format!("{} {e}", message::ACCEPT_FAIL);
-                leg.handshake(tracer, event::ACCEPTED, status::FAILURE, msg, tls, None);
+                leg.handshake_failed(tracer, Some(&e), tls, None);
                 failed(EndKind::Read(e))
             }
             Err(_) => {
-                leg.handshake(
-                    tracer,
-                    event::ACCEPTED,
-                    status::FAILURE,
-                    timed_out(),
-                    tls,
-                    None,
-                );
+                leg.handshake_failed(tracer, Some(&timed_out), tls, None);
                 failed(EndKind::HandshakeTimeout)
             }
         }
@@ -236,27 +214,22 @@ impl Session<'_> {
         let mut tcp = match tcp {
             Ok(s) => s,
             Err(e) => {
-                leg.event(
-                    tracer,
-                    event::CONNECTED,
-                    status::FAILURE,
-                    message::CONNECT_FAIL,
-                );
+                leg.handshake_failed(tracer, None, None, None);
                 return (leg, failed(e));
             }
         };
         let deadline = Instant::now() + spec.connect_timeout;
+        let timed_out = TimedOut(spec.connect_timeout);
         // Written on the TCP connection before anything else, TLS included, as HAProxy does.
         let header = proxy_protocol::header(spec.proxy_protocol, client.remote, client.local);
         if !header.is_empty() {
             let failure = match timeout_at(deadline, tcp.write_all(&header)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(Unreachable::ProxyHeader(e)),
-                Err(_) => Some(Unreachable::HandshakeTimeout(spec.connect_timeout)),
+                Err(_) => Some(Unreachable::HandshakeTimeout(timed_out)),
             };
             if let Some(e) = failure {
-                let msg = format!("{} {e}", message::CONNECT_FAIL);
-                leg.event(tracer, event::CONNECTED, status::FAILURE, msg);
+                leg.handshake_failed(tracer, Some(&e), None, None);
                 return (leg, failed(e));
             }
         }
@@ -267,21 +240,13 @@ impl Session<'_> {
                 let failure = match timeout_at(deadline, client_tls.connect(tcp, capture)).await {
                     Ok(Ok((s, info))) => Ok((Stream::from(s), Some(info))),
                     Ok(Err(e)) => Err(Unreachable::Tls(e)),
-                    Err(_) => Err(Unreachable::HandshakeTimeout(spec.connect_timeout)),
+                    Err(_) => Err(Unreachable::HandshakeTimeout(timed_out)),
                 };
                 match failure {
                     Ok(handshaken) => handshaken,
                     Err(e) => {
-                        let msg = format!("{} {e}", message::CONNECT_FAIL);
                         let info = client_tls.failed_info();
-                        leg.handshake(
-                            tracer,
-                            event::CONNECTED,
-                            status::FAILURE,
-                            msg,
-                            Some(&info),
-                            None,
-                        );
+                        leg.handshake_failed(tracer, Some(&e), Some(&info), None);
                         return (leg, failed(e));
                     }
                 }
@@ -289,21 +254,12 @@ impl Session<'_> {
         };
         let tls = tls.as_ref();
         let Some(client_upgrade) = client_upgrade else {
-            leg.handshake(
-                tracer,
-                event::CONNECTED,
-                status::SUCCESS,
-                message::CONNECT_OK,
-                tls,
-                None,
-            );
-            return (
-                leg,
-                Ok(Opened {
-                    stream,
-                    upgrade: None,
-                }),
-            );
+            leg.handshake_done(tracer, tls, None);
+            let opened = Opened {
+                stream,
+                upgrade: None,
+            };
+            return (leg, Ok(opened));
         };
         let request = UpgradeRequest {
             host: &spec.upstream,
@@ -311,62 +267,24 @@ impl Session<'_> {
             origin: client_upgrade.origin.as_deref().unwrap_or(&spec.upstream),
             sip: client_upgrade.sip,
         };
-        match timeout_at(deadline, upgrade::connect(&mut stream, &request)).await {
+        let refused = match timeout_at(deadline, upgrade::connect(&mut stream, &request)).await {
             Ok(Ok(connected)) => {
-                let heads = WsHeads {
-                    request: &connected.request,
-                    reply: Some(&connected.reply),
+                leg.handshake_done(tracer, tls, Some(connected.heads()));
+                let opened = Opened {
+                    stream,
+                    upgrade: Some(connected),
                 };
-                leg.handshake(
-                    tracer,
-                    event::CONNECTED,
-                    status::SUCCESS,
-                    message::CONNECT_OK,
-                    tls,
-                    Some(heads),
-                );
-                (
-                    leg,
-                    Ok(Opened {
-                        stream,
-                        upgrade: Some(connected),
-                    }),
-                )
+                return (leg, Ok(opened));
             }
-            Ok(Err(refused)) => {
-                let heads = WsHeads {
-                    request: &refused.request,
-                    reply: refused.reply.as_deref(),
-                };
-                leg.handshake(
-                    tracer,
-                    event::CONNECTED,
-                    status::FAILURE,
-                    message::CONNECT_FAIL,
-                    tls,
-                    Some(heads),
-                );
-                (leg, failed(Unreachable::Upgrade(refused.reason)))
-            }
-            Err(_) => {
-                let heads = WsHeads {
-                    request: &[],
-                    reply: None,
-                };
-                leg.handshake(
-                    tracer,
-                    event::CONNECTED,
-                    status::FAILURE,
-                    message::CONNECT_FAIL,
-                    tls,
-                    Some(heads),
-                );
-                (
-                    leg,
-                    failed(Unreachable::UpgradeTimeout(spec.connect_timeout)),
-                )
-            }
-        }
+            Ok(Err(refused)) => refused,
+            Err(_) => upgrade::ConnectError {
+                request: Vec::new(),
+                reply: None,
+                reason: timed_out.to_string(),
+            },
+        };
+        leg.handshake_failed(tracer, None, tls, Some(refused.heads()));
+        (leg, failed(Unreachable::Upgrade(refused.reason)))
     }
 
     /// Connects to the first address of the upstream that answers, with a CONNECT_START event
@@ -409,12 +327,7 @@ impl Session<'_> {
                 }
             };
             leg.local = any;
-            leg.event(
-                tracer,
-                event::CONNECT_START,
-                status::SUCCESS,
-                message::ASYNC_CONNECT_INIT,
-            );
+            leg.connect_start(tracer);
             match connect_tcp(socket, addr, spec.connect_timeout).await {
                 Ok(stream) => {
                     if let Ok(local) = stream.local_addr() {
@@ -468,9 +381,13 @@ impl Session<'_> {
     }
 }
 
-/// `"<fixed text> handshake timed out after <timeout>"`, an ACCEPTED or CONNECTED `Message`.
-fn timed_out(fixed: &str, timeout: Duration) -> String {
-    format!("{fixed} handshake timed out after {timeout:?}")
+/// A failed TLS handshake, as the ACCEPTED `Message` says it.
+struct TlsFailure<'a>(&'a std::io::Error);
+
+impl fmt::Display for TlsFailure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS: {}", self.0)
+    }
 }
 
 /// The upstream could not be reached: a TCP or TLS client gets a reset, as close as we can get

@@ -20,6 +20,15 @@ const MAX_HEAD: usize = 8 * 1024;
 /// OpenSIPS's reply to a request it will not upgrade (`WS_HTTP_BAD_REQ`).
 pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
+/// The HTTP heads of an upgrade, as its handshake event shows them.
+#[derive(Clone, Copy, Debug)]
+pub struct WsHeads<'a> {
+    /// The request (empty when none was written).
+    pub request: &'a [u8],
+    /// The reply, when there was one.
+    pub reply: Option<&'a [u8]>,
+}
+
 /// A client's accepted upgrade.
 #[derive(Debug)]
 pub struct Upgrade {
@@ -35,6 +44,16 @@ pub struct Upgrade {
     pub sip: bool,
     /// Bytes read behind the request head: the first frames, for tungstenite.
     pub leftover: Vec<u8>,
+}
+
+impl Upgrade {
+    /// The request as received and the 101 as written.
+    pub fn heads(&self) -> WsHeads<'_> {
+        WsHeads {
+            request: &self.request,
+            reply: Some(&self.reply),
+        }
+    }
 }
 
 /// Why a client's upgrade failed.
@@ -267,6 +286,16 @@ pub struct Connected {
     pub leftover: Vec<u8>,
 }
 
+impl Connected {
+    /// The request as written and the 101 as received.
+    pub fn heads(&self) -> WsHeads<'_> {
+        WsHeads {
+            request: &self.request,
+            reply: Some(&self.reply),
+        }
+    }
+}
+
 /// Why an upgrade toward the upstream failed.
 #[derive(Debug)]
 pub struct ConnectError {
@@ -276,6 +305,16 @@ pub struct ConnectError {
     pub reply: Option<Vec<u8>>,
     /// What went wrong.
     pub reason: String,
+}
+
+impl ConnectError {
+    /// What was written and read before it failed.
+    pub fn heads(&self) -> WsHeads<'_> {
+        WsHeads {
+            request: &self.request,
+            reply: self.reply.as_deref(),
+        }
+    }
 }
 
 /// What to ask the upstream for.
