@@ -126,7 +126,7 @@ pub enum EndKind {
     /// A WebSocket close frame (with its code) was read and relayed.
     CloseFrame(Option<u16>),
     /// The client's TLS handshake or WebSocket upgrade did not finish in time.
-    HandshakeTimeout,
+    HandshakeTimeout(TimedOut),
     /// The client's TLS handshake failed.
     Tls(io::Error),
     /// The client's WebSocket upgrade request was refused (and answered with a 400).
@@ -170,7 +170,7 @@ impl End {
             EndKind::Idle => "Timeout on no traffic".into(),
             EndKind::CloseFrame(Some(code)) => format!("Close frame received ({code})").into(),
             EndKind::CloseFrame(None) => "Close frame received".into(),
-            EndKind::HandshakeTimeout => "Handshake timeout".into(),
+            EndKind::HandshakeTimeout(_) => "Handshake timeout".into(),
             EndKind::Tls(e) => format!("TLS handshake failed: {e}").into(),
             EndKind::UpgradeRefused(reason) => {
                 format!("WebSocket upgrade refused: {reason}").into()
@@ -178,6 +178,42 @@ impl End {
             EndKind::Unreachable(e) => e.to_string().into(),
             EndKind::Cut => "Closed by heptap: the other direction ended".into(),
             EndKind::Shutdown => "Closed by heptap: shutting down".into(),
+        }
+    }
+}
+
+/// What a failed handshake event says after OpenSIPS's fixed text ([`End::detail`]).
+enum Detail<'a> {
+    /// A TLS handshake's error.
+    Tls(&'a io::Error),
+    /// Said as it is.
+    Text(&'a dyn fmt::Display),
+}
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::Tls(e) => write!(f, "TLS: {e}"),
+            Detail::Text(text) => text.fmt(f),
+        }
+    }
+}
+
+impl End {
+    /// What the failed handshake event (ACCEPTED, CONNECTED) of a connection that ended with
+    /// this says after OpenSIPS's fixed text, if anything: a refused WebSocket upgrade shows
+    /// its heads instead, a failed TCP connect nothing more.
+    fn detail(&self) -> Option<Detail<'_>> {
+        match &self.kind {
+            EndKind::Tls(e) => Some(Detail::Tls(e)),
+            EndKind::HandshakeTimeout(t) => Some(Detail::Text(t)),
+            EndKind::Read(e) => Some(Detail::Text(e)),
+            EndKind::Unreachable(
+                e @ (Unreachable::ProxyHeader(_)
+                | Unreachable::Tls(_)
+                | Unreachable::HandshakeTimeout(_)),
+            ) => Some(Detail::Text(e)),
+            _ => None,
         }
     }
 }
@@ -190,7 +226,7 @@ impl fmt::Display for End {
 }
 
 /// Whether an I/O error is the peer resetting or dropping the connection.
-pub fn is_reset(e: &io::Error) -> bool {
+fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
@@ -486,18 +522,18 @@ impl Leg {
         self.handshake(tracer, status::SUCCESS, || ok.into(), tls, ws);
     }
 
-    /// Traces this leg's handshake event as a failure, `why` after OpenSIPS's fixed text when
-    /// there is more to say.
+    /// Traces this leg's handshake event as a failure that ended the connection with `end`
+    /// (the detail after OpenSIPS's fixed text comes from it).
     pub fn handshake_failed(
         &mut self,
         tracer: &Tracer,
-        why: Option<&dyn fmt::Display>,
+        end: &End,
         tls: Option<&TlsInfo>,
         ws: Option<WsHeads<'_>>,
     ) {
         let (_, _, failed) = self.handshake_texts();
-        let msg = || match why {
-            Some(why) => format!("{failed} {why}").into(),
+        let msg = || match end.detail() {
+            Some(detail) => format!("{failed} {detail}").into(),
             None => failed.into(),
         };
         self.handshake(tracer, status::FAILURE, msg, tls, ws);
@@ -618,7 +654,11 @@ mod tests {
     #[test]
     fn handshake_and_connect_failures_have_opensips_closed_texts() {
         let client = |kind| closed_message(Side::Client, &[end(Side::Client, kind)]);
-        assert_eq!(client(EndKind::HandshakeTimeout), "Handshake timeout");
+        let timed_out = TimedOut(Duration::from_millis(300));
+        assert_eq!(
+            client(EndKind::HandshakeTimeout(timed_out)),
+            "Handshake timeout"
+        );
         assert_eq!(
             client(EndKind::UpgradeRefused("no Upgrade: websocket".into())),
             "WebSocket upgrade refused: no Upgrade: websocket"
@@ -636,6 +676,50 @@ mod tests {
             "Upstream connect failed"
         );
         assert_eq!(unreachable.to_string(), "proxy:5060 resolved to no address");
+    }
+
+    #[test]
+    fn a_failed_handshake_event_says_why_after_opensips_text_where_opensips_does() {
+        let detail = |side, kind| End::new(side, kind).detail().map(|d| d.to_string());
+        let io = || io::Error::other("boom");
+        assert_eq!(
+            detail(Side::Client, EndKind::Tls(io())).as_deref(),
+            Some("TLS: boom")
+        );
+        assert_eq!(
+            detail(
+                Side::Client,
+                EndKind::HandshakeTimeout(TimedOut(Duration::from_secs(5)))
+            )
+            .as_deref(),
+            Some("handshake timed out after 5s")
+        );
+        assert_eq!(
+            detail(Side::Client, EndKind::Read(io())).as_deref(),
+            Some("boom")
+        );
+        assert_eq!(
+            detail(Side::Client, EndKind::UpgradeRefused("no".into())),
+            None
+        );
+        let unreachable = |e| detail(Side::Upstream, EndKind::Unreachable(e));
+        assert_eq!(
+            unreachable(Unreachable::ProxyHeader(io())).as_deref(),
+            Some("PROXY header: boom")
+        );
+        assert_eq!(
+            unreachable(Unreachable::Tls(io())).as_deref(),
+            Some("TLS: boom")
+        );
+        assert_eq!(
+            unreachable(Unreachable::Upgrade("upgrade refused: 404".into())),
+            None
+        );
+        let refused = ConnectTcpError::Failed {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            source: io(),
+        };
+        assert_eq!(unreachable(Unreachable::Connect(refused)), None);
     }
 
     #[test]

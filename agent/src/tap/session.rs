@@ -10,7 +10,6 @@
 //!
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
 use super::sip::SipConn;
 use super::spec::{ListenerStats, Tap, TapContext};
-use super::transport::{Stream, connect_tcp, tcp_socket_for};
+use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::websocket;
 use crate::stats::Counter;
@@ -139,27 +138,23 @@ impl Session<'_> {
         let tracer = &self.ctx.tracer;
         let deadline = Instant::now() + spec.handshake_timeout;
         let timed_out = TimedOut(spec.handshake_timeout);
-        let failed = |kind| Err(End::new(Side::Client, kind));
+        let failed = |leg: &mut Leg, kind, tls: Option<&TlsInfo>, ws| {
+            let end = End::new(Side::Client, kind);
+            leg.handshake_failed(tracer, &end, tls, ws);
+            Err(end)
+        };
         let (mut stream, tls) = match &self.tap.tls_server {
             None => (Stream::Tcp(tcp), None),
             Some(server) => {
                 let capture = leg.wants_secrets(tracer);
-                let kind = match timeout_at(deadline, server.accept(tcp, capture)).await {
+                let failure = match timeout_at(deadline, server.accept(tcp, capture)).await {
                     Ok(Ok((s, info))) => Ok((Stream::from(s), Some(info))),
                     Ok(Err(e)) => Err(EndKind::Tls(e)),
-                    Err(_) => Err(EndKind::HandshakeTimeout),
+                    Err(_) => Err(EndKind::HandshakeTimeout(timed_out)),
                 };
-                match kind {
+                match failure {
                     Ok(handshaken) => handshaken,
-                    Err(kind) => {
-                        let info = server.failed_info();
-                        let why: &dyn fmt::Display = match &kind {
-                            EndKind::Tls(e) => &TlsFailure(e),
-                            _ => &timed_out,
-                        };
-                        leg.handshake_failed(tracer, Some(why), Some(&info), None);
-                        return failed(kind);
-                    }
+                    Err(kind) => return failed(leg, kind, Some(&server.failed_info()), None),
                 }
             }
         };
@@ -184,18 +179,12 @@ impl Session<'_> {
                     request: &request,
                     reply: Some(upgrade::BAD_REQUEST),
                 };
-                leg.handshake_failed(tracer, None, tls, Some(heads));
+                let refused = failed(leg, EndKind::UpgradeRefused(reason), tls, Some(heads));
                 upgrade::linger_close(&mut stream).await;
-                failed(EndKind::UpgradeRefused(reason))
+                refused
             }
-            Ok(Err(AcceptError::Io(e))) => {
-                leg.handshake_failed(tracer, Some(&e), tls, None);
-                failed(EndKind::Read(e))
-            }
-            Err(_) => {
-                leg.handshake_failed(tracer, Some(&timed_out), tls, None);
-                failed(EndKind::HandshakeTimeout)
-            }
+            Ok(Err(AcceptError::Io(e))) => failed(leg, EndKind::Read(e), tls, None),
+            Err(_) => failed(leg, EndKind::HandshakeTimeout(timed_out), tls, None),
         }
     }
 
@@ -209,28 +198,25 @@ impl Session<'_> {
     ) -> (Leg, Result<Opened, End>) {
         let spec = &self.tap.spec;
         let tracer = &self.ctx.tracer;
-        let failed = |e| Err(End::new(Side::Upstream, EndKind::Unreachable(e)));
         let (mut leg, tcp) = self.connect_tcp(client).await;
+        let failed = |mut leg: Leg, e, tls: Option<&TlsInfo>, ws| {
+            let end = End::new(Side::Upstream, EndKind::Unreachable(e));
+            leg.handshake_failed(tracer, &end, tls, ws);
+            (leg, Err(end))
+        };
         let mut tcp = match tcp {
             Ok(s) => s,
-            Err(e) => {
-                leg.handshake_failed(tracer, None, None, None);
-                return (leg, failed(e));
-            }
+            Err(e) => return failed(leg, e, None, None),
         };
         let deadline = Instant::now() + spec.connect_timeout;
         let timed_out = TimedOut(spec.connect_timeout);
         // Written on the TCP connection before anything else, TLS included, as HAProxy does.
         let header = proxy_protocol::header(spec.proxy_protocol, client.remote, client.local);
         if !header.is_empty() {
-            let failure = match timeout_at(deadline, tcp.write_all(&header)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Unreachable::ProxyHeader(e)),
-                Err(_) => Some(Unreachable::HandshakeTimeout(timed_out)),
-            };
-            if let Some(e) = failure {
-                leg.handshake_failed(tracer, Some(&e), None, None);
-                return (leg, failed(e));
+            match timeout_at(deadline, tcp.write_all(&header)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return failed(leg, Unreachable::ProxyHeader(e), None, None),
+                Err(_) => return failed(leg, Unreachable::HandshakeTimeout(timed_out), None, None),
             }
         }
         let (mut stream, tls) = match &self.tap.tls_client {
@@ -244,11 +230,7 @@ impl Session<'_> {
                 };
                 match failure {
                     Ok(handshaken) => handshaken,
-                    Err(e) => {
-                        let info = client_tls.failed_info();
-                        leg.handshake_failed(tracer, Some(&e), Some(&info), None);
-                        return (leg, failed(e));
-                    }
+                    Err(e) => return failed(leg, e, Some(&client_tls.failed_info()), None),
                 }
             }
         };
@@ -283,8 +265,16 @@ impl Session<'_> {
                 reason: timed_out.to_string(),
             },
         };
-        leg.handshake_failed(tracer, None, tls, Some(refused.heads()));
-        (leg, failed(Unreachable::Upgrade(refused.reason)))
+        let upgrade::ConnectError {
+            request,
+            reply,
+            reason,
+        } = refused;
+        let heads = WsHeads {
+            request: &request,
+            reply: reply.as_deref(),
+        };
+        failed(leg, Unreachable::Upgrade(reason), tls, Some(heads))
     }
 
     /// Connects to the first address of the upstream that answers, with a CONNECT_START event
@@ -378,15 +368,6 @@ impl Session<'_> {
             }
             _ => relay_bytes(accepted.stream, opened.stream, &r).await,
         }
-    }
-}
-
-/// A failed TLS handshake, as the ACCEPTED `Message` says it.
-struct TlsFailure<'a>(&'a std::io::Error);
-
-impl fmt::Display for TlsFailure<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TLS: {}", self.0)
     }
 }
 

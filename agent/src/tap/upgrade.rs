@@ -307,16 +307,6 @@ pub struct ConnectError {
     pub reason: String,
 }
 
-impl ConnectError {
-    /// What was written and read before it failed.
-    pub fn heads(&self) -> WsHeads<'_> {
-        WsHeads {
-            request: &self.request,
-            reply: self.reply.as_deref(),
-        }
-    }
-}
-
 /// What to ask the upstream for.
 #[derive(Debug)]
 pub struct UpgradeRequest<'a> {
