@@ -2,10 +2,10 @@
 //! trace what happens on both legs. Tracing happens beside the data, never in its way: events are
 //! built and `offer`ed to the destinations' queues, which never block.
 //!
-//! The layers, from the socket up; no file imports a file above it that imports it back:
+//! One job per file, and no file imports a file that imports it back:
 //!
 //! - `listener`: binding (one `SO_REUSEPORT` socket per worker), the accept loops, the
-//!   connection limit, the per-listener counters and the `active` gauge.
+//!   connection limit.
 //! - `session`: per connection, accept -> open upstream -> relay -> close.
 //! - `transport` (with `certs`): TCP or TLS, server and client side.
 //! - `upgrade` and `proxy_protocol`: the handshakes on top of the transport (the WebSocket
@@ -15,8 +15,8 @@
 //! - `ws_relay`: per message, the WebSocket relay of WS and WSS.
 //! - `events`: per event, the legs' `net` packets and the typed end of a connection.
 //! - `sip`: per SIP message, its trace.
-//! - `spec` and `error`: what a listener is and shares with its sessions, and why it cannot
-//!   be set up.
+//! - `spec` and `error`: what a listener is and shares with its sessions (the per-listener
+//!   counters, the `active` gauge's guard), and why it cannot be set up.
 
 mod certs;
 mod error;
