@@ -22,7 +22,7 @@ use crate::logging::LogHandle;
 use crate::shared::{ReloadError, Shared, State};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
-use crate::tap::{BoundListener, TapContext};
+use crate::tap::{BoundListener, ListenError, TapContext};
 use crate::tracer::Tracer;
 use crate::workers::Workers;
 
@@ -36,6 +36,9 @@ pub enum StartError {
     /// A socket could not be bound.
     #[error("{0}")]
     Bind(#[from] std::io::Error),
+    /// A listener could not be set up: its TLS material, or its address.
+    #[error("{0}")]
+    Listen(#[from] ListenError),
     /// The MI could not be set up (its FIFO, its HTTP listener, its settings).
     #[error("mi: {0}")]
     Mi(#[from] heptap_mi::MiError),

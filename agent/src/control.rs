@@ -232,12 +232,10 @@ impl Control for AgentControl {
     }
 
     fn mi_tracing_enabled(&self) -> bool {
-        self.shared.tracer.load().mi.is_some()
+        self.shared.tracer.mi(|_| ()).is_some()
     }
 
     fn trace_mi(&self, msg: TraceMessage) {
-        if let Some(dest) = &self.shared.tracer.load().mi {
-            dest.offer(&Arc::new(msg));
-        }
+        self.shared.tracer.mi(|dest| dest.offer(&Arc::new(msg)));
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! - [`agent`]: build from a config, [`agent::start`] / [`agent::Running`], reload, shutdown.
 //! - [`build`]: config -> destinations, routes, switches, listener specs.
-//! - [`tap`]: listeners and the byte relay; [`tap::leg`] builds the connection events.
+//! - [`tap`]: listeners, one session per connection, the byte and message relays, the events.
 //! - [`tracer`]: the published pipeline snapshot and the run-time switches.
 //! - [`sender`]: one task per destination behind a bounded queue; UDP, TCP, TLS, stdout, file.
 //! - [`sip`]: SIP framing on streams and the header values a trace needs.

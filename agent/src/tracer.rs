@@ -1,17 +1,21 @@
 //! The tracer: decides, per event, whether and where it is traced.
 //!
-//! Events come from the taps (connection events, SIP messages) and the MI. What the decision
-//! needs is published as an immutable [`Pipeline`] snapshot behind an `ArcSwap`: the connection
-//! path loads it without locks, a reload swaps it whole. The run-time switches (global, per
-//! protocol, per trace id) are atomics shared by every snapshot, so an MI `sip_trace tid off`
-//! takes effect for the very next event and survives a reload.
+//! Events come from the taps (connection events, SIP messages) and the MI, and each asks here:
+//! [`Tracer::net`], [`Tracer::sip`], [`Tracer::mi`] (and [`Tracer::wants_secrets`] before a TLS
+//! handshake). What the decision needs is published as an immutable [`Pipeline`] snapshot behind
+//! an `ArcSwap`: each question loads it once, without locks, and a reload swaps it whole. The
+//! run-time switches (global, per protocol, per trace id) are atomics shared by every snapshot,
+//! so an MI `sip_trace tid off` takes effect for the very next event and survives a reload.
+//!
+//! A traced event is built inside the closure the caller hands in, which runs only when the
+//! event is traced: an event that is not traced costs one snapshot load and no allocation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use heptap_filters::Route;
+use heptap_filters::{Inspect, Route};
 use heptap_hep::NetProto;
 
 use crate::sender::{FanOut, Sender};
@@ -83,6 +87,20 @@ impl Pipeline {
     }
 }
 
+/// Whether a leg's connection events are traced: its filter route runs at its first event that
+/// would be traced, and the leg keeps the answer for the rest of its life (as OpenSIPS marks a
+/// connection `F_CONN_TRACE_DROPPED`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LegVerdict {
+    /// No event has been traced yet (tracing was off, or nothing happened).
+    #[default]
+    Undecided,
+    /// The filter route let it through (or there is none).
+    Traced,
+    /// The filter route ended in `drop`: nothing of this leg is ever traced.
+    Dropped,
+}
+
 /// The published pipeline.
 #[derive(Debug)]
 pub struct Tracer {
@@ -111,5 +129,68 @@ impl Tracer {
     /// Publishes a new snapshot; events after this see it.
     pub fn publish(&self, pipeline: Pipeline) {
         self.current.store(Arc::new(pipeline));
+    }
+
+    /// A connection event of a `proto` leg: traced when the protocol's switch is on, it has a
+    /// destination, and the filter route lets the leg through. The route runs once per leg, at
+    /// its first event that gets this far; `verdict` keeps its answer. `trace` builds the event
+    /// and hands it to the destination; it runs only when the event is traced.
+    pub fn net<R>(
+        &self,
+        proto: NetProto,
+        verdict: &mut LegVerdict,
+        leg: &impl Inspect,
+        trace: impl FnOnce(&Sender) -> R,
+    ) -> Option<R> {
+        let pipeline = self.current.load();
+        let net = pipeline.net(proto);
+        if !net.on.is_on() || *verdict == LegVerdict::Dropped {
+            return None;
+        }
+        let destination = net.destination.as_ref()?;
+        if *verdict == LegVerdict::Undecided {
+            *verdict = match net.filter.as_ref().map(|route| route.eval(leg)) {
+                Some(heptap_filters::Verdict::Drop) => LegVerdict::Dropped,
+                Some(heptap_filters::Verdict::Trace) | None => LegVerdict::Traced,
+            };
+            if *verdict == LegVerdict::Dropped {
+                return None;
+            }
+        }
+        Some(trace(destination))
+    }
+
+    /// Whether a `proto` leg's TLS handshake should keep the session secrets: `trace_master_key`
+    /// is set for the protocol and its events are traced, as far as can be known before the
+    /// handshake (a filter route that has not run yet may still drop the leg).
+    pub fn wants_secrets(&self, proto: NetProto, verdict: LegVerdict) -> bool {
+        let pipeline = self.current.load();
+        let net = pipeline.net(proto);
+        net.master_key
+            && net.on.is_on()
+            && net.destination.is_some()
+            && verdict != LegVerdict::Dropped
+    }
+
+    /// A SIP message of trace id `trace_id`: traced when the global SIP switch and the trace
+    /// id's switch are on and the id has destinations. `trace` builds the message and hands it to
+    /// them; it runs only when the message is traced.
+    pub fn sip<R>(&self, trace_id: &str, trace: impl FnOnce(&FanOut) -> R) -> Option<R> {
+        let pipeline = self.current.load();
+        if !pipeline.sip_on.is_on() {
+            return None;
+        }
+        let id = pipeline.trace_ids.get(trace_id)?;
+        if !id.on.is_on() || id.destinations.is_empty() {
+            return None;
+        }
+        Some(trace(&id.destinations))
+    }
+
+    /// An MI request or reply: traced when `[mi] trace_destination` is set. `trace` builds the
+    /// event and hands it to the destination; it runs only when the event is traced.
+    pub fn mi<R>(&self, trace: impl FnOnce(&Sender) -> R) -> Option<R> {
+        let pipeline = self.current.load();
+        pipeline.mi.as_ref().map(trace)
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TapError;
+use super::error::TapError;
 
 /// Every certificate of a PEM file, in file order; an empty file is an error.
 pub fn load_certs(

@@ -6,8 +6,8 @@
 //! correlation). On TCP and TLS each direction has a [`SipFramer`] behind a [`SipObserver`]; on
 //! WS and WSS each data message is handed to [`SipConn::frame`] directly.
 //!
-//! The switches are read per message (global `trace_on`, then the trace id's), so `sip_trace
-//! tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
+//! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, then the trace id's), so
+//! `sip_trace tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
 //! only looks at them after they were read, and `offer`s to queues that never block.
 
 use std::borrow::Cow;
@@ -19,19 +19,11 @@ use bytes::Bytes;
 use heptap_filters::Bwlist;
 use heptap_hep::{NetProto, TraceMessage, proto_type};
 
+use super::events::Direction;
 use crate::clock::split;
 use crate::sip::{Framed, FramerCounters, Limits, SipFramer, is_keepalive, parse_head};
 use crate::stats::Counter;
 use crate::tracer::Tracer;
-
-/// Which way a message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// From the client to the proxy.
-    ClientToUpstream,
-    /// From the proxy to the client.
-    UpstreamToClient,
-}
 
 /// How a listener traces SIP (from `[[listener]]` and `[tracer]`).
 #[derive(Clone, Debug)]
@@ -153,53 +145,45 @@ impl SipConn {
         }
     }
 
-    /// Traces one whole SIP message read at `read_at` (µs), if the switches say so.
+    /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so.
     pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
-        let pipeline = tracer.load();
-        if !pipeline.sip_on.is_on() {
-            return;
-        }
-        let Some(tid) = pipeline.trace_ids.get(&self.settings.trace_id) else {
-            return;
-        };
-        if !tid.on.is_on() || tid.destinations.is_empty() {
-            return;
-        }
-        let head = parse_head(&msg).ok();
-        if let Some(list) = &self.settings.methods {
-            let allowed = head
-                .as_ref()
-                .and_then(|h| h.method())
-                .is_none_or(|m| list.allows(m));
-            if !allowed {
-                self.stats.filtered.inc();
+        tracer.sip(&self.settings.trace_id, |destinations| {
+            let head = parse_head(&msg).ok();
+            if let Some(list) = &self.settings.methods {
+                let allowed = head
+                    .as_ref()
+                    .and_then(|h| h.method())
+                    .is_none_or(|m| list.allows(m));
+                if !allowed {
+                    self.stats.filtered.inc();
+                    return;
+                }
+            }
+            let call_id = head.as_ref().and_then(|h| h.call_id);
+            if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
+                self.stats.oversize.inc();
                 return;
             }
-        }
-        let call_id = head.as_ref().and_then(|h| h.call_id);
-        if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
-            self.stats.oversize.inc();
-            return;
-        }
-        let (sec, usec) = self.stamp(read_at);
-        let (src, dst) = match dir {
-            Direction::ClientToUpstream => (self.client, self.listen),
-            Direction::UpstreamToClient => (self.listen, self.client),
-        };
-        let mut m = TraceMessage::new(proto_type::SIP, self.ip_proto, src, dst, sec, usec);
-        m.correlation_id = call_id.map(|c| Cow::Owned(c.to_owned()));
-        m.extra_correlation
-            .push(("net".into(), Cow::Owned(self.conn_id.to_string())));
-        if self.settings.json_payload {
-            m.parts.push((
-                "payload".into(),
-                Cow::Owned(String::from_utf8_lossy(&msg).into_owned()),
-            ));
-        } else {
-            m.payload = Some(msg);
-        }
-        tid.destinations.offer(&Arc::new(m));
-        self.stats.traced.inc();
+            let (sec, usec) = self.stamp(read_at);
+            let (src, dst) = match dir {
+                Direction::ClientToUpstream => (self.client, self.listen),
+                Direction::UpstreamToClient => (self.listen, self.client),
+            };
+            let mut m = TraceMessage::new(proto_type::SIP, self.ip_proto, src, dst, sec, usec);
+            m.correlation_id = call_id.map(|c| Cow::Owned(c.to_owned()));
+            m.extra_correlation
+                .push(("net".into(), Cow::Owned(self.conn_id.to_string())));
+            if self.settings.json_payload {
+                m.parts.push((
+                    "payload".into(),
+                    Cow::Owned(String::from_utf8_lossy(&msg).into_owned()),
+                ));
+            } else {
+                m.payload = Some(msg);
+            }
+            destinations.offer(&Arc::new(m));
+            self.stats.traced.inc();
+        });
     }
 
     /// A WS/WSS data frame: one message, unless it is a CRLF keep-alive.
@@ -221,19 +205,6 @@ pub trait Observe {
     fn observe(&mut self, data: &[u8], read_at: u64) -> usize;
     /// Whether `observe` wants the read time (so the pump reads the clock only when needed).
     fn wants_time(&self) -> bool;
-}
-
-/// Observes nothing.
-#[derive(Debug, Default)]
-pub struct NoObserver;
-
-impl Observe for NoObserver {
-    fn observe(&mut self, _: &[u8], _: u64) -> usize {
-        0
-    }
-    fn wants_time(&self) -> bool {
-        false
-    }
 }
 
 /// One direction of a TCP/TLS connection: frames SIP and traces each message.
@@ -280,5 +251,19 @@ impl Observe for SipObserver<'_> {
 
     fn wants_time(&self) -> bool {
         !self.framer.is_stopped()
+    }
+}
+
+/// A listener that does not trace SIP looks at nothing.
+impl Observe for Option<SipObserver<'_>> {
+    fn observe(&mut self, data: &[u8], read_at: u64) -> usize {
+        match self {
+            Some(o) => o.observe(data, read_at),
+            None => 0,
+        }
+    }
+
+    fn wants_time(&self) -> bool {
+        self.as_ref().is_some_and(Observe::wants_time)
     }
 }

@@ -1,34 +1,194 @@
-//! TLS on both legs of a tap (rustls, ring provider only): terminating the client's TLS with the
-//! listener's certificate, originating TLS to the upstream, and what the trace shows of a
-//! handshake (spec/opensips-tracing.md §3.4).
+//! The transport under a tap's two legs: plain TCP or TLS over TCP, server side (the client's
+//! connection) and client side (ours to the upstream), behind one [`Stream`] type so the layers
+//! above are written once. TLS is rustls with the ring provider only.
 //!
 //! Session secrets are captured only for a connection whose protocol has `trace_master_key =
 //! true` (and tracing on) at its handshake: that connection gets a copy of the listener's
 //! config with a capturing [`KeyLog`]; every other connection runs on the shared config, which
-//! has no key log at all.
+//! has no key log at all. What the trace shows of a handshake is gathered in [`TlsInfo`]
+//! (spec/opensips-tracing.md §3.4); the parts are built from it with the other events.
 
-use std::borrow::Cow;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use heptap_config::{ClientCert, ListenerTls, UpstreamTls};
-use heptap_hep::Part;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, KeyLog, ProtocolVersion, RootCertStore,
-    ServerConfig, SignatureScheme,
+    ClientConfig, DigitallySignedStruct, DistinguishedName, KeyLog, RootCertStore, ServerConfig,
+    SignatureScheme,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
-use super::TapError;
 use super::certs::{CertNames, load_certs, load_key};
-
+use super::error::TapError;
 use crate::tls::{AcceptAnyServerCertificate, provider};
+
+/// A leg's connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS, either side of it (boxed: a TLS session is large and most legs are plain).
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The socket under it (for linger and addresses).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// [`reset_on_drop`] for the socket under it.
+    pub fn reset_on_drop(&self) {
+        reset_on_drop(self.tcp());
+    }
+}
+
+/// Makes `tcp` close with a reset instead of a FIN when dropped, so the peer sees what it would
+/// have seen from the other side without heptap in the middle.
+pub fn reset_on_drop(tcp: &TcpStream) {
+    let _ = tcp.set_zero_linger();
+}
+
+impl From<tokio_rustls::server::TlsStream<TcpStream>> for Stream {
+    fn from(s: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))
+    }
+}
+
+impl From<tokio_rustls::client::TlsStream<TcpStream>> for Stream {
+    fn from(s: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
+        Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a TCP connect to one address failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectTcpError {
+    /// No socket could be made (out of descriptors...).
+    #[error("{0}")]
+    Socket(io::Error),
+    /// The connect failed (refused, unreachable...).
+    #[error("{addr}: {source}")]
+    Failed {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// No answer within the connect timeout.
+    #[error("{addr}: connect timed out after {after:?}")]
+    TimedOut {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+/// A socket of `addr`'s family, to connect to `addr`, and the unspecified local address it
+/// has until it connects. It is not bound before the connect: a port taken by `bind` cannot be
+/// shared between destinations and stays held through TIME_WAIT, which ran the ephemeral range
+/// dry at a few thousand connections per second.
+pub fn tcp_socket_for(addr: SocketAddr) -> Result<(TcpSocket, SocketAddr), ConnectTcpError> {
+    let (socket, any) = if addr.is_ipv4() {
+        (TcpSocket::new_v4(), SocketAddr::from(([0, 0, 0, 0], 0)))
+    } else {
+        (TcpSocket::new_v6(), SocketAddr::from(([0u16; 8], 0)))
+    };
+    socket.map(|s| (s, any)).map_err(ConnectTcpError::Socket)
+}
+
+/// Connects `socket` to `addr` within `timeout`, with Nagle off (SIP messages are small and
+/// each is written whole).
+pub async fn connect_tcp(
+    socket: TcpSocket,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectTcpError> {
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(source)) => Err(ConnectTcpError::Failed { addr, source }),
+        Err(_) => Err(ConnectTcpError::TimedOut {
+            addr,
+            after: timeout,
+        }),
+    }
+}
 
 /// What the trace shows of one leg's handshake.
 #[derive(Debug, Default)]
@@ -40,8 +200,6 @@ pub struct TlsInfo {
     pub own: Option<Arc<CertNames>>,
     /// The session secrets, captured only when `trace_master_key` asked for them.
     pub secrets: Vec<KeyLine>,
-    /// TLS 1.2 or 1.3.
-    pub version: Option<ProtocolVersion>,
 }
 
 impl TlsInfo {
@@ -56,7 +214,6 @@ impl TlsInfo {
             peer: conn.peer_certificates().and_then(|c| c.first()).cloned(),
             own: own.clone(),
             secrets: keys.map(|k| k.take()).unwrap_or_default(),
-            version: conn.protocol_version(),
         }
     }
 
@@ -67,50 +224,6 @@ impl TlsInfo {
             ..TlsInfo::default()
         }
     }
-
-    /// Appends the TLS parts in OpenSIPS's order: `client-subject`, `client-issuer` (the peer),
-    /// `server-subject`, `server-issuer` (ours), then the secrets: `master-key` (TLS 1.2: the
-    /// master secret in hex) and `keylog` (NSS key-log lines, TLS 1.2 and 1.3, so Wireshark can
-    /// decrypt a capture).
-    pub fn push_parts(&self, parts: &mut Vec<Part>) {
-        if let Some(names) = self.peer.as_ref().and_then(|c| CertNames::of(c)) {
-            parts.push(("client-subject".into(), names.subject.into()));
-            parts.push(("client-issuer".into(), names.issuer.into()));
-        }
-        if let Some(own) = &self.own {
-            parts.push(("server-subject".into(), own.subject.clone().into()));
-            parts.push(("server-issuer".into(), own.issuer.clone().into()));
-        }
-        if self.secrets.is_empty() {
-            return;
-        }
-        if let Some(master) = self.secrets.iter().find(|l| l.label == "CLIENT_RANDOM") {
-            parts.push(("master-key".into(), hex(&master.secret).into()));
-        }
-        let mut keylog = String::new();
-        for (i, l) in self.secrets.iter().enumerate() {
-            if i > 0 {
-                keylog.push('\n');
-            }
-            keylog.push_str(&l.label);
-            keylog.push(' ');
-            keylog.push_str(&hex(&l.client_random));
-            keylog.push(' ');
-            keylog.push_str(&hex(&l.secret));
-        }
-        parts.push((Cow::Borrowed("keylog"), keylog.into()));
-    }
-}
-
-/// Lower-case hex, as key-log files and OpenSIPS's `master-key` print secrets.
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xF)]));
-    }
-    s
 }
 
 /// One NSS key-log line: `LABEL <client random> <secret>`.
@@ -401,56 +514,5 @@ impl ClientCertVerifier for AcceptAnyClientCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_become_a_hex_master_key_and_nss_key_log_lines() {
-        let info = TlsInfo {
-            secrets: vec![KeyLine {
-                label: "CLIENT_RANDOM".into(),
-                client_random: vec![0xAB; 2],
-                secret: vec![0x01, 0xFF],
-            }],
-            ..TlsInfo::default()
-        };
-        let mut parts = Vec::new();
-        info.push_parts(&mut parts);
-        assert_eq!(
-            parts,
-            vec![
-                (Cow::from("master-key"), Cow::from("01ff")),
-                (Cow::from("keylog"), Cow::from("CLIENT_RANDOM abab 01ff")),
-            ]
-        );
-    }
-
-    #[test]
-    fn tls13_secrets_have_no_master_key_only_key_log_lines() {
-        let line = |label: &str| KeyLine {
-            label: label.into(),
-            client_random: vec![1],
-            secret: vec![2],
-        };
-        let info = TlsInfo {
-            secrets: vec![
-                line("CLIENT_HANDSHAKE_TRAFFIC_SECRET"),
-                line("SERVER_TRAFFIC_SECRET_0"),
-            ],
-            ..TlsInfo::default()
-        };
-        let mut parts = Vec::new();
-        info.push_parts(&mut parts);
-        assert_eq!(
-            parts,
-            vec![(
-                Cow::from("keylog"),
-                Cow::from("CLIENT_HANDSHAKE_TRAFFIC_SECRET 01 02\nSERVER_TRAFFIC_SECRET_0 01 02")
-            )]
-        );
     }
 }

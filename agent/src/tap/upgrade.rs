@@ -1,42 +1,18 @@
-//! WebSocket taps (RFC 6455, RFC 7118): the HTTP upgrade on both legs, and the message relay.
+//! The WebSocket upgrade (RFC 6455, RFC 7118) on both legs: the client's request read and
+//! answered, and ours written to the upstream and its reply checked.
 //!
 //! The upgrades are done here rather than by tungstenite's handshake, for three reasons: the
 //! trace carries the exact bytes of the request and the reply (`Ws-Request`/`Ws-Reply`, as
 //! OpenSIPS traces what it read and wrote), a refused upgrade gets OpenSIPS's `400 Bad Request`
 //! reply, and bytes the client sent right behind its request are kept. After the upgrade,
-//! tungstenite does the framing.
-//!
-//! The relay moves messages, not bytes: each text, binary, ping, pong or close message read on
-//! one side is sent on the other. tungstenite answers every ping it reads by itself (that
-//! cannot be switched off); pings are still relayed end to end so the far side sees them, and
-//! the far side's pong to a relayed ping is dropped, since the pinging side already had its
-//! answer. Unsolicited pongs (keep-alives) are relayed. Fragmented messages arrive reassembled
-//! and leave as one frame.
+//! tungstenite does the framing ([`super::ws_relay`]).
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
-
-use super::relay::{End, Idle};
-use super::sip::{Direction, SipConn};
-use super::stream::Stream;
-use crate::clock::now_micros;
-use crate::stats::Counter;
-use crate::tracer::Tracer;
-
-/// `Ws-Request` and `Ws-Reply` are cut to this many bytes (OpenSIPS's `WS_TRACE_MAX`).
-pub const TRACE_MAX: usize = 1024;
 
 /// An upgrade request or reply head larger than this is refused.
 const MAX_HEAD: usize = 8 * 1024;
@@ -44,26 +20,13 @@ const MAX_HEAD: usize = 8 * 1024;
 /// OpenSIPS's reply to a request it will not upgrade (`WS_HTTP_BAD_REQ`).
 pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-/// How long the far side has to answer a relayed close before the connection is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// Pings remembered per direction, to recognise the pongs that answer them.
-const PING_MEMORY: usize = 8;
-
-/// tungstenite's settings: a read buffer sized like the byte relay's (its default, 128 KiB per
-/// side, is too much for thousands of SIP connections), and a bound on what one message may
-/// make us hold.
-pub fn config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
-}
-
-/// The prefix of `bytes` that the trace carries.
-pub fn trace_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(TRACE_MAX)]).into_owned()
+/// The HTTP heads of an upgrade, as its handshake event shows them.
+#[derive(Clone, Copy, Debug)]
+pub struct WsHeads<'a> {
+    /// The request (empty when none was written).
+    pub request: &'a [u8],
+    /// The reply, when there was one.
+    pub reply: Option<&'a [u8]>,
 }
 
 /// A client's accepted upgrade.
@@ -81,6 +44,16 @@ pub struct Upgrade {
     pub sip: bool,
     /// Bytes read behind the request head: the first frames, for tungstenite.
     pub leftover: Vec<u8>,
+}
+
+impl Upgrade {
+    /// The request as received and the 101 as written.
+    pub fn heads(&self) -> WsHeads<'_> {
+        WsHeads {
+            request: &self.request,
+            reply: Some(&self.reply),
+        }
+    }
 }
 
 /// Why a client's upgrade failed.
@@ -313,6 +286,16 @@ pub struct Connected {
     pub leftover: Vec<u8>,
 }
 
+impl Connected {
+    /// The request as written and the 101 as received.
+    pub fn heads(&self) -> WsHeads<'_> {
+        WsHeads {
+            request: &self.request,
+            reply: Some(&self.reply),
+        }
+    }
+}
+
 /// Why an upgrade toward the upstream failed.
 #[derive(Debug)]
 pub struct ConnectError {
@@ -428,229 +411,6 @@ fn check_reply(head: &[u8], key: &str, sip: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// A WebSocket over `stream` after an upgrade done here, with the bytes read past the head.
-pub async fn websocket(stream: Stream, leftover: Vec<u8>, role: Role) -> WebSocketStream<Stream> {
-    WebSocketStream::from_partially_read(stream, leftover, role, Some(config())).await
-}
-
-/// Pings relayed one way, until the pong answering them comes back.
-#[derive(Debug, Default)]
-struct Pings(Mutex<VecDeque<Bytes>>);
-
-impl Pings {
-    /// A ping was relayed.
-    fn sent(&self, payload: &Bytes) {
-        if let Ok(mut q) = self.0.lock() {
-            if q.len() == PING_MEMORY {
-                q.pop_front();
-            }
-            q.push_back(payload.clone());
-        }
-    }
-
-    /// Whether a pong answers a relayed ping (which tungstenite already answered).
-    fn answers(&self, payload: &Bytes) -> bool {
-        let Ok(mut q) = self.0.lock() else {
-            return false;
-        };
-        match q.iter().position(|p| p == payload) {
-            Some(i) => {
-                q.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// What both directions of a WebSocket relay share.
-#[derive(Debug)]
-pub struct Relay<'a> {
-    /// Decides what is traced.
-    pub tracer: &'a Tracer,
-    /// SIP tracing of the connection, if the listener has it.
-    pub sip: Option<&'a SipConn>,
-    /// Payload bytes client -> upstream.
-    pub bytes_in: &'a Counter,
-    /// Payload bytes upstream -> client.
-    pub bytes_out: &'a Counter,
-    /// Close after this long without a message either way.
-    pub idle: Option<&'a Idle>,
-}
-
-/// Relays messages both ways until one side closes or fails, and returns how each direction
-/// ended (client -> upstream, upstream -> client). A close is relayed and the far side gets
-/// [`CLOSE_GRACE`] to answer it; any other end stops both directions (WebSocket has no
-/// half-close).
-pub async fn relay(
-    client: WebSocketStream<Stream>,
-    upstream: WebSocketStream<Stream>,
-    r: &Relay<'_>,
-    kill: &CancellationToken,
-) -> (Option<End>, Option<End>) {
-    let (mut c_tx, mut c_rx) = client.split();
-    let (mut u_tx, mut u_rx) = upstream.split();
-    let (client_pings, upstream_pings) = (Pings::default(), Pings::default());
-    let (mut c_end, mut u_end): (Option<End>, Option<End>) = (None, None);
-    {
-        let c2u = forward(
-            &mut c_rx,
-            &mut u_tx,
-            r,
-            Direction::ClientToUpstream,
-            &client_pings,
-            &upstream_pings,
-        );
-        let u2c = forward(
-            &mut u_rx,
-            &mut c_tx,
-            r,
-            Direction::UpstreamToClient,
-            &upstream_pings,
-            &client_pings,
-        );
-        tokio::pin!(c2u, u2c);
-        let grace = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(grace);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                e = &mut c2u, if c_end.is_none() => c_end = Some(e),
-                e = &mut u2c, if u_end.is_none() => u_end = Some(e),
-                _ = &mut grace, if closing => break,
-                _ = kill.cancelled() => break,
-            }
-            match (&c_end, &u_end) {
-                (Some(_), Some(_)) => break,
-                (Some(End::Close(_)), None) | (None, Some(End::Close(_))) if !closing => {
-                    closing = true;
-                    grace
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + CLOSE_GRACE);
-                }
-                (Some(End::Close(_)), None) | (None, Some(End::Close(_))) => {}
-                _ => break,
-            }
-        }
-    }
-    // A reset on one side is passed on as a reset on the other.
-    let reset = |e: &Option<End>| matches!(e, Some(End::ReadError(e)) if super::relay::is_reset(e));
-    if reset(&u_end) {
-        if let Ok(ws) = c_rx.reunite(c_tx) {
-            ws.get_ref().reset_on_drop();
-        }
-    } else if reset(&c_end)
-        && let Ok(ws) = u_rx.reunite(u_tx)
-    {
-        ws.get_ref().reset_on_drop();
-    }
-    (c_end, u_end)
-}
-
-/// One direction: each message read from `src` is sent on `dst`.
-async fn forward<S, D>(
-    src: &mut S,
-    dst: &mut D,
-    r: &Relay<'_>,
-    dir: Direction,
-    mine: &Pings,
-    theirs: &Pings,
-) -> End
-where
-    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
-    D: Sink<Message, Error = WsError> + Unpin,
-{
-    let bytes = match dir {
-        Direction::ClientToUpstream => r.bytes_in,
-        Direction::UpstreamToClient => r.bytes_out,
-    };
-    let mut turns = super::relay::LaneTurns::default();
-    loop {
-        let next = match r.idle {
-            Some(idle) => match idle.read(src.next()).await {
-                Some(n) => n,
-                None => return End::Idle,
-            },
-            None => src.next().await,
-        };
-        if let Some(idle) = r.idle {
-            idle.touch();
-        }
-        let msg = match next {
-            None => return End::Eof,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return read_end(e),
-        };
-        match msg {
-            Message::Text(_) | Message::Binary(_) => {
-                let traced = r.sip.map(|conn| {
-                    let payload = match &msg {
-                        Message::Text(t) => Bytes::from(t.clone()),
-                        Message::Binary(b) => b.clone(),
-                        _ => Bytes::new(),
-                    };
-                    (conn, payload, now_micros())
-                });
-                let len = msg.len() as u64;
-                if let Err(e) = dst.send(msg).await {
-                    return write_end(e);
-                }
-                bytes.add(len);
-                if let Some((conn, payload, read_at)) = traced {
-                    conn.frame(r.tracer, dir, payload, read_at);
-                    turns.after(1).await;
-                }
-            }
-            Message::Ping(p) => {
-                mine.sent(&p);
-                if let Err(e) = dst.send(Message::Ping(p)).await {
-                    return write_end(e);
-                }
-            }
-            Message::Pong(p) => {
-                if !theirs.answers(&p)
-                    && let Err(e) = dst.send(Message::Pong(p)).await
-                {
-                    return write_end(e);
-                }
-            }
-            Message::Close(frame) => {
-                let code = frame.as_ref().map(|f| u16::from(f.code));
-                // The far side may have closed too; then there is nothing to tell it.
-                let _ = dst.send(Message::Close(frame)).await;
-                // Reading on lets tungstenite send its close reply and finish this side.
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    while let Some(Ok(_)) = src.next().await {}
-                })
-                .await;
-                return End::Close(code);
-            }
-            Message::Frame(_) => {}
-        }
-    }
-}
-
-/// How a failed read ends a direction.
-fn read_end(e: WsError) -> End {
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match e {
-        WsError::ConnectionClosed
-        | WsError::AlreadyClosed
-        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Eof,
-        WsError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => End::Eof,
-        WsError::Io(e) => End::ReadError(e),
-        e => End::ReadError(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-    }
-}
-
-/// How a failed send ends a direction.
-fn write_end(e: WsError) -> End {
-    match e {
-        WsError::Io(e) => End::WriteError(e),
-        e => End::WriteError(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -760,10 +520,5 @@ mod tests {
         );
         assert_eq!(e.reason, "upgrade refused: 404 Not Found");
         drop(server);
-    }
-
-    #[test]
-    fn trace_text_is_capped_at_1024_bytes() {
-        assert_eq!(trace_text(&[b'x'; 2000]).len(), 1024);
     }
 }

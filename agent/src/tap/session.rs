@@ -1,0 +1,393 @@
+//! Per connection: a [`Session`] takes one accepted client connection through its life, in the
+//! order this file reads:
+//!
+//! 1. the client's handshake (TLS, WebSocket upgrade, both, or none) under `handshake_timeout`,
+//!    with its one ACCEPTED event;
+//! 2. the upstream opened (CONNECT_START; TCP, the PROXY header, TLS, the WebSocket upgrade)
+//!    under `connect_timeout`, with its one CONNECTED event;
+//! 3. the relay both ways ([`relay_bytes`] or [`relay_messages`]) until the legs are done;
+//! 4. a CLOSED event for each leg, saying what ended it.
+//!
+//! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_util::sync::CancellationToken;
+
+use super::events::{End, EndKind, Ends, Leg, Side, TimedOut, Unreachable};
+use super::proxy_protocol;
+use super::pump::Idle;
+use super::relay::{Relay, relay_bytes, relay_messages};
+use super::sip::SipConn;
+use super::spec::{ListenerStats, Tap, TapContext};
+use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
+use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
+use super::ws_relay::websocket;
+use crate::stats::Counter;
+
+/// One client connection, from its accept to its close.
+#[derive(Debug)]
+pub struct Session<'a> {
+    /// The listener it came in on.
+    pub tap: &'a Tap,
+    /// The tracer, connection ids, statistics.
+    pub ctx: &'a TapContext,
+    /// The listener's counters.
+    pub stats: &'a ListenerStats,
+    /// Cancelled when heptap stops: the session ends where it is.
+    pub kill: CancellationToken,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address as the client reached it.
+    pub local: SocketAddr,
+}
+
+/// The client leg after its handshake.
+struct Accepted {
+    /// The connection, TLS terminated if it was TLS.
+    stream: Stream,
+    /// The WebSocket upgrade, on ws/wss listeners.
+    upgrade: Option<Upgrade>,
+}
+
+/// The upstream leg after its handshakes.
+struct Opened {
+    /// The connection, TLS originated if the upstream speaks TLS.
+    stream: Stream,
+    /// The WebSocket upgrade, toward ws/wss upstreams.
+    upgrade: Option<Connected>,
+}
+
+impl Session<'_> {
+    /// Relays the connection `tcp` and traces both legs.
+    pub async fn run(self, tcp: TcpStream) {
+        let tracer = &self.ctx.tracer;
+        let spec = &self.tap.spec;
+        let _ = tcp.set_nodelay(true);
+        let mut client_leg = Leg::new(
+            spec.proto,
+            self.ctx.ids.next_id(),
+            self.peer,
+            self.local,
+            None,
+        );
+
+        // 1. The client's handshake.
+        let Some(accepted) = self.or_stop(self.accept_client(tcp, &mut client_leg)).await else {
+            return;
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(end) => {
+                tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, error = %end, "Client handshake failed");
+                return self.end_early(&self.stats.handshake_failed, &mut client_leg, &end);
+            }
+        };
+        tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection accepted");
+
+        // 2. The upstream leg.
+        let upstream = self.open_upstream(&client_leg, accepted.upgrade.as_ref());
+        let Some((mut upstream_leg, opened)) = self.or_stop(upstream).await else {
+            return;
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            Err(end) => {
+                tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
+                self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
+                return refuse_client(accepted).await;
+            }
+        };
+
+        // 3. The relay, until both legs are done.
+        let ends = self.relay(accepted, opened, client_leg.id).await;
+
+        // 4. Each leg's CLOSED event.
+        upstream_leg.closed(tracer, ends.both());
+        client_leg.closed(tracer, ends.both());
+        tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// A handshake failed: the session ends before its relay, counted in `failed`, and the
+    /// client leg's CLOSED event says why.
+    fn end_early(&self, failed: &Counter, client_leg: &mut Leg, end: &End) {
+        failed.inc();
+        client_leg.closed(&self.ctx.tracer, [end]);
+    }
+
+    /// Runs a step of the handshakes unless heptap stops first; then the session ends where it
+    /// is, tracing nothing more.
+    async fn or_stop<T>(&self, step: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            done = step => Some(done),
+            _ = self.kill.cancelled() => None,
+        }
+    }
+
+    /// The client's handshake under `handshake_timeout`, with its one ACCEPTED event (for WSS
+    /// the TLS parts and the WebSocket parts in one event). On failure, the ACCEPTED FAILURE
+    /// event has been traced.
+    async fn accept_client(&self, tcp: TcpStream, leg: &mut Leg) -> Result<Accepted, End> {
+        let spec = &self.tap.spec;
+        let tracer = &self.ctx.tracer;
+        let deadline = Instant::now() + spec.handshake_timeout;
+        let timed_out = TimedOut(spec.handshake_timeout);
+        let failed = |leg: &mut Leg, kind, tls: Option<&TlsInfo>, ws| {
+            let end = End::new(Side::Client, kind);
+            leg.handshake_failed(tracer, &end, tls, ws);
+            Err(end)
+        };
+        let (mut stream, tls) = match &self.tap.tls_server {
+            None => (Stream::Tcp(tcp), None),
+            Some(server) => {
+                let capture = leg.wants_secrets(tracer);
+                let failure = match timeout_at(deadline, server.accept(tcp, capture)).await {
+                    Ok(Ok((s, info))) => Ok((Stream::from(s), Some(info))),
+                    Ok(Err(e)) => Err(EndKind::Tls(e)),
+                    Err(_) => Err(EndKind::HandshakeTimeout(timed_out)),
+                };
+                match failure {
+                    Ok(handshaken) => handshaken,
+                    Err(kind) => return failed(leg, kind, Some(&server.failed_info()), None),
+                }
+            }
+        };
+        let tls = tls.as_ref();
+        if !self.tap.is_websocket() {
+            leg.handshake_done(tracer, tls, None);
+            return Ok(Accepted {
+                stream,
+                upgrade: None,
+            });
+        }
+        match timeout_at(deadline, upgrade::accept(&mut stream)).await {
+            Ok(Ok(upgrade)) => {
+                leg.handshake_done(tracer, tls, Some(upgrade.heads()));
+                Ok(Accepted {
+                    stream,
+                    upgrade: Some(upgrade),
+                })
+            }
+            Ok(Err(AcceptError::Refused { request, reason })) => {
+                let heads = WsHeads {
+                    request: &request,
+                    reply: Some(upgrade::BAD_REQUEST),
+                };
+                let refused = failed(leg, EndKind::UpgradeRefused(reason), tls, Some(heads));
+                upgrade::linger_close(&mut stream).await;
+                refused
+            }
+            Ok(Err(AcceptError::Io(e))) => failed(leg, EndKind::Read(e), tls, None),
+            Err(_) => failed(leg, EndKind::HandshakeTimeout(timed_out), tls, None),
+        }
+    }
+
+    /// Opens the upstream leg: TCP (CONNECT_START), the PROXY header, TLS, the WebSocket
+    /// upgrade with the client's target, `Origin` and subprotocol; then the one CONNECTED event.
+    /// On failure the CONNECTED FAILURE event has been traced.
+    async fn open_upstream(
+        &self,
+        client: &Leg,
+        client_upgrade: Option<&Upgrade>,
+    ) -> (Leg, Result<Opened, End>) {
+        let spec = &self.tap.spec;
+        let tracer = &self.ctx.tracer;
+        let (mut leg, tcp) = self.connect_tcp(client).await;
+        let failed = |mut leg: Leg, e, tls: Option<&TlsInfo>, ws| {
+            let end = End::new(Side::Upstream, EndKind::Unreachable(e));
+            leg.handshake_failed(tracer, &end, tls, ws);
+            (leg, Err(end))
+        };
+        let mut tcp = match tcp {
+            Ok(s) => s,
+            Err(e) => return failed(leg, e, None, None),
+        };
+        let deadline = Instant::now() + spec.connect_timeout;
+        let timed_out = TimedOut(spec.connect_timeout);
+        // Written on the TCP connection before anything else, TLS included, as HAProxy does.
+        let header = proxy_protocol::header(spec.proxy_protocol, client.remote, client.local);
+        if !header.is_empty() {
+            match timeout_at(deadline, tcp.write_all(&header)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return failed(leg, Unreachable::ProxyHeader(e), None, None),
+                Err(_) => return failed(leg, Unreachable::HandshakeTimeout(timed_out), None, None),
+            }
+        }
+        let (mut stream, tls) = match &self.tap.tls_client {
+            None => (Stream::Tcp(tcp), None),
+            Some(client_tls) => {
+                let capture = leg.wants_secrets(tracer);
+                let failure = match timeout_at(deadline, client_tls.connect(tcp, capture)).await {
+                    Ok(Ok((s, info))) => Ok((Stream::from(s), Some(info))),
+                    Ok(Err(e)) => Err(Unreachable::Tls(e)),
+                    Err(_) => Err(Unreachable::HandshakeTimeout(timed_out)),
+                };
+                match failure {
+                    Ok(handshaken) => handshaken,
+                    Err(e) => return failed(leg, e, Some(&client_tls.failed_info()), None),
+                }
+            }
+        };
+        let tls = tls.as_ref();
+        let Some(client_upgrade) = client_upgrade else {
+            leg.handshake_done(tracer, tls, None);
+            let opened = Opened {
+                stream,
+                upgrade: None,
+            };
+            return (leg, Ok(opened));
+        };
+        let request = UpgradeRequest {
+            host: &spec.upstream,
+            target: &client_upgrade.target,
+            origin: client_upgrade.origin.as_deref().unwrap_or(&spec.upstream),
+            sip: client_upgrade.sip,
+        };
+        let refused = match timeout_at(deadline, upgrade::connect(&mut stream, &request)).await {
+            Ok(Ok(connected)) => {
+                leg.handshake_done(tracer, tls, Some(connected.heads()));
+                let opened = Opened {
+                    stream,
+                    upgrade: Some(connected),
+                };
+                return (leg, Ok(opened));
+            }
+            Ok(Err(refused)) => refused,
+            Err(_) => upgrade::ConnectError {
+                request: Vec::new(),
+                reply: None,
+                reason: timed_out.to_string(),
+            },
+        };
+        let upgrade::ConnectError {
+            request,
+            reply,
+            reason,
+        } = refused;
+        let heads = WsHeads {
+            request: &request,
+            reply: reply.as_deref(),
+        };
+        failed(leg, Unreachable::Upgrade(reason), tls, Some(heads))
+    }
+
+    /// Connects to the first address of the upstream that answers, with a CONNECT_START event
+    /// for each address tried. The socket is not bound before the connect, so CONNECT_START
+    /// carries an unspecified local address (port 0); CONNECTED and later events carry the
+    /// real one.
+    async fn connect_tcp(&self, client: &Leg) -> (Leg, Result<TcpStream, Unreachable>) {
+        let spec = &self.tap.spec;
+        let tracer = &self.ctx.tracer;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let leg_to = |remote| {
+            let id = self.ctx.ids.next_id();
+            Leg::new(
+                spec.upstream_proto,
+                id,
+                remote,
+                unspecified,
+                Some(client.id),
+            )
+        };
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(&spec.upstream).await {
+            Ok(a) => a.collect(),
+            Err(source) => {
+                let upstream = spec.upstream.clone();
+                return (
+                    leg_to(unspecified),
+                    Err(Unreachable::Resolve { upstream, source }),
+                );
+            }
+        };
+        let mut leg = leg_to(addrs.first().copied().unwrap_or(unspecified));
+        let mut last_failure = None;
+        for addr in addrs {
+            leg.remote = addr;
+            let (socket, any) = match tcp_socket_for(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    last_failure = Some(e);
+                    continue;
+                }
+            };
+            leg.local = any;
+            leg.connect_start(tracer);
+            match connect_tcp(socket, addr, spec.connect_timeout).await {
+                Ok(stream) => {
+                    if let Ok(local) = stream.local_addr() {
+                        leg.local = local;
+                    }
+                    return (leg, Ok(stream));
+                }
+                Err(e) => last_failure = Some(e),
+            }
+        }
+        let failure = match last_failure {
+            Some(e) => Unreachable::Connect(e),
+            None => Unreachable::NoAddress {
+                upstream: spec.upstream.clone(),
+            },
+        };
+        (leg, Err(failure))
+    }
+
+    /// Relays both ways: messages when both legs upgraded to WebSocket, bytes otherwise.
+    async fn relay(&self, accepted: Accepted, opened: Opened, client_id: u64) -> Ends {
+        let spec = &self.tap.spec;
+        let sip = spec.sip.as_ref().map(|settings| {
+            let stats = self.stats.sip.clone();
+            SipConn::new(
+                settings.clone(),
+                stats,
+                spec.proto,
+                self.peer,
+                self.local,
+                client_id,
+            )
+        });
+        let idle = spec.idle_timeout.map(Idle::new);
+        let r = Relay {
+            tracer: &self.ctx.tracer,
+            sip: sip.as_ref(),
+            bytes_in: &self.stats.bytes_in,
+            bytes_out: &self.stats.bytes_out,
+            idle: idle.as_ref(),
+            kill: &self.kill,
+        };
+        match (accepted.upgrade, opened.upgrade) {
+            (Some(client), Some(upstream)) => {
+                let client = websocket(accepted.stream, client.leftover, Role::Server).await;
+                let upstream = websocket(opened.stream, upstream.leftover, Role::Client).await;
+                relay_messages(client, upstream, &r).await
+            }
+            _ => relay_bytes(accepted.stream, opened.stream, &r).await,
+        }
+    }
+}
+
+/// The upstream could not be reached: a TCP or TLS client gets a reset, as close as we can get
+/// to the "connection refused" it would have seen connecting directly; a WebSocket client,
+/// already upgraded, gets a close frame 1011.
+async fn refuse_client(accepted: Accepted) {
+    match accepted.upgrade {
+        None => accepted.stream.reset_on_drop(),
+        Some(upgrade) => {
+            let mut ws = websocket(accepted.stream, upgrade.leftover, Role::Server).await;
+            let close = CloseFrame {
+                code: CloseCode::Error,
+                reason: "Upstream unavailable".into(),
+            };
+            let _ = timeout_at(
+                Instant::now() + Duration::from_secs(1),
+                ws.close(Some(close)),
+            )
+            .await;
+        }
+    }
+}

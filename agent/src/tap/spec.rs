@@ -1,0 +1,244 @@
+//! What a listener is ([`ListenerSpec`], and [`Tap`] with its TLS configurations built once) and
+//! what its connections share with it: the agent's [`TapContext`] and the per-listener
+//! [`ListenerStats`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use heptap_config::{ListenerTls, ProxyProtocol, UpstreamTls};
+use heptap_hep::NetProto;
+
+use super::error::TapError;
+use super::sip::{SipSettings, SipStats};
+use super::transport::{TlsClient, TlsServer};
+use crate::conn_id::ConnIds;
+use crate::stats::{Counter, Stats};
+use crate::tracer::Tracer;
+
+/// One `[[listener]]`, resolved.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    /// A label for logs and statistics (`listener[0]` when the config gives none).
+    pub name: String,
+    /// The protocol clients speak to us.
+    pub proto: NetProto,
+    /// Where we listen.
+    pub listen: SocketAddr,
+    /// The proxy, `host:port` (resolved at every connect).
+    pub upstream: String,
+    /// At most this many relayed connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Upper bound for the upstream connect.
+    pub connect_timeout: Duration,
+    /// Close a connection after this long without a byte either way.
+    pub idle_timeout: Option<Duration>,
+    /// SIP tracing (`sip_trace_id`); `None` when the listener names no trace id.
+    pub sip: Option<Arc<SipSettings>>,
+    /// The protocol of the upstream leg: tcp or tls for tcp/tls listeners, ws or wss for ws/wss
+    /// ones. The upstream leg's events are traced under this protocol's `[net.*]` settings.
+    pub upstream_proto: NetProto,
+    /// The upstream's host without brackets: the default TLS server name.
+    pub upstream_host: String,
+    /// The certificate clients see (tls and wss listeners).
+    pub tls: Option<ListenerTls>,
+    /// TLS toward the upstream; set exactly when `upstream_proto` is tls or wss.
+    pub upstream_tls: Option<UpstreamTls>,
+    /// PROXY protocol header sent first on every upstream connection.
+    pub proxy_protocol: ProxyProtocol,
+    /// Upper bound for the client's TLS handshake and WebSocket upgrade.
+    pub handshake_timeout: Duration,
+}
+
+/// A listener ready to relay: its spec and the TLS configurations built from it once.
+#[derive(Debug)]
+pub struct Tap {
+    /// The spec.
+    pub spec: Arc<ListenerSpec>,
+    /// Terminates the clients' TLS (tls and wss listeners).
+    pub tls_server: Option<TlsServer>,
+    /// Originates TLS to the upstream (tls and wss upstreams).
+    pub tls_client: Option<TlsClient>,
+}
+
+impl Tap {
+    /// Loads the TLS material the spec names.
+    pub fn new(spec: ListenerSpec) -> Result<Self, TapError> {
+        let tls_server = match (
+            &spec.tls,
+            matches!(spec.proto, NetProto::Tls | NetProto::Wss),
+        ) {
+            (Some(t), true) => Some(TlsServer::new(&spec.name, t)?),
+            (None, true) => {
+                return Err(TapError::MissingCertificate {
+                    listener: spec.name.clone(),
+                });
+            }
+            _ => None,
+        };
+        let tls_client = if matches!(spec.upstream_proto, NetProto::Tls | NetProto::Wss) {
+            let defaults = UpstreamTls::default();
+            let settings = spec.upstream_tls.as_ref().unwrap_or(&defaults);
+            Some(TlsClient::new(&spec.name, &spec.upstream_host, settings)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            spec: Arc::new(spec),
+            tls_server,
+            tls_client,
+        })
+    }
+
+    /// Whether clients upgrade to WebSocket (ws and wss listeners).
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.spec.proto, NetProto::Ws | NetProto::Wss)
+    }
+}
+
+/// Checks that a listener's TLS material loads, without binding anything (`check-config`).
+pub fn check(spec: &ListenerSpec) -> Result<(), TapError> {
+    Tap::new(spec.clone()).map(|_| ())
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct TapContext {
+    /// Decides what is traced and where.
+    pub tracer: Arc<Tracer>,
+    /// Connection ids.
+    pub ids: ConnIds,
+    /// The statistics registry.
+    pub stats: Stats,
+}
+
+/// Per-listener counters (`listener_<name>:…`).
+#[derive(Clone, Debug)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections relayed right now (gauge; see [`Active`]).
+    pub active: Counter,
+    /// Upstream connects that failed.
+    pub upstream_connect_failed: Counter,
+    /// Client TLS handshakes or WebSocket upgrades that failed or timed out.
+    pub handshake_failed: Counter,
+    /// Bytes relayed client -> upstream (WS/WSS: message payloads).
+    pub bytes_in: Counter,
+    /// Bytes relayed upstream -> client (WS/WSS: message payloads).
+    pub bytes_out: Counter,
+    /// `accept()` errors (EMFILE...).
+    pub accept_errors: Counter,
+    /// SIP framing and tracing.
+    pub sip: SipStats,
+}
+
+impl ListenerStats {
+    /// Registers the counters of listener `name`.
+    pub fn new(stats: &Stats, name: &str) -> Self {
+        let g = format!("listener_{name}");
+        Self {
+            accepted: stats.counter(&g, "accepted"),
+            active: stats.gauge(&g, "active"),
+            upstream_connect_failed: stats.counter(&g, "upstream_connect_failed"),
+            handshake_failed: stats.counter(&g, "handshake_failed"),
+            bytes_in: stats.counter(&g, "bytes_in"),
+            bytes_out: stats.counter(&g, "bytes_out"),
+            accept_errors: stats.counter(&g, "accept_errors"),
+            sip: SipStats::new(stats, &g),
+        }
+    }
+}
+
+/// One relayed connection in the `active` gauge: counted while this lives, so a connection
+/// task that is aborted (a runtime shutting down mid-relay) is uncounted as it is dropped.
+#[derive(Debug)]
+pub struct Active(Counter);
+
+impl Active {
+    /// Counts one more connection in `gauge`.
+    pub fn new(gauge: &Counter) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn spec(proto: NetProto, tls: Option<ListenerTls>) -> ListenerSpec {
+        ListenerSpec {
+            name: "edge".into(),
+            proto,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: "127.0.0.1:5060".into(),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            sip: None,
+            upstream_proto: NetProto::Tcp,
+            upstream_host: "127.0.0.1".into(),
+            tls,
+            upstream_tls: None,
+            proxy_protocol: ProxyProtocol::None,
+            handshake_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn unreadable_tls_material_is_refused_naming_the_listener_and_the_file() {
+        let tls = ListenerTls {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
+            client_cert: heptap_config::ClientCert::None,
+        };
+        let e = check(&spec(NetProto::Tls, Some(tls)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("listener edge: tls.cert_file /nonexistent/cert.pem: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tls_listener_without_a_certificate_is_refused() {
+        let e = check(&spec(NetProto::Wss, None)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "listener edge: a tls or wss listener needs tls.cert_file and tls.key_file"
+        );
+        assert!(check(&spec(NetProto::Tcp, None)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_aborted_connection_task_leaves_the_active_gauge_at_zero() {
+        let stats = Stats::new();
+        let gauge = ListenerStats::new(&stats, "edge").active;
+        let (counted, is_counted) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let gauge = gauge.clone();
+            async move {
+                let _active = Active::new(&gauge);
+                let _ = counted.send(());
+                // A relay that never ends.
+                std::future::pending::<()>().await;
+            }
+        });
+        is_counted.await.unwrap();
+        assert_eq!(gauge.get(), 1);
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(gauge.get(), 0);
+    }
+}
