@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use heptap::Stats;
 use heptap::sender::{self, DestinationSpec, Limits, Offer};
-use heptap::stats::Stats;
 use heptap_config::{Destination, HepId, Transport};
 use heptap_hep::{Encoder, TraceMessage};
 

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use heptap_config::{Config, Source};
 use heptap_mi::{Mi, MiRunning};
@@ -99,7 +99,6 @@ pub async fn start_with_source(
         tracer: tracer.clone(),
         stats: stats.clone(),
         log,
-        started: SystemTime::now(),
         source,
         state: Mutex::new(State {
             config,
@@ -172,11 +171,6 @@ impl Running {
         &self.shared.stats
     }
 
-    /// The tracer (switches and destinations).
-    pub fn tracer(&self) -> &Arc<Tracer> {
-        &self.shared.tracer
-    }
-
     /// The agent's [`heptap_mi::Control`], the seam an operator's MI command goes through: the
     /// same switches, statistics and reload the MI's own control reaches (only the log level
     /// last set is this control's own).
@@ -184,18 +178,8 @@ impl Running {
         Arc::new(AgentControl::new(self.shared.clone()))
     }
 
-    /// A copy of the config in force.
-    pub fn config(&self) -> Config {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config
-            .clone()
-    }
-
     /// What the MI shares.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 

@@ -316,14 +316,7 @@ pub fn build(
                     .filter_map(|d| senders.get(d).cloned())
                     .collect(),
             );
-            (
-                t.name.clone(),
-                TraceId {
-                    name: t.name,
-                    on,
-                    destinations,
-                },
-            )
+            (t.name, TraceId { on, destinations })
         })
         .collect();
     let pipeline = Pipeline {

@@ -6,39 +6,51 @@
 //! the HEP byte format (heptap-hep), the config model (heptap-config), the route language
 //! (heptap-filters) or the MI protocol (heptap-mi).
 //!
-//! - [`agent`]: build from a config, [`agent::start`] / [`agent::Running`], reload, shutdown.
-//! - [`build`]: config -> destinations, routes, switches, listener specs.
-//! - [`tap`]: listeners, one session per connection, the byte and message relays, the events.
-//! - [`tracer`]: the published pipeline snapshot and the run-time switches.
-//! - [`sender`]: one task per destination behind a bounded queue; UDP, TCP, TLS, stdout, file.
-//! - [`sip`]: SIP framing on streams and the header values a trace needs.
-//! - [`control`]: the MI's view of the agent (`heptap_mi::Control`); `mi_settings`: `[mi]` as the
-//!   MI crate wants it; `shared`: what the agent and its MI share, and reload.
-//! - [`tls`]: TLS material shared by the taps and the senders (ring provider, PEM, roots).
-//! - [`stats`]: the one registry of counters, named `group:name` as OpenSIPS names statistics.
-//! - [`hep_dump`]: `heptap hep-dump`, a HEP receiver printing JSON lines.
-//! - [`cli`], [`logging`], [`signals`], [`service`], [`clock`], [`conn_id`]: the process around
-//!   it.
+//! The modules are private; what other crates use is re-exported here: the binary's [`main`],
+//! the agent in-process for the end-to-end tests ([`start`] -> [`Running`], [`Stop`], [`LogHandle`],
+//! [`Stats`]), the errors those return, and two modules kept public for their own tests,
+//! benchmarks and fuzz targets ([`sender`], [`sip`]).
+//!
+//! Inside (docs/architecture.md draws it): `agent` (start, run, stop, `serve`), `shared` (what
+//! the agent and its MI share, reload), `build` (config -> destinations, routes, switches,
+//! listener specs), `tap` (listeners, one session per connection, the byte and message relays,
+//! the events), `tracer` (the published pipeline snapshot and the run-time switches: it decides
+//! what is traced and where), `sender` (one task per destination behind a bounded queue; UDP,
+//! TCP, TLS, stdout, file), `sip` (SIP framing on streams and the header values a trace needs),
+//! `control` (the MI's view of the agent, `heptap_mi::Control`), `mi_settings` (`[mi]` as the MI
+//! crate wants it), `tls` (TLS material shared by the taps and the senders), `stats` (the one
+//! registry of counters, named `group:name` as OpenSIPS names statistics), `hep_dump` (`heptap
+//! hep-dump`), `workers` (the relay threads), and the process around it: `cli`, `logging`,
+//! `signals`, `service`, `clock`, `conn_id`.
 
 #![forbid(unsafe_code)]
 
-pub mod agent;
-pub mod build;
-pub mod cli;
-pub mod clock;
-pub mod conn_id;
-pub mod control;
+mod agent;
+mod build;
+mod cli;
+mod clock;
+mod conn_id;
+mod control;
 mod dump_text;
-pub mod hep_dump;
-pub mod logging;
+mod hep_dump;
+mod logging;
 mod mi_settings;
 pub mod sender;
-pub mod service;
+mod service;
 mod shared;
-pub mod signals;
+mod signals;
 pub mod sip;
-pub mod stats;
-pub mod tap;
-pub mod tls;
-pub mod tracer;
-pub mod workers;
+mod stats;
+mod tap;
+mod tls;
+mod tracer;
+mod workers;
+
+pub use agent::{Running, StartError, Stop, start, start_with_source};
+pub use build::{BuildError, BuildProblem};
+pub use cli::main;
+pub use logging::LogHandle;
+pub use shared::ReloadError;
+pub use stats::Stats;
+pub use tap::{ListenError, TapError};
+pub use workers::Workers;

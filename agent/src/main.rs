@@ -11,5 +11,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    heptap::cli::main()
+    heptap::main()
 }

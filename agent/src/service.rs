@@ -184,11 +184,6 @@ impl Privileges {
         })
     }
 
-    /// Who heptap becomes.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
     /// Called once the listeners are bound and the MI FIFO (`fifo`) exists: hands the FIFO to
     /// the target user (unless `fifo_user` / `fifo_group` chose its owner), then switches
     /// supplementary groups, gid and uid, and checks that root cannot be regained.
@@ -396,6 +391,7 @@ impl Notifier {
     }
 
     /// Whether there is a socket to notify.
+    #[cfg(test)]
     pub fn enabled(&self) -> bool {
         self.addr.is_some()
     }

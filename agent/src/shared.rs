@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use heptap_config::{Config, Source};
 
@@ -20,8 +19,6 @@ pub struct Shared {
     pub stats: Stats,
     /// Changes the log level at run time.
     pub log: LogHandle,
-    /// When the agent started (MI `uptime`).
-    pub started: SystemTime,
     /// Where a reload re-reads the config from; `None` re-applies the config in memory.
     pub source: Option<Source>,
     /// The config and what was built from it; taken at shutdown.

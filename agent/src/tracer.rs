@@ -57,8 +57,6 @@ pub struct NetTrace {
 /// One trace id (`[tid]uri=...`): its switch and its destinations.
 #[derive(Clone, Debug)]
 pub struct TraceId {
-    /// The name operators use in `sip_trace <tid> on|off`.
-    pub name: String,
     /// Its run-time switch.
     pub on: Switch,
     /// Every destination of the id; an event goes to each (never blocking).
@@ -119,11 +117,6 @@ impl Tracer {
     /// The current snapshot.
     pub fn load(&self) -> arc_swap::Guard<Arc<Pipeline>> {
         self.current.load()
-    }
-
-    /// The current snapshot, owned (for the MI and reload, not the data path).
-    pub fn snapshot(&self) -> Arc<Pipeline> {
-        self.current.load_full()
     }
 
     /// Publishes a new snapshot; events after this see it.

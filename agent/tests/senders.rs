@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use heptap::Stats;
+use heptap::Workers;
 use heptap::sender::{
     self, DestinationSpec, DropReason, FanOut, Limits, Offer, Sender, SenderError, SenderTask,
 };
-use heptap::stats::Stats;
-use heptap::workers::Workers;
 use heptap_config::{Destination, HepId, HepTls, Transport};
 use heptap_hep::{Encoder, Hep3Framer, Packet, TraceMessage, Version};
 use heptap_testkit::eventually;

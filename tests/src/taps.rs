@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use heptap::agent::{Running, start};
-use heptap::logging::LogHandle;
+use heptap::LogHandle;
+use heptap::{Running, start};
 use heptap_config::Config;
 use heptap_hep::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use heptap::agent::{Running, Stop};
+use heptap::{Running, Stop};
 use heptap_testkit::eventually;
 use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, closed_port};
 use heptap_tests::fault::{BlackHole, FaultyCollector, Figures, Mode, percentile};

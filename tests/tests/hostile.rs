@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use heptap::agent::{Running, Stop};
+use heptap::{Running, Stop};
 use heptap_hep::Packet;
 use heptap_testkit::eventually;
 use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, correlation, event_of};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use heptap::agent::{Running, Stop};
+use heptap::{Running, Stop};
 use heptap_testkit::{described, eventually};
 use heptap_tests::collector::Scratch;
 use heptap_tests::fault::{open_fds, status_kib};

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use heptap::agent::{Running, Stop, start, start_with_source};
-use heptap::logging::LogHandle;
+use heptap::LogHandle;
+use heptap::{Running, Stop, start, start_with_source};
 use heptap_config::{Config, Source};
 use heptap_hep::Packet;
 use heptap_testkit::opensips_cli;

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use heptap::agent::{Stop, start};
-use heptap::logging::LogHandle;
+use heptap::LogHandle;
+use heptap::{Stop, start};
 use heptap_config::Config;
 use heptap_testkit::{described, eventually};
 use heptap_tests::collector::Scratch;

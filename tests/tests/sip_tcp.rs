@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use heptap::agent::Stop;
+use heptap::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_testkit::eventually;

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use heptap::agent::Stop;
+use heptap::Stop;
 use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_tests::collector::{
@@ -276,7 +276,7 @@ async fn a_port_something_else_listens_on_is_refused_not_shared() {
         let other = Scratch::new();
         let mut cfg = config(up.addr, col.addr, "", &other);
         cfg.listener[0].listen = taken;
-        let e = heptap::agent::start(cfg, heptap::logging::LogHandle::detached())
+        let e = heptap::start(cfg, heptap::LogHandle::detached())
             .await
             .map(|_| ())
             .unwrap_err()

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use heptap::agent::Stop;
+use heptap::Stop;
 use heptap_hep::NetProto;
 use heptap_hep::Packet;
 use heptap_tests::collector::{EchoUpstream, UdpCollector, WAIT, correlation, event_of};

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use heptap::agent::Stop;
+use heptap::Stop;
 use heptap_hep::NetProto;
 use heptap_hep::Packet;
 use heptap_tests::collector::{UdpCollector, WAIT, closed_port, correlation, event_of};

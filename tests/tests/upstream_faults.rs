@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use heptap::agent::{Running, Stop};
+use heptap::{Running, Stop};
 use heptap_hep::Packet;
 use heptap_testkit::{described, eventually};
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, closed_port, correlation, event_of};

@@ -124,11 +124,6 @@ impl SipConn {
         }
     }
 
-    /// The counters.
-    pub fn stats(&self) -> &SipStats {
-        &self.stats
-    }
-
     /// A timestamp for bytes read at `micros`, strictly after every earlier one of this
     /// connection.
     fn stamp(&self, micros: u64) -> (u32, u32) {
