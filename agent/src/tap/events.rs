@@ -421,28 +421,6 @@ pub struct Leg {
     clock: FlowClock,
 }
 
-/// The filter route's view of a leg.
-struct Inspected {
-    /// [`Leg::proto`].
-    proto: NetProto,
-    /// [`Leg::remote`].
-    remote: SocketAddr,
-    /// [`Leg::local`].
-    local: SocketAddr,
-}
-
-impl heptap_filters::Inspect for Inspected {
-    fn remote(&self) -> SocketAddr {
-        self.remote
-    }
-    fn local(&self) -> SocketAddr {
-        self.local
-    }
-    fn proto(&self) -> NetProto {
-        self.proto
-    }
-}
-
 impl Leg {
     /// A leg with a fresh id; an upstream leg names its client leg's id in `peer_id`.
     pub fn new(
@@ -475,10 +453,11 @@ impl Leg {
     /// so ([`Tracer::net`]); `parts` runs only then, so certificate names and handshake texts
     /// cost nothing otherwise. Never blocks.
     fn trace_with(&mut self, tracer: &Tracer, parts: impl FnOnce(&mut Vec<Part>)) {
-        let view = Inspected {
-            proto: self.proto,
+        // The filter route's view of the leg.
+        let view = heptap_filters::ConnInfo {
             remote: self.remote,
             local: self.local,
+            proto: self.proto,
         };
         tracer.net(self.proto, &mut self.verdict, &view, |destination| {
             let (sec, usec) = self.clock.stamp(now_micros());
