@@ -11,6 +11,7 @@
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -20,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{End, EndKind, Ends, Leg, Side, TimedOut, Unreachable};
+use super::events::{End, EndKind, Leg, Side, TimedOut, Unreachable};
 use super::proxy_protocol;
 use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
@@ -66,7 +67,7 @@ struct Opened {
 
 impl Session<'_> {
     /// Relays the connection `tcp` and traces both legs.
-    pub async fn run(self, tcp: TcpStream) {
+    pub async fn run(&self, tcp: TcpStream) {
         let tracer = &self.ctx.tracer;
         let spec = &self.tap.spec;
         let _ = tcp.set_nodelay(true);
@@ -79,12 +80,14 @@ impl Session<'_> {
         );
 
         // 1. The client's handshake.
-        let Some(accepted) = self.or_stop(self.accept_client(tcp, &mut client_leg)).await else {
-            return;
+        let accepted = {
+            let accepting = pin!(self.accept_client(tcp, &mut client_leg));
+            self.or_stop(accepting).await
         };
         let accepted = match accepted {
-            Ok(a) => a,
-            Err(end) => {
+            None => return,
+            Some(Ok(a)) => a,
+            Some(Err(end)) => {
                 tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, error = %end, "Client handshake failed");
                 return self.end_early(&self.stats.handshake_failed, &mut client_leg, &end);
             }
@@ -92,21 +95,51 @@ impl Session<'_> {
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection accepted");
 
         // 2. The upstream leg.
-        let upstream = self.open_upstream(&client_leg, accepted.upgrade.as_ref());
-        let Some((mut upstream_leg, opened)) = self.or_stop(upstream).await else {
-            return;
+        let opening = {
+            let upstream = pin!(self.open_upstream(&client_leg, accepted.upgrade.as_ref()));
+            self.or_stop(upstream).await
         };
-        let opened = match opened {
-            Ok(o) => o,
-            Err(end) => {
+        let (mut upstream_leg, opened) = match opening {
+            None => return,
+            Some((leg, Ok(opened))) => (leg, opened),
+            Some((_, Err(end))) => {
                 tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
                 self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
                 return refuse_client(accepted).await;
             }
         };
 
-        // 3. The relay, until both legs are done.
-        let ends = self.relay(accepted, opened, client_leg.id).await;
+        // 3. The relay, until both legs are done: messages when both legs upgraded to
+        // WebSocket, bytes otherwise. (Written here rather than in a function of its own: an
+        // async fn keeps its arguments for its whole life, and the legs moved into one would
+        // be held twice by every connection's task.)
+        let sip = spec.sip.as_ref().map(|settings| {
+            SipConn::new(
+                settings.clone(),
+                self.stats.sip.clone(),
+                spec.proto,
+                self.peer,
+                self.local,
+                client_leg.id,
+            )
+        });
+        let idle = spec.idle_timeout.map(Idle::new);
+        let r = Relay {
+            tracer,
+            sip: sip.as_ref(),
+            bytes_in: &self.stats.bytes_in,
+            bytes_out: &self.stats.bytes_out,
+            idle: idle.as_ref(),
+            kill: &self.kill,
+        };
+        let ends = match (accepted.upgrade, opened.upgrade) {
+            (Some(client), Some(upstream)) => {
+                let client = websocket(accepted.stream, client.leftover, Role::Server).await;
+                let upstream = websocket(opened.stream, upstream.leftover, Role::Client).await;
+                relay_messages(client, upstream, &r).await
+            }
+            _ => relay_bytes(accepted.stream, opened.stream, &r).await,
+        };
 
         // 4. Each leg's CLOSED event.
         upstream_leg.closed(tracer, ends.both());
@@ -123,7 +156,9 @@ impl Session<'_> {
 
     /// Runs a step of the handshakes unless heptap stops first; then the session ends where it
     /// is, tracing nothing more.
-    async fn or_stop<T>(&self, step: impl Future<Output = T>) -> Option<T> {
+    /// The step comes pinned by the caller: moved in by value, it would be held twice in the
+    /// connection's task (an async fn keeps its arguments for its whole life).
+    async fn or_stop<T>(&self, step: Pin<&mut impl Future<Output = T>>) -> Option<T> {
         tokio::select! {
             done = step => Some(done),
             _ = self.kill.cancelled() => None,
@@ -335,39 +370,6 @@ impl Session<'_> {
             },
         };
         (leg, Err(failure))
-    }
-
-    /// Relays both ways: messages when both legs upgraded to WebSocket, bytes otherwise.
-    async fn relay(&self, accepted: Accepted, opened: Opened, client_id: u64) -> Ends {
-        let spec = &self.tap.spec;
-        let sip = spec.sip.as_ref().map(|settings| {
-            let stats = self.stats.sip.clone();
-            SipConn::new(
-                settings.clone(),
-                stats,
-                spec.proto,
-                self.peer,
-                self.local,
-                client_id,
-            )
-        });
-        let idle = spec.idle_timeout.map(Idle::new);
-        let r = Relay {
-            tracer: &self.ctx.tracer,
-            sip: sip.as_ref(),
-            bytes_in: &self.stats.bytes_in,
-            bytes_out: &self.stats.bytes_out,
-            idle: idle.as_ref(),
-            kill: &self.kill,
-        };
-        match (accepted.upgrade, opened.upgrade) {
-            (Some(client), Some(upstream)) => {
-                let client = websocket(accepted.stream, client.leftover, Role::Server).await;
-                let upstream = websocket(opened.stream, upstream.leftover, Role::Client).await;
-                relay_messages(client, upstream, &r).await
-            }
-            _ => relay_bytes(accepted.stream, opened.stream, &r).await,
-        }
     }
 }
 
