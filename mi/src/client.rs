@@ -76,6 +76,9 @@ pub enum ClientError {
         /// What the server said.
         error: RpcError,
     },
+    /// The bearer token file cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
     /// The server answered `version` with something other than heptap: nothing else was sent.
     #[error(
         "{target} is not heptap's MI (its version is {server:?}); nothing was sent. Point -c or \
