@@ -301,3 +301,60 @@ async fn probes_are_answered_while_http1_holders_reconnect_after_every_408() {
     }
     assert_probes_answered(&outcomes, &seen, H1_TIMEOUT * 2);
 }
+
+/// Writes `bytes` one at a time, `every` apart (a slowloris client).
+async fn trickle(
+    s: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    every: Duration,
+) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(every);
+    for b in bytes {
+        tick.tick().await;
+        s.write_all(std::slice::from_ref(b)).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_trickled_request_gets_408_at_request_timeout_from_its_first_byte() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let h = Harness::start_with(TestControl::default(), |s| s.request_timeout = TIMEOUT).await;
+    let addr = h.running.as_ref().unwrap().http_addr.unwrap();
+    let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    // The head takes most of the timeout, then the body never ends: the deadline counts from
+    // the head's first byte, not from the end of the head (nor from the last byte).
+    let head = b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                 Content-Length: 1000\r\n\r\n";
+    let every = TIMEOUT * 7 / 10 / head.len() as u32;
+    let t = Instant::now();
+    let mut reply = Vec::new();
+    let sending = async {
+        trickle(&mut wr, head, every).await?;
+        trickle(&mut wr, &[b' '; 1000], every).await
+    };
+    let reading = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut reply));
+    tokio::pin!(sending, reading);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            // Writes fail once heptap has closed: the reply is still to be read.
+            done = &mut sending, if !sent => {
+                assert!(done.is_err(), "the whole request went out: it was never cut");
+                sent = true;
+            }
+            read = &mut reading => {
+                // A reset after the reply (our late bytes) is not the test's concern.
+                let _ = read.unwrap();
+                break;
+            }
+        }
+    }
+    let took = t.elapsed();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        took >= TIMEOUT * 9 / 10 && took < TIMEOUT * 14 / 10,
+        "408 after {took:?}, request_timeout {TIMEOUT:?}"
+    );
+}
