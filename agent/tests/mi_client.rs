@@ -211,7 +211,12 @@ async fn heptap_mi_finds_heptap_and_its_token_in_the_config() {
         stderr(&out)
     );
     let token = token.display().to_string();
-    let out = heptap(&["mi", "--url", &url, "--token-file", &token, "ps"], &[], None).await;
+    let out = heptap(
+        &["mi", "--url", &url, "--token-file", &token, "ps"],
+        &[],
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     h.shutdown(Stop::Immediate).await;
 }
@@ -284,7 +289,15 @@ async fn heptap_fifo_sends_nothing_to_a_fifo_that_is_not_heptaps() {
     let fifo = fifo.display().to_string();
     let reply_dir = dir.path().display().to_string();
     let out = heptap(
-        &["fifo", "--fifo", &fifo, "--reply-dir", &reply_dir, "tcp_trace", "off"],
+        &[
+            "fifo",
+            "--fifo",
+            &fifo,
+            "--reply-dir",
+            &reply_dir,
+            "tcp_trace",
+            "off",
+        ],
         &[],
         None,
     )
@@ -323,7 +336,15 @@ async fn heptap_fifo_talks_to_heptap_and_fails_on_a_dead_fifo() {
     let fifo = h.mi_fifo().unwrap().display().to_string();
     let reply_dir = dir.path().display().to_string();
     let out = heptap(
-        &["fifo", "--fifo", &fifo, "--reply-dir", &reply_dir, "tcp_trace", "off"],
+        &[
+            "fifo",
+            "--fifo",
+            &fifo,
+            "--reply-dir",
+            &reply_dir,
+            "tcp_trace",
+            "off",
+        ],
         &[],
         None,
     )
@@ -332,7 +353,14 @@ async fn heptap_fifo_talks_to_heptap_and_fails_on_a_dead_fifo() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 OK"));
     // A FIFO nobody serves: the check fails the way the command would, with nothing sent.
     let out = heptap(
-        &["fifo", "--fifo", &format!("{fifo}-none"), "--reply-dir", &reply_dir, "ps"],
+        &[
+            "fifo",
+            "--fifo",
+            &format!("{fifo}-none"),
+            "--reply-dir",
+            &reply_dir,
+            "ps",
+        ],
         &[],
         None,
     )

@@ -896,7 +896,10 @@ fn mi_http_listen_may_be_remote_only_when_allowed_and_empty_disables_it() {
 
 #[test]
 fn mi_request_timeout_defaults_to_10s_and_must_be_positive() {
-    assert_eq!(Config::default().mi.request_timeout, Duration::from_secs(10));
+    assert_eq!(
+        Config::default().mi.request_timeout,
+        Duration::from_secs(10)
+    );
     let c = Config::from_toml_str("[mi]\nrequest_timeout = \"2s\"\n").unwrap();
     assert_eq!(c.mi.request_timeout, Duration::from_secs(2));
     let errs = errors(Config::from_toml_str("[mi]\nrequest_timeout = \"0s\"\n"));
@@ -930,12 +933,15 @@ fn mi_upstream_takes_a_fifo_or_an_http_url() {
 
 #[test]
 fn mi_http_allow_remote_needs_a_token_file() {
-    let (_dir, _, result) =
-        load_file("[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n", &[]);
+    let (_dir, _, result) = load_file(
+        "[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n",
+        &[],
+    );
     let errs = errors(result);
     let e = find(&errs, "mi.http_token_file");
     assert!(
-        e.message.contains("http_allow_remote = true needs a token file"),
+        e.message
+            .contains("http_allow_remote = true needs a token file"),
         "{e}"
     );
     let (_dir, _, result) = load_file("[mi]\nhttp_token_file = \"/nonexistent/token\"\n", &[]);
@@ -949,8 +955,8 @@ fn mi_http_allow_remote_needs_a_token_file() {
 
 #[test]
 fn mi_http_hosts_are_host_names() {
-    let c = Config::from_toml_str("[mi]\nhttp_hosts = [\"mi.example.org\", \"heptap-1.\"]\n")
-        .unwrap();
+    let c =
+        Config::from_toml_str("[mi]\nhttp_hosts = [\"mi.example.org\", \"heptap-1.\"]\n").unwrap();
     assert_eq!(c.mi.http_hosts, ["mi.example.org", "heptap-1."]);
     assert_eq!(c.mi.http_token_file, None);
     let (_dir, _, result) = load_file(
@@ -959,7 +965,11 @@ fn mi_http_hosts_are_host_names() {
     );
     let errs = errors(result);
     let e = find(&errs, "mi.http_hosts[1]");
-    assert!(e.message.contains("'mi.example.org:8888' is not a host name"), "{e}");
+    assert!(
+        e.message
+            .contains("'mi.example.org:8888' is not a host name"),
+        "{e}"
+    );
     find(&errs, "mi.http_hosts[2]");
     find(&errs, "mi.http_hosts[3]");
     assert!(errs.iter().all(|e| e.path != "mi.http_hosts[0]"));

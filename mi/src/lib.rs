@@ -4,8 +4,9 @@
 //! recipes, OpenSIPS's error codes and data strings, compact replies), the command table with
 //! 3.x names and 4.x aliases (`commands`) and handlers (`handlers`), the 2.x text MI (`text`),
 //! the FIFO server speaking both framings (`fifo`), JSON-RPC over HTTP (`http`, served by
-//! hyper-util, behind its gate and lock-out limits), the bearer token (`token`), MI tracing (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to
-//! the proxy's MI (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
+//! hyper-util behind its gate and lock-out limits), the HTTP bearer token (`token`), MI tracing
+//! (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to the proxy's MI
+//! (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
 //!
 //! It does not own heptap's state: every command reads or switches it through the [`Control`]
 //! trait, which the agent implements. It does not read config files ([`MiSettings`] is filled
@@ -86,7 +87,9 @@ impl Mi {
         {
             return Err(MiError::RemoteHttp(addr));
         }
-        if settings.http_allow_remote && settings.http_listen.is_some() && settings.http_token.is_none()
+        if settings.http_allow_remote
+            && settings.http_listen.is_some()
+            && settings.http_token.is_none()
         {
             return Err(MiError::TokenRequired);
         }

@@ -101,7 +101,11 @@ async fn a_form_encoded_body_cannot_set_the_log_level() {
     // No Content-Type at all (curl -d without -H sends a form type; raw clients none).
     let r = http_raw(addr(&h), &request(&host, form)).await;
     assert_eq!(status(&r), "HTTP/1.1 415 Unsupported Media Type", "{r}");
-    assert_eq!(h.control.log_level(), LogLevel::Info, "the level is unchanged");
+    assert_eq!(
+        h.control.log_level(),
+        LogLevel::Info,
+        "the level is unchanged"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +215,10 @@ async fn with_a_token_every_request_must_carry_it() {
             .contains("www-authenticate: bearer realm=\"heptap mi\"\r\n"),
         "{r}"
     );
-    let wrong = format!("{host}Authorization: Bearer {}\r\n", TOKEN.replace('5', "6"));
+    let wrong = format!(
+        "{host}Authorization: Bearer {}\r\n",
+        TOKEN.replace('5', "6")
+    );
     let r = http_raw(addr(&h), &request(&wrong, TRACE_OFF)).await;
     assert_eq!(status(&r), "HTTP/1.1 401 Unauthorized", "{r}");
     assert!(
@@ -226,14 +233,15 @@ async fn with_a_token_every_request_must_carry_it() {
     assert!(!h.control.sip_trace_on());
     // The crate's client: refused without the token (the reason readable), served with it.
     let t = Duration::from_secs(5);
-    let err = http_call(&h.url, "ps", &Params::None, t)
-        .await
-        .unwrap_err();
+    let err = http_call(&h.url, "ps", &Params::None, t).await.unwrap_err();
     assert!(
         matches!(&err, ClientError::Refused { status: 401, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("a bearer token is required"), "{err}");
+    assert!(
+        err.to_string().contains("a bearer token is required"),
+        "{err}"
+    );
     let reply = http_call_with_token(&h.url, "ps", &Params::None, t, Some(&token))
         .await
         .unwrap();
@@ -264,7 +272,10 @@ fn a_token_file_must_be_private_and_hold_a_token() {
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let token = BearerToken::read_file(&file).unwrap();
-    assert!(token.matches(TOKEN.as_bytes()), "the final newline is not part of it");
+    assert!(
+        token.matches(TOKEN.as_bytes()),
+        "the final newline is not part of it"
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(BearerToken::read_file(&file).is_ok());
     for mode in [0o644, 0o604, 0o660, 0o606] {

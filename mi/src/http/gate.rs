@@ -173,7 +173,11 @@ impl Gate {
             && default_port(origin.port) == default_port(host.port);
         let listed = (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
             && self.hosts.contains(&origin.host);
-        if own || listed { Ok(()) } else { Err(refused()) }
+        if own || listed {
+            Ok(())
+        } else {
+            Err(refused())
+        }
     }
 
     fn check_token(&self, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -221,7 +225,10 @@ fn split_host(value: &str) -> Option<HostPort> {
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return None;
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     Some(HostPort {
         host: normalize(host),
         port: authority.port_u16(),
@@ -372,7 +379,10 @@ mod tests {
             Err(Refusal::WrongToken)
         );
         assert_eq!(
-            admit(&gate, &[host, ("authorization", "bearer  0123456789abcdef")]),
+            admit(
+                &gate,
+                &[host, ("authorization", "bearer  0123456789abcdef")]
+            ),
             Ok(())
         );
     }

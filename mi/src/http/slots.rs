@@ -132,9 +132,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots
-            .conns()
-            .retain(|c| !Arc::ptr_eq(c, &self.state));
+        self.slots.conns().retain(|c| !Arc::ptr_eq(c, &self.state));
         self.slots.released.notify_one();
     }
 }
