@@ -43,6 +43,14 @@ async fn heptap(args: &[&str], env: &[(&str, &Path)], stdout: Option<Stdio>) -> 
         .unwrap()
 }
 
+/// `heptap fifo --fifo <fifo> --reply-dir <reply_dir> <args>`.
+async fn heptap_fifo(fifo: &str, reply_dir: &Path, args: &[&str]) -> Output {
+    let reply_dir = reply_dir.display().to_string();
+    let mut all = vec!["fifo", "--fifo", fifo, "--reply-dir", &reply_dir];
+    all.extend_from_slice(args);
+    heptap(&all, &[], None).await
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -287,21 +295,7 @@ async fn heptap_fifo_sends_nothing_to_a_fifo_that_is_not_heptaps() {
     let dir = tempfile::tempdir().unwrap();
     let (fifo, commands) = fake_opensips_fifo(dir.path()).await;
     let fifo = fifo.display().to_string();
-    let reply_dir = dir.path().display().to_string();
-    let out = heptap(
-        &[
-            "fifo",
-            "--fifo",
-            &fifo,
-            "--reply-dir",
-            &reply_dir,
-            "tcp_trace",
-            "off",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let out = heptap_fifo(&fifo, dir.path(), &["tcp_trace", "off"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("{fifo} is not heptap's MI"))
@@ -310,21 +304,7 @@ async fn heptap_fifo_sends_nothing_to_a_fifo_that_is_not_heptaps() {
         stderr(&out)
     );
     assert_eq!(*commands.lock().unwrap(), ["version"]);
-    let out = heptap(
-        &[
-            "fifo",
-            "--fifo",
-            &fifo,
-            "--reply-dir",
-            &reply_dir,
-            "--any-server",
-            "tcp_trace",
-            "off",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let out = heptap_fifo(&fifo, dir.path(), &["--any-server", "tcp_trace", "off"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(*commands.lock().unwrap(), ["version", "tcp_trace"]);
 }
@@ -334,37 +314,11 @@ async fn heptap_fifo_talks_to_heptap_and_fails_on_a_dead_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let h = heptap_mi(dir.path(), "").await;
     let fifo = h.mi_fifo().unwrap().display().to_string();
-    let reply_dir = dir.path().display().to_string();
-    let out = heptap(
-        &[
-            "fifo",
-            "--fifo",
-            &fifo,
-            "--reply-dir",
-            &reply_dir,
-            "tcp_trace",
-            "off",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let out = heptap_fifo(&fifo, dir.path(), &["tcp_trace", "off"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 OK"));
     // A FIFO nobody serves: the check fails the way the command would, with nothing sent.
-    let out = heptap(
-        &[
-            "fifo",
-            "--fifo",
-            &format!("{fifo}-none"),
-            "--reply-dir",
-            &reply_dir,
-            "ps",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let out = heptap_fifo(&format!("{fifo}-none"), dir.path(), &["ps"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no MI server at"), "{}", stderr(&out));
     h.shutdown(Stop::Immediate).await;

@@ -38,42 +38,38 @@ const TRACE_OFF: &str = r#"{"jsonrpc":"2.0","method":"trace","params":{"mode":"o
 async fn a_cross_site_text_plain_post_cannot_switch_tracing_off() {
     let h = Harness::start().await;
     let host = format!("Host: {}\r\n", addr(&h));
-    // What a page on http://evil.example sends with fetch(..., {mode: "no-cors"}): no preflight.
-    let r = http_raw(
-        addr(&h),
-        &request(
-            &format!("{host}Origin: http://evil.example\r\nContent-Type: text/plain\r\n"),
-            TRACE_OFF,
+    for (origin, content_type, why) in [
+        // What a page on http://evil.example sends with fetch(..., {mode: "no-cors"}): no
+        // preflight.
+        (
+            "http://evil.example",
+            "text/plain",
+            r#"cross-origin request refused (Origin \"http://evil.example\")"#,
         ),
-    )
-    .await;
-    assert_eq!(status(&r), "HTTP/1.1 403 Forbidden", "{r}");
-    assert_eq!(
-        body(&r),
-        r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"cross-origin request refused (Origin \"http://evil.example\")"},"id":null}"#
-    );
-    assert!(h.control.sip_trace_on(), "tracing is still on");
-    // Even as JSON (a preflight would stop a browser, but not a careless one).
-    let r = http_raw(
-        addr(&h),
-        &request(
-            &format!("{host}Origin: http://evil.example\r\nContent-Type: application/json\r\n"),
-            TRACE_OFF,
+        // Even as JSON (a preflight would stop a browser, but not a careless one).
+        (
+            "http://evil.example",
+            "application/json",
+            r#"cross-origin request refused (Origin \"http://evil.example\")"#,
         ),
-    )
-    .await;
-    assert_eq!(status(&r), "HTTP/1.1 403 Forbidden", "{r}");
-    // `Origin: null` (a sandboxed frame, a file:// page) is foreign too.
-    let r = http_raw(
-        addr(&h),
-        &request(
-            &format!("{host}Origin: null\r\nContent-Type: application/json\r\n"),
-            TRACE_OFF,
+        // A sandboxed frame or a file:// page is foreign too.
+        (
+            "null",
+            "application/json",
+            r#"cross-origin request refused (Origin \"null\")"#,
         ),
-    )
-    .await;
-    assert_eq!(status(&r), "HTTP/1.1 403 Forbidden", "{r}");
-    assert!(h.control.sip_trace_on());
+    ] {
+        let headers = format!("{host}Origin: {origin}\r\nContent-Type: {content_type}\r\n");
+        let r = http_raw(addr(&h), &request(&headers, TRACE_OFF)).await;
+        assert_eq!(status(&r), "HTTP/1.1 403 Forbidden", "{r}");
+        assert_eq!(
+            body(&r),
+            format!(
+                r#"{{"jsonrpc":"2.0","error":{{"code":-32600,"message":"Invalid Request","data":"{why}"}},"id":null}}"#
+            )
+        );
+        assert!(h.control.sip_trace_on(), "tracing is still on");
+    }
 }
 
 #[tokio::test]

@@ -157,7 +157,7 @@ async fn h2_attacker(addr: SocketAddr, seen: Arc<Seen>, stop: CancellationToken)
 
 /// One HTTP/1.1 holder: half a request (half a head, half a body, or nothing), held until
 /// heptap answers 408 or closes; then again on a new connection.
-async fn h1_holder(addr: SocketAddr, kind: usize, seen: Arc<Seen>, stop: CancellationToken) {
+async fn h1_holder(kind: usize, addr: SocketAddr, seen: Arc<Seen>, stop: CancellationToken) {
     let half = match kind % 3 {
         0 => "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le".to_owned(),
         1 => "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -269,37 +269,45 @@ fn assert_probes_answered(outcomes: &[Result<Duration, String>], seen: &Seen, li
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probes_are_answered_while_64_http2_connections_keep_a_stream_unfinished() {
-    let mi = MiThread::start(H2_TIMEOUT);
+/// Starts an MI with `request_timeout`, sets `count` attackers on it (each given its number,
+/// the MI's address, the shared counters and the stop token), probes it `PROBES` times (each
+/// after `cycle` more attack steps), stops the attack and checks every probe was answered
+/// within 2 x `request_timeout`.
+async fn probes_under_attack<A, F>(
+    request_timeout: Duration,
+    count: usize,
+    cycle: usize,
+    attacker: A,
+) where
+    A: Fn(usize, SocketAddr, Arc<Seen>, CancellationToken) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mi = MiThread::start(request_timeout);
     let seen = Arc::new(Seen::default());
     let stop = CancellationToken::new();
-    let attackers: Vec<_> = (0..64)
-        .map(|_| tokio::spawn(h2_attacker(mi.addr, seen.clone(), stop.clone())))
+    let attackers: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(attacker(i, mi.addr, seen.clone(), stop.clone())))
         .collect();
-    let outcomes = probe_during(mi.addr, &seen, 128, H2_TIMEOUT * 2).await;
+    let outcomes = probe_during(mi.addr, &seen, cycle, request_timeout * 2).await;
     stop.cancel();
     for a in attackers {
         let _ = tokio::time::timeout(DEADLINE, a).await;
     }
-    assert_probes_answered(&outcomes, &seen, H2_TIMEOUT * 2);
+    assert_probes_answered(&outcomes, &seen, request_timeout * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_while_64_http2_connections_keep_a_stream_unfinished() {
+    probes_under_attack(H2_TIMEOUT, 64, 128, |_, addr, seen, stop| {
+        h2_attacker(addr, seen, stop)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_are_answered_while_http1_holders_reconnect_after_every_408() {
-    let mi = MiThread::start(H1_TIMEOUT);
-    let seen = Arc::new(Seen::default());
-    let stop = CancellationToken::new();
     // Four times as many holders as connection slots, so most always wait for one.
-    let holders: Vec<_> = (0..256)
-        .map(|i| tokio::spawn(h1_holder(mi.addr, i, seen.clone(), stop.clone())))
-        .collect();
-    let outcomes = probe_during(mi.addr, &seen, 256, H1_TIMEOUT * 2).await;
-    stop.cancel();
-    for a in holders {
-        let _ = tokio::time::timeout(DEADLINE, a).await;
-    }
-    assert_probes_answered(&outcomes, &seen, H1_TIMEOUT * 2);
+    probes_under_attack(H1_TIMEOUT, 256, 256, h1_holder).await;
 }
 
 /// Writes `bytes` one at a time, `every` apart (a slowloris client).
