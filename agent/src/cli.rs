@@ -1,7 +1,11 @@
-//! The command line: `heptap [serve]`, `heptap check-config`, `heptap hep-dump`.
+//! The command line: `heptap [serve]`, `heptap check-config`, `heptap hep-dump`, and the MI
+//! clients `heptap fifo` / `heptap mi` (which find heptap's MI in the packaged config, make sure
+//! it is heptap before sending anything, and stop quietly when their reader goes away).
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use heptap_config::{Config, Source};
@@ -37,8 +41,9 @@ enum Command {
     /// Send an MI command over the FIFO (2.x text framing, as `opensipsctl fifo`); print the
     /// reply. Exits 1 on an error reply, 2 when heptap cannot be reached.
     Fifo {
-        /// Take the FIFO and reply directory from this config file.
-        #[arg(short, long, value_name = "FILE")]
+        /// Take the FIFO and reply directory from this config file (default: the packaged
+        /// /etc/heptap/heptap.toml when it exists and --fifo is not given).
+        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
         config: Option<PathBuf>,
         /// The MI FIFO (default: the config's `fifo_name`, else heptap's private run directory).
         #[arg(long, value_name = "PATH")]
@@ -49,6 +54,9 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// Send the command whatever answers (skip the check that the server is heptap).
+        #[arg(long)]
+        any_server: bool,
         /// The command and its parameters.
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -57,15 +65,23 @@ enum Command {
     /// JSON. `name=value` words become named parameters. Exits 1 on an error, 2 when heptap
     /// cannot be reached.
     Mi {
-        /// Take the URL from this config file's `[mi] http_listen` and `http_root`.
-        #[arg(short, long, value_name = "FILE")]
+        /// Take the URL (and bearer token) from this config file's `[mi]` (default: the
+        /// packaged /etc/heptap/heptap.toml when it exists and --url is not given).
+        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
         config: Option<PathBuf>,
         /// The MI URL (default: from the config, else http://127.0.0.1:8888/mi).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// Send this file's bearer token (default: the config's `http_token_file`, when the URL
+        /// comes from the config).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// Send the command whatever answers (skip the check that the server is heptap).
+        #[arg(long)]
+        any_server: bool,
         /// The command and its parameters.
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -93,41 +109,52 @@ pub fn main() -> ExitCode {
             fifo,
             reply_dir,
             timeout,
+            any_server,
             command,
-        }) => mi_client(config, |rt, config| {
-            let (fifo, reply_dir) = fifo_paths(config.as_ref(), fifo, reply_dir);
-            let (cmd, args) = command
-                .split_first()
-                .map(|(c, a)| (c.clone(), a.to_vec()))
-                .unwrap_or_default();
-            rt.block_on(heptap_mi::fifo_call_text(
-                &fifo,
-                &reply_dir,
-                &cmd,
-                &args,
-                std::time::Duration::from_secs(timeout),
-            ))
-        }),
+        }) => {
+            let config = client_config_file(config, fifo.is_some(), Path::new(PACKAGED_CONFIG));
+            mi_client(config, timeout, |config, timeout| async move {
+                let (fifo, reply_dir) = fifo_paths(config.as_ref(), fifo, reply_dir);
+                let (cmd, args) = split_command(command);
+                if !any_server {
+                    heptap_mi::check_heptap_fifo(&fifo, &reply_dir, timeout).await?;
+                }
+                heptap_mi::fifo_call_text(&fifo, &reply_dir, &cmd, &args, timeout).await
+            })
+        }
         Some(Command::Mi {
             config,
             url,
+            token_file,
             timeout,
+            any_server,
             command,
-        }) => mi_client(config, |rt, config| {
-            let url = url.unwrap_or_else(|| mi_url(config.as_ref()));
-            let (cmd, args) = command
-                .split_first()
-                .map(|(c, a)| (c.clone(), a.to_vec()))
-                .unwrap_or_default();
-            let params = heptap_mi::cli_params(&cmd, &args);
-            rt.block_on(heptap_mi::http_call(
-                &url,
-                &cmd,
-                &params,
-                std::time::Duration::from_secs(timeout),
-            ))
-            .map(|reply| serde_json::to_string_pretty(&reply.result).unwrap_or(reply.text))
-        }),
+        }) => {
+            let config = client_config_file(config, url.is_some(), Path::new(PACKAGED_CONFIG));
+            mi_client(config, timeout, |config, timeout| async move {
+                // The config's token goes only to the config's own MI, never to a --url.
+                let (url, config_token) = match url {
+                    Some(url) => (url, None),
+                    None => (
+                        mi_url(config.as_ref()),
+                        config.and_then(|c| c.mi.http_token_file),
+                    ),
+                };
+                let token = token_file
+                    .or(config_token)
+                    .map(|f| heptap_mi::BearerToken::read_file(&f))
+                    .transpose()?;
+                let (cmd, args) = split_command(command);
+                let params = heptap_mi::cli_params(&cmd, &args);
+                if !any_server {
+                    heptap_mi::check_heptap_http(&url, timeout, token.as_ref()).await?;
+                }
+                let reply =
+                    heptap_mi::http_call_with_token(&url, &cmd, &params, timeout, token.as_ref())
+                        .await?;
+                Ok(serde_json::to_string_pretty(&reply.result).unwrap_or(reply.text))
+            })
+        }
         Some(Command::HepDump { listen, format }) => {
             let rt = match runtime(true) {
                 Ok(rt) => rt,
@@ -176,12 +203,9 @@ fn load(file: Option<PathBuf>) -> Result<Config, String> {
 
 fn check_config(file: Option<PathBuf>) -> ExitCode {
     match load(file) {
-        Ok(_) => {
-            println!("OK");
-            ExitCode::SUCCESS
-        }
+        Ok(_) => print_out("OK"),
         Err(e) => {
-            eprintln!("{e}");
+            print_err(&e);
             ExitCode::FAILURE
         }
     }
@@ -210,21 +234,69 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Runs an MI client command: loads the config when one is named (for the FIFO paths or the
-/// URL), prints the reply, and maps failures to exit codes (1: the MI answered with an error;
-/// 2: it could not be reached or answered garbage).
-fn mi_client(
+/// The variable that names the config file of `heptap fifo` / `heptap mi` (as `-c` does).
+const CONFIG_ENV: &str = "HEPTAP_CONFIG";
+
+/// Where the packages install heptap's config: the clients read it when nothing else says
+/// where heptap's MI is, since heptap's default port (8888) is OpenSIPS mi_http's too.
+const PACKAGED_CONFIG: &str = "/etc/heptap/heptap.toml";
+
+/// The config file a client reads: `-c` (or [`CONFIG_ENV`]); else, when the command line does
+/// not name the MI (`--url`, `--fifo`), `packaged` if it exists.
+fn client_config_file(
+    explicit: Option<PathBuf>,
+    target_given: bool,
+    packaged: &Path,
+) -> Option<PathBuf> {
+    explicit.or_else(|| (!target_given && packaged.exists()).then(|| packaged.to_owned()))
+}
+
+/// The command word and its parameters.
+fn split_command(command: Vec<String>) -> (String, Vec<String>) {
+    let mut words = command.into_iter();
+    let cmd = words.next().unwrap_or_default();
+    (cmd, words.collect())
+}
+
+/// Prints `text` and a newline on stdout. A reader that went away (`heptap mi ... | head -1`)
+/// is not an error: the command ran, and nothing is left to say.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            print_err(&format!("heptap: cannot write the reply: {e}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints `text` on stderr, if anyone still reads it.
+fn print_err(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Runs an MI client command: loads the config when one is named or found (for the FIFO paths,
+/// the URL and the token), runs `call` within `timeout` seconds, prints the reply, and maps
+/// failures to exit codes (1: the MI answered with an error; 2: it could not be reached, is
+/// not heptap, or answered garbage).
+fn mi_client<F>(
     config: Option<PathBuf>,
-    call: impl FnOnce(
-        &tokio::runtime::Runtime,
-        Option<Config>,
-    ) -> Result<String, heptap_mi::ClientError>,
-) -> ExitCode {
+    timeout: u64,
+    call: impl FnOnce(Option<Config>, Duration) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<String, heptap_mi::ClientError>>,
+{
     let config = match config {
-        Some(file) => match Config::load(&source(Some(file))) {
+        Some(file) => match Config::load(&source(Some(file.clone()))) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("heptap: the config is refused:\n{e}");
+                print_err(&format!(
+                    "heptap: the config {} is refused:\n{e}",
+                    file.display()
+                ));
                 return ExitCode::from(2);
             }
         },
@@ -236,21 +308,25 @@ fn mi_client(
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("heptap: cannot start the runtime: {e}");
+            print_err(&format!("heptap: cannot start the runtime: {e}"));
             return ExitCode::from(2);
         }
     };
-    match call(&rt, config) {
-        Ok(text) => {
-            println!("{}", text.trim_end());
-            ExitCode::SUCCESS
-        }
+    let timeout = Duration::from_secs(timeout);
+    // One deadline for the whole exchange, the check included.
+    let result = rt.block_on(async {
+        tokio::time::timeout(timeout, call(config, timeout))
+            .await
+            .unwrap_or(Err(heptap_mi::ClientError::Timeout(timeout)))
+    });
+    match result {
+        Ok(text) => print_out(text.trim_end()),
         Err(e @ (heptap_mi::ClientError::Rpc(_) | heptap_mi::ClientError::Text { .. })) => {
-            eprintln!("{e}");
+            print_err(&e.to_string());
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("heptap: {e}");
+            print_err(&format!("heptap: {e}"));
             ExitCode::from(2)
         }
     }
@@ -281,5 +357,35 @@ fn mi_url(config: Option<&Config>) -> String {
     match config.map(|c| (&c.mi.http_listen, &c.mi.http_root)) {
         Some((Some(addr), root)) => format!("http://{addr}/{}", root.trim_matches('/')),
         _ => "http://127.0.0.1:8888/mi".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_read_the_packaged_config_only_when_nothing_names_the_mi() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let packaged = dir.path().join("heptap.toml");
+        let explicit = Some(PathBuf::from("/etc/other.toml"));
+        // Missing: nothing to read (the built-in defaults apply).
+        assert_eq!(client_config_file(None, false, &packaged), None);
+        std::fs::write(&packaged, "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            client_config_file(None, false, &packaged),
+            Some(packaged.clone())
+        );
+        // --url / --fifo name the MI: the packaged config is not read.
+        assert_eq!(client_config_file(None, true, &packaged), None);
+        // -c (or HEPTAP_CONFIG) always wins.
+        assert_eq!(
+            client_config_file(explicit.clone(), false, &packaged),
+            explicit
+        );
+        assert_eq!(
+            client_config_file(explicit.clone(), true, &packaged),
+            explicit
+        );
     }
 }

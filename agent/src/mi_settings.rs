@@ -7,8 +7,8 @@ use std::sync::Arc;
 use heptap_config::Config;
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, LogLevel, MiSettings, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
-    UpstreamSettings, UpstreamTarget,
+    BearerToken, Control, LogLevel, MiSettings, ProcessInfo, Statistic, TraceIdInfo,
+    UnknownTraceId, UpstreamSettings, UpstreamTarget,
 };
 use serde_json::Value;
 
@@ -81,6 +81,13 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
             timeout: u.timeout,
         })
     });
+    // Read (and its permissions checked) here, at start and by check-config, as the user
+    // heptap starts as.
+    let http_token = mi
+        .http_token_file
+        .as_deref()
+        .map(BearerToken::read_file)
+        .transpose()?;
     Ok(MiSettings {
         fifo_name: Some(fifo_name),
         fifo_mode: mi.fifo_mode,
@@ -90,8 +97,11 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
         http_listen: mi.http_listen,
         http_root: mi.http_root.clone(),
         http_allow_remote: mi.http_allow_remote,
+        http_hosts: mi.http_hosts.clone(),
+        http_token,
         trace_bwlist: mi.trace_bwlist.clone(),
         pretty_printing: mi.pretty_printing,
+        request_timeout: mi.request_timeout,
         upstream,
         ..MiSettings::default()
     })

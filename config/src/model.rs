@@ -737,7 +737,15 @@ pub struct Mi {
     /// mi_http `root`: the URL path of the JSON-RPC endpoint.
     pub http_root: String,
     /// Allow `http_listen` on a non-loopback address (the MI can switch tracing and reload).
+    /// Needs `http_token_file`.
     pub http_allow_remote: bool,
+    /// Host names the HTTP MI answers to besides IP addresses and `localhost`; a request naming
+    /// any other `Host` is refused (DNS rebinding), and pages on these names may send requests.
+    pub http_hosts: Vec<String>,
+    /// A file holding the bearer token every HTTP request must carry (`Authorization: Bearer`);
+    /// None (`""`): no token. Required with `http_allow_remote`.
+    #[serde(with = "units::path_empty_is_none")]
+    pub http_token_file: Option<PathBuf>,
     /// Where MI commands are traced: a `[hep.ids]` name, `stdout` or `file:<path>`; None: not
     /// traced.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -750,6 +758,11 @@ pub struct Mi {
     pub trace_bwlist: Option<Bwlist>,
     /// Indent JSON-RPC replies.
     pub pretty_printing: bool,
+    /// How long a request may take to arrive, counted from its first byte, on both transports:
+    /// a FIFO request not complete by then (a writer that died) is answered with an error and
+    /// dropped; an HTTP request gets 408.
+    #[serde(with = "units::duration")]
+    pub request_timeout: Duration,
     /// `[mi.upstream]`: the proxy's own MI, to which unknown commands are forwarded (and traced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<MiUpstream>,
@@ -766,9 +779,12 @@ impl Default for Mi {
             http_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8888)),
             http_root: "mi".to_owned(),
             http_allow_remote: false,
+            http_hosts: Vec::new(),
+            http_token_file: None,
             trace_destination: None,
             trace_bwlist: None,
             pretty_printing: false,
+            request_timeout: Duration::from_secs(10),
             upstream: None,
         }
     }

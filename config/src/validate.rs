@@ -348,6 +348,7 @@ impl Config {
         }
         check_non_empty(errs, "mi.fifo_user", mi.fifo_user.as_deref());
         check_non_empty(errs, "mi.fifo_group", mi.fifo_group.as_deref());
+        check_positive(errs, "mi.request_timeout", mi.request_timeout);
         if let Some(addr) = mi.http_listen
             && !addr.ip().is_loopback()
             && !mi.http_allow_remote
@@ -359,6 +360,29 @@ impl Config {
                      config, so set http_allow_remote = true to expose it on purpose"
                 ),
             );
+        }
+        match &mi.http_token_file {
+            Some(file) => {
+                check_absolute(errs, "mi.http_token_file", file);
+                check_readable(errs, "mi.http_token_file", file);
+            }
+            None if mi.http_allow_remote && mi.http_listen.is_some() => errs.push(
+                "mi.http_token_file",
+                "http_allow_remote = true needs a token file: whoever reaches the MI can switch \
+                 tracing and reload the config",
+            ),
+            None => {}
+        }
+        for (i, host) in mi.http_hosts.iter().enumerate() {
+            if !is_host_name(host) {
+                errs.push(
+                    format!("mi.http_hosts[{i}]"),
+                    format!(
+                        "'{host}' is not a host name (letters, digits, '-' and dots; no port, \
+                         no scheme)"
+                    ),
+                );
+            }
         }
         let root = mi.http_root.trim();
         if root.is_empty() || root.contains(['/', '?', '#']) || root.contains(char::is_whitespace) {
@@ -548,6 +572,23 @@ fn check_host(errs: &mut ConfigErrors, path: &str, host: &str) {
     } else if host.contains(|c: char| c.is_whitespace() || c == '/') {
         errs.push(path, format!("'{host}' is not a host name or IP address"));
     }
+}
+
+/// A DNS name: labels of letters, digits and `-` (not at either end) joined by dots, an
+/// optional final dot.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn check_cert_pair(errs: &mut ConfigErrors, path: &str, cert: Option<&Path>, key: Option<&Path>) {

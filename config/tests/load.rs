@@ -879,14 +879,34 @@ fn tls_listener_files_must_be_readable_and_client_cert_modes_checked() {
 
 #[test]
 fn mi_http_listen_may_be_remote_only_when_allowed_and_empty_disables_it() {
-    let c =
-        Config::from_toml_str("[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n")
-            .unwrap();
+    // (A remote MI needs a token file: see mi_http_allow_remote_needs_a_token_file.)
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "5f2b8c0e9d4a4b7e8a1c3d6f0e2b4a69\n");
+    let c = Config::from_toml_str(&format!(
+        "[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\nhttp_token_file = {:?}\n",
+        token.display().to_string()
+    ))
+    .unwrap();
     assert_eq!(c.mi.http_listen.unwrap().to_string(), "0.0.0.0:8888");
     let c = Config::from_toml_str("[mi]\nhttp_listen = \"\"\nfifo_name = \"\"\n").unwrap();
     assert_eq!((c.mi.http_listen, c.mi.fifo_name), (None, None));
     let c = Config::from_toml_str("[mi]\nhttp_listen = \"[::1]:8888\"\n").unwrap();
     assert!(c.mi.http_listen.unwrap().ip().is_loopback());
+}
+
+#[test]
+fn mi_request_timeout_defaults_to_10s_and_must_be_positive() {
+    assert_eq!(
+        Config::default().mi.request_timeout,
+        Duration::from_secs(10)
+    );
+    let c = Config::from_toml_str("[mi]\nrequest_timeout = \"2s\"\n").unwrap();
+    assert_eq!(c.mi.request_timeout, Duration::from_secs(2));
+    let errs = errors(Config::from_toml_str("[mi]\nrequest_timeout = \"0s\"\n"));
+    assert_eq!(
+        find(&errs, "mi.request_timeout").message,
+        "must be longer than 0"
+    );
 }
 
 #[test]
@@ -909,6 +929,50 @@ fn mi_upstream_takes_a_fifo_or_an_http_url() {
     );
     let errs = errors(Config::from_toml_str("[mi.upstream]\ntimeout = \"1s\"\n"));
     assert!(find(&errs, "mi.upstream").message.contains("set fifo"));
+}
+
+#[test]
+fn mi_http_allow_remote_needs_a_token_file() {
+    let (_dir, _, result) = load_file(
+        "[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n",
+        &[],
+    );
+    let errs = errors(result);
+    let e = find(&errs, "mi.http_token_file");
+    assert!(
+        e.message
+            .contains("http_allow_remote = true needs a token file"),
+        "{e}"
+    );
+    let (_dir, _, result) = load_file("[mi]\nhttp_token_file = \"/nonexistent/token\"\n", &[]);
+    let errs = errors(result);
+    assert!(
+        find(&errs, "mi.http_token_file")
+            .message
+            .contains("cannot read '/nonexistent/token'")
+    );
+}
+
+#[test]
+fn mi_http_hosts_are_host_names() {
+    let c =
+        Config::from_toml_str("[mi]\nhttp_hosts = [\"mi.example.org\", \"heptap-1.\"]\n").unwrap();
+    assert_eq!(c.mi.http_hosts, ["mi.example.org", "heptap-1."]);
+    assert_eq!(c.mi.http_token_file, None);
+    let (_dir, _, result) = load_file(
+        "[mi]\nhttp_hosts = [\"ok.example\", \"mi.example.org:8888\", \"http://x\", \"\"]\n",
+        &[],
+    );
+    let errs = errors(result);
+    let e = find(&errs, "mi.http_hosts[1]");
+    assert!(
+        e.message
+            .contains("'mi.example.org:8888' is not a host name"),
+        "{e}"
+    );
+    find(&errs, "mi.http_hosts[2]");
+    find(&errs, "mi.http_hosts[3]");
+    assert!(errs.iter().all(|e| e.path != "mi.http_hosts[0]"));
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! MI clients: what `heptap fifo` / `heptap mi` use, and what forwards commands to the
 //! proxy's MI. They speak to any OpenSIPS 3.x MI (or heptap's): the FIFO with a private reply
-//! FIFO, or HTTP POST. Every exchange has a deadline; replies come back byte for byte.
+//! FIFO, or HTTP POST (with heptap's bearer token when one is given). Every exchange has a
+//! deadline; replies come back byte for byte. `heptap fifo` / `heptap mi` first make sure the
+//! server is heptap ([`check_heptap_http`], [`check_heptap_fifo`]).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use tokio::net::unix::pipe;
 
 use crate::jsonrpc::{Id, Params, Request, RpcError};
 use crate::text;
+use crate::token::BearerToken;
 
 /// Largest reply a client accepts (a full `get_statistics all` is a few KiB).
 const MAX_REPLY: usize = 16 * 1024 * 1024;
@@ -63,6 +66,29 @@ pub enum ClientError {
     HttpStatus {
         /// The status code.
         status: u16,
+    },
+    /// The server refused the request before running it (heptap's gate: Host, Origin, bearer
+    /// token, Content-Type) and said why in a JSON-RPC error.
+    #[error("HTTP status {status}: {error}")]
+    Refused {
+        /// The status code (401, 403, 415, 421 ...).
+        status: u16,
+        /// What the server said.
+        error: RpcError,
+    },
+    /// The bearer token file cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    /// The server answered `version` with something other than heptap: nothing else was sent.
+    #[error(
+        "{target} is not heptap's MI (its version is {server:?}); nothing was sent. Point -c or \
+         --url/--fifo at heptap's MI, or pass --any-server to talk to this one anyway"
+    )]
+    NotHeptap {
+        /// The URL or FIFO asked.
+        target: String,
+        /// What it calls itself.
+        server: String,
     },
     /// A command or argument that cannot be sent in the 2.x framing (a line break in it).
     #[error("cannot send {0:?} over the 2.x FIFO framing")]
@@ -222,10 +248,74 @@ pub async fn http_call(
     params: &Params,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
+    http_call_with_token(url, cmd, params, timeout, None).await
+}
+
+/// [`http_call`] with heptap's bearer token in `Authorization`.
+pub async fn http_call_with_token(
+    url: &str,
+    cmd: &str,
+    params: &Params,
+    timeout: Duration,
+    token: Option<&BearerToken>,
+) -> Result<Reply, ClientError> {
     let request = new_request(cmd, params);
-    match http_exchange(url, request, timeout).await? {
+    match http_exchange(url, request, timeout, token).await? {
         Some(text) => parse_reply(&text),
         None => Err(ClientError::BadReply("empty reply".to_owned())),
+    }
+}
+
+/// The server string `version` answers: heptap's starts with `heptap ` (OpenSIPS's with
+/// `OpenSIPS`).
+const HEPTAP_SERVER: &str = "heptap ";
+
+/// Asks the MI at `url` its `version` and fails with [`ClientError::NotHeptap`] unless it is
+/// heptap: the default URL of OpenSIPS's mi_http is heptap's too, and a command meant for
+/// heptap (`tcp_trace off`) would switch the proxy's tracing.
+pub async fn check_heptap_http(
+    url: &str,
+    timeout: Duration,
+    token: Option<&BearerToken>,
+) -> Result<(), ClientError> {
+    let reply = http_call_with_token(url, "version", &Params::None, timeout, token).await;
+    let server = match reply {
+        Ok(r) => r
+            .result
+            .get("Server")
+            .and_then(Value::as_str)
+            .map_or_else(|| r.result.to_string(), str::to_owned),
+        Err(ClientError::Rpc(e)) => format!("an error: {e}"),
+        Err(e) => return Err(e),
+    };
+    is_heptap(url, server)
+}
+
+/// [`check_heptap_http`] over an MI FIFO (2.x text framing, as `heptap fifo` speaks).
+pub async fn check_heptap_fifo(
+    fifo: &Path,
+    reply_dir: &Path,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let server = match fifo_call_text(fifo, reply_dir, "version", &[], timeout).await {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("Server::"))
+            .map_or_else(|| text.trim().to_owned(), |s| s.trim().to_owned()),
+        Err(ClientError::Text { reply, .. }) => format!("an error: {}", reply.trim()),
+        Err(e) => return Err(e),
+    };
+    is_heptap(&fifo.display().to_string(), server)
+}
+
+fn is_heptap(target: &str, server: String) -> Result<(), ClientError> {
+    if server.starts_with(HEPTAP_SERVER) {
+        Ok(())
+    } else {
+        Err(ClientError::NotHeptap {
+            target: target.to_owned(),
+            server,
+        })
     }
 }
 
@@ -374,12 +464,13 @@ pub(crate) fn check_url(url: &str) -> Result<(), ClientError> {
     parse_url(url).map(|_| ())
 }
 
-/// One HTTP exchange: POSTs `body`, returns the response body (`None` for 202/204: a
-/// notification).
+/// One HTTP exchange: POSTs `body` (with `token` as a bearer token), returns the response body
+/// (`None` for 202/204: a notification).
 pub(crate) async fn http_exchange(
     url: &str,
     body: String,
     timeout: Duration,
+    token: Option<&BearerToken>,
 ) -> Result<Option<String>, ClientError> {
     let target = parse_url(url)?;
     let exchange = async {
@@ -393,9 +484,13 @@ pub(crate) async fn http_exchange(
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let conn = tokio::spawn(conn);
-        let req = http::Request::post(target.path.as_str())
+        let mut req = http::Request::post(target.path.as_str())
             .header(http::header::HOST, target.authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            req = req.header(http::header::AUTHORIZATION, token.authorization());
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = sender
@@ -408,12 +503,14 @@ pub(crate) async fn http_exchange(
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         conn.abort();
+        let text = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
         match status {
-            200 => Ok(Some(
-                String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-            )),
+            200 => Ok(Some(text)),
             202 | 204 => Ok(None),
-            status => Err(ClientError::HttpStatus { status }),
+            status => Err(match parse_reply(&text) {
+                Err(ClientError::Rpc(error)) => ClientError::Refused { status, error },
+                _ => ClientError::HttpStatus { status },
+            }),
         }
     };
     tokio::time::timeout(timeout, exchange)

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::commands::UnknownBwlistCommand;
+use crate::token::TokenError;
 
 /// Why the MI cannot be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,15 @@ pub enum MiError {
         "mi.http_listen {0} is not a loopback address; set mi.http_allow_remote = true to expose the MI"
     )]
     RemoteHttp(SocketAddr),
+    /// `http_allow_remote` is on and no token protects the MI.
+    #[error(
+        "mi.http_allow_remote = true needs mi.http_token_file: whoever reaches the MI can switch \
+         tracing and reload the config"
+    )]
+    TokenRequired,
+    /// `http_token_file` cannot be used.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// `http_root` is not a single path segment.
     #[error("mi.http_root {0:?} must be one URL path segment (e.g. \"mi\")")]
     HttpRoot(String),

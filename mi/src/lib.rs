@@ -4,8 +4,9 @@
 //! recipes, OpenSIPS's error codes and data strings, compact replies), the command table with
 //! 3.x names and 4.x aliases (`commands`) and handlers (`handlers`), the 2.x text MI (`text`),
 //! the FIFO server speaking both framings (`fifo`), JSON-RPC over HTTP (`http`, served by
-//! jsonrpsee), MI tracing (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to
-//! the proxy's MI (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
+//! hyper-util behind its gate and lock-out limits), the HTTP bearer token (`token`), MI tracing
+//! (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to the proxy's MI
+//! (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
 //!
 //! It does not own heptap's state: every command reads or switches it through the [`Control`]
 //! trait, which the agent implements. It does not read config files ([`MiSettings`] is filled
@@ -25,6 +26,7 @@ mod http;
 pub mod jsonrpc;
 pub mod settings;
 pub mod text;
+pub mod token;
 pub mod trace;
 mod upstream;
 
@@ -38,7 +40,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{
-    ClientError, Reply, cli_params, fifo_call, fifo_call_text, http_call, parse_reply,
+    ClientError, Reply, check_heptap_fifo, check_heptap_http, cli_params, fifo_call,
+    fifo_call_text, http_call, http_call_with_token, parse_reply,
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
@@ -48,6 +51,7 @@ pub use error::MiError;
 pub use jsonrpc::{Id, Params, Request, RpcError};
 pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};
 pub use text::{TextParam, TextReply};
+pub use token::{BearerToken, TokenError};
 pub use trace::{Backend, Origin};
 
 /// The management interface: built once from settings and a [`Control`], then started.
@@ -82,6 +86,12 @@ impl Mi {
             && !settings.http_allow_remote
         {
             return Err(MiError::RemoteHttp(addr));
+        }
+        if settings.http_allow_remote
+            && settings.http_listen.is_some()
+            && settings.http_token.is_none()
+        {
+            return Err(MiError::TokenRequired);
         }
         let root = settings.http_root.trim_matches('/').to_owned();
         if root
@@ -174,7 +184,7 @@ impl Mi {
                 if !addr.ip().is_loopback() {
                     tracing::warn!(
                         http.addr = %addr,
-                        "The MI listens beyond loopback (http_allow_remote = true): whoever reaches it can switch tracing and reload the config"
+                        "The MI listens beyond loopback (http_allow_remote = true): its bearer token is all that stands between the network and tracing and reload, and plain HTTP carries it in clear; reach it through a TLS proxy or an SSH tunnel"
                     );
                 }
             }

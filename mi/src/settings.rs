@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use heptap_filters::Bwlist;
 
+use crate::token::BearerToken;
+
 /// Settings of the MI servers (OpenSIPS mi_fifo / mi_http modparams plus heptap's own limits).
 #[derive(Clone, Debug)]
 pub struct MiSettings {
@@ -25,7 +27,13 @@ pub struct MiSettings {
     /// The URL path (without the leading `/`) that answers JSON-RPC (`http_root`, default `mi`).
     pub http_root: String,
     /// Allows `http_listen` on a non-loopback address; off so the MI is not exposed by accident.
+    /// Needs `http_token`.
     pub http_allow_remote: bool,
+    /// Host names the HTTP MI answers to besides IP addresses and `localhost` (`http_hosts`);
+    /// any other `Host` is refused (DNS rebinding), pages on these names may send requests.
+    pub http_hosts: Vec<String>,
+    /// The bearer token every HTTP request must carry (read from `http_token_file`).
+    pub http_token: Option<BearerToken>,
     /// OpenSIPS `trace_bwlist` (`"b: ps, which"` / `"w: sip_trace"`), parsed; [`crate::Mi::new`]
     /// checks its names against the command table.
     pub trace_bwlist: Option<Bwlist>,
@@ -33,8 +41,9 @@ pub struct MiSettings {
     pub pretty_printing: bool,
     /// Largest request accepted on either transport; larger ones get an error and are drained.
     pub max_request_size: usize,
-    /// How long a partial FIFO request may sit without new bytes before it is answered as
-    /// garbled (a writer that died mid-request must not wedge the stream).
+    /// How long a request may take to arrive, from its first byte (`[mi] request_timeout`,
+    /// 10 s in a config file): a FIFO request not complete by then is answered as incomplete and
+    /// dropped, so a writer that died mid-request cannot wedge the stream.
     pub request_timeout: Duration,
     /// How long writing one reply into a reply FIFO may take (a client that never reads).
     pub reply_timeout: Duration,
@@ -55,6 +64,8 @@ impl Default for MiSettings {
             http_listen: None,
             http_root: "mi".to_owned(),
             http_allow_remote: false,
+            http_hosts: Vec::new(),
+            http_token: None,
             trace_bwlist: None,
             pretty_printing: false,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,

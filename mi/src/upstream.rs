@@ -55,7 +55,7 @@ impl Upstream {
                 .map(Some)
             }
             UpstreamTarget::Http { url } => {
-                client::http_exchange(url, request.to_owned(), self.timeout).await
+                client::http_exchange(url, request.to_owned(), self.timeout, None).await
             }
         }
     }

@@ -152,8 +152,10 @@ async fn a_remote_listen_address_needs_http_allow_remote() {
     };
     let err = Mi::new(settings.clone(), Arc::new(TestControl::default())).unwrap_err();
     assert!(matches!(err, MiError::RemoteHttp(_)), "{err}");
+    // (With a token: a remote MI needs one, see http_gate.rs.)
     let allowed = MiSettings {
         http_allow_remote: true,
+        http_token: Some(heptap_mi::BearerToken::new("0123456789abcdef").unwrap()),
         ..settings
     };
     assert!(Mi::new(allowed, Arc::new(TestControl::default())).is_ok());

@@ -613,14 +613,27 @@ async fn the_mi_http_listener_is_loopback_unless_http_allow_remote_says_otherwis
         text.contains("mi.http_listen") && text.contains("http_allow_remote"),
         "{text}"
     );
-    let allowed = heptap_config::Config::from_toml_str(
-        "[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\n",
-    )
+    // (A remote MI needs a bearer token.)
+    let dir = Scratch::new();
+    let token = private_token_file(&dir);
+    let allowed = heptap_config::Config::from_toml_str(&format!(
+        "[mi]\nhttp_listen = \"0.0.0.0:8888\"\nhttp_allow_remote = true\nhttp_token_file = \"{}\"\n",
+        token.display()
+    ))
     .unwrap();
     assert_eq!(
         allowed.mi.http_listen,
         Some("0.0.0.0:8888".parse().unwrap())
     );
+}
+
+/// A bearer token file (mode 0600) in `dir`, for a remote MI.
+fn private_token_file(dir: &Scratch) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.path().join("mi-token");
+    std::fs::write(&file, "5f2b8c0e9d4a4b7e8a1c3d6f0e2b4a69\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file
 }
 
 #[test]
@@ -633,8 +646,9 @@ fn a_remote_mi_http_listener_is_logged_as_a_warning() {
         format!(
             "[[listener]]\nproto = \"tcp\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n\n\
              [mi]\nfifo_name = \"{0}/fifo\"\nreply_dir = \"{0}\"\nhttp_listen = \"0.0.0.0:0\"\n\
-             http_allow_remote = true\n",
-            dir.path().display()
+             http_allow_remote = true\nhttp_token_file = \"{1}\"\n",
+            dir.path().display(),
+            private_token_file(&dir).display()
         ),
     )
     .unwrap();
@@ -677,7 +691,7 @@ fn a_remote_mi_http_listener_is_logged_as_a_warning() {
 #[tokio::test]
 async fn a_fifo_client_killed_mid_request_is_answered_incomplete_and_the_mi_serves_on() {
     let dir = Scratch::new();
-    let (heptap, _up) = mi_heptap(&dir, false, "").await;
+    let (heptap, _up) = mi_heptap(&dir, false, "request_timeout = \"5s\"\n").await;
     let fifo = heptap.mi_fifo().unwrap().clone();
     // The dying client's reply FIFO, held open here as the client would have.
     let reply = dir.path().join("dying");
@@ -745,7 +759,7 @@ async fn http_version(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!(
-            "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
@@ -783,7 +797,7 @@ async fn an_http_client_that_sends_half_a_request_and_leaves_costs_nothing() {
 #[tokio::test]
 async fn half_http_requests_held_open_on_every_connection_slot_do_not_lock_the_mi_out() {
     let dir = Scratch::new();
-    let (heptap, _up) = mi_heptap(&dir, true, "").await;
+    let (heptap, _up) = mi_heptap(&dir, true, "request_timeout = \"5s\"\n").await;
     let addr = heptap.mi_http_addr().unwrap();
     // 64 connections (the MI serves 64 at once): half heads, half bodies, silence; all held.
     let mut held = Vec::new();
