@@ -239,15 +239,21 @@ impl FifoServer {
         };
         let Ok(permit) = permit else { return };
         let core = Arc::clone(&self.core);
+        let server = reply::ServerFifo {
+            path: self.path.clone(),
+            dev: self.created.dev,
+            ino: self.created.ino,
+        };
         tracker.spawn(async move {
             let _permit = permit;
-            answer(&core, frame).await;
+            answer(&core, frame, &server).await;
         });
     }
 }
 
-/// Answers one request (runs in its own task: a slow client delays nobody else).
-async fn answer(core: &Core, frame: Frame) {
+/// Answers one request (runs in its own task: a slow client delays nobody else); the reply
+/// never goes into `server`.
+async fn answer(core: &Core, frame: Frame, server: &reply::ServerFifo) {
     let (reply_name, reply) = match frame {
         Frame::Json { reply, body } => {
             let out = core.handle_jsonrpc(&body, &Origin::fifo()).await;
@@ -306,9 +312,14 @@ async fn answer(core: &Core, frame: Frame) {
         return;
     }
     let s = &core.settings;
-    if let Err(e) =
-        reply::write_reply(&s.reply_dir, &reply_name, reply.as_bytes(), s.reply_timeout).await
-    {
+    let written = reply::write_reply(
+        &s.reply_dir,
+        &reply_name,
+        reply.as_bytes(),
+        s.reply_timeout,
+        server,
+    );
+    if let Err(e) = written.await {
         tracing::warn!(error = %e, "MI reply not written");
     }
 }
