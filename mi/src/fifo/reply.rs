@@ -225,9 +225,15 @@ mod tests {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        let err = write_reply(dir.path(), "heptap_fifo", b"x", Duration::from_secs(1), &server)
-            .await
-            .unwrap_err();
+        let err = write_reply(
+            dir.path(),
+            "heptap_fifo",
+            b"x",
+            Duration::from_secs(1),
+            &server,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ReplyError::ServerFifo(_)), "{err}");
         // Re-created since the request was read: what is at fifo_name now is refused too.
         let server = ServerFifo {
@@ -235,9 +241,15 @@ mod tests {
             dev: meta.dev(),
             ino: u64::MAX,
         };
-        let err = write_reply(dir.path(), "heptap_fifo", b"x", Duration::from_secs(1), &server)
-            .await
-            .unwrap_err();
+        let err = write_reply(
+            dir.path(),
+            "heptap_fifo",
+            b"x",
+            Duration::from_secs(1),
+            &server,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ReplyError::ServerFifo(_)), "{err}");
     }
 }
