@@ -92,6 +92,7 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
         http_allow_remote: mi.http_allow_remote,
         trace_bwlist: mi.trace_bwlist.clone(),
         pretty_printing: mi.pretty_printing,
+        request_timeout: mi.request_timeout,
         upstream,
         ..MiSettings::default()
     })

@@ -750,6 +750,11 @@ pub struct Mi {
     pub trace_bwlist: Option<Bwlist>,
     /// Indent JSON-RPC replies.
     pub pretty_printing: bool,
+    /// How long a request may take to arrive, counted from its first byte, on both transports:
+    /// a FIFO request not complete by then (a writer that died) is answered with an error and
+    /// dropped; an HTTP request gets 408.
+    #[serde(with = "units::duration")]
+    pub request_timeout: Duration,
     /// `[mi.upstream]`: the proxy's own MI, to which unknown commands are forwarded (and traced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<MiUpstream>,
@@ -769,6 +774,7 @@ impl Default for Mi {
             trace_destination: None,
             trace_bwlist: None,
             pretty_printing: false,
+            request_timeout: Duration::from_secs(10),
             upstream: None,
         }
     }

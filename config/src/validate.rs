@@ -348,6 +348,7 @@ impl Config {
         }
         check_non_empty(errs, "mi.fifo_user", mi.fifo_user.as_deref());
         check_non_empty(errs, "mi.fifo_group", mi.fifo_group.as_deref());
+        check_positive(errs, "mi.request_timeout", mi.request_timeout);
         if let Some(addr) = mi.http_listen
             && !addr.ip().is_loopback()
             && !mi.http_allow_remote

@@ -33,8 +33,9 @@ pub struct MiSettings {
     pub pretty_printing: bool,
     /// Largest request accepted on either transport; larger ones get an error and are drained.
     pub max_request_size: usize,
-    /// How long a partial FIFO request may sit without new bytes before it is answered as
-    /// garbled (a writer that died mid-request must not wedge the stream).
+    /// How long a request may take to arrive, from its first byte (`[mi] request_timeout`,
+    /// 10 s in a config file): a FIFO request not complete by then is answered as incomplete and
+    /// dropped, so a writer that died mid-request cannot wedge the stream.
     pub request_timeout: Duration,
     /// How long writing one reply into a reply FIFO may take (a client that never reads).
     pub reply_timeout: Duration,

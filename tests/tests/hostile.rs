@@ -677,7 +677,7 @@ fn a_remote_mi_http_listener_is_logged_as_a_warning() {
 #[tokio::test]
 async fn a_fifo_client_killed_mid_request_is_answered_incomplete_and_the_mi_serves_on() {
     let dir = Scratch::new();
-    let (heptap, _up) = mi_heptap(&dir, false, "").await;
+    let (heptap, _up) = mi_heptap(&dir, false, "request_timeout = \"5s\"\n").await;
     let fifo = heptap.mi_fifo().unwrap().clone();
     // The dying client's reply FIFO, held open here as the client would have.
     let reply = dir.path().join("dying");
@@ -783,7 +783,7 @@ async fn an_http_client_that_sends_half_a_request_and_leaves_costs_nothing() {
 #[tokio::test]
 async fn half_http_requests_held_open_on_every_connection_slot_do_not_lock_the_mi_out() {
     let dir = Scratch::new();
-    let (heptap, _up) = mi_heptap(&dir, true, "").await;
+    let (heptap, _up) = mi_heptap(&dir, true, "request_timeout = \"5s\"\n").await;
     let addr = heptap.mi_http_addr().unwrap();
     // 64 connections (the MI serves 64 at once): half heads, half bodies, silence; all held.
     let mut held = Vec::new();
