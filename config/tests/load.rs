@@ -891,7 +891,10 @@ fn mi_http_listen_may_be_remote_only_when_allowed_and_empty_disables_it() {
 
 #[test]
 fn mi_request_timeout_defaults_to_10s_and_must_be_positive() {
-    assert_eq!(Config::default().mi.request_timeout, Duration::from_secs(10));
+    assert_eq!(
+        Config::default().mi.request_timeout,
+        Duration::from_secs(10)
+    );
     let c = Config::from_toml_str("[mi]\nrequest_timeout = \"2s\"\n").unwrap();
     assert_eq!(c.mi.request_timeout, Duration::from_secs(2));
     let errs = errors(Config::from_toml_str("[mi]\nrequest_timeout = \"0s\"\n"));
