@@ -225,16 +225,21 @@ async fn a_reload_naming_a_planted_symlink_is_refused_and_the_old_config_keeps_r
     assert_untouched(&victim);
 }
 
+/// The tests below give files to other users, which only root can do.
+fn needs_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: only root gives files to other users"
+    );
+}
+
 /// A user that is neither root nor heptap's, for files that are someone else's.
 const OTHER_UID: u32 = 4242;
 
 #[tokio::test]
 #[ignore = "needs root (gives files to other users); .ci/run runs it as root"]
 async fn a_file_owned_by_another_user_is_refused() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "needs root: only root can give a file to another user"
-    );
+    needs_root();
     let dir = Scratch::new();
     let trace = dir.path("sip.jsonl");
     std::fs::write(&trace, "theirs\n").unwrap();
@@ -248,10 +253,7 @@ async fn a_file_owned_by_another_user_is_refused() {
 #[tokio::test]
 #[ignore = "needs root (starts as root with service.user = nobody); .ci/run runs it as root"]
 async fn started_as_root_with_service_user_files_are_the_service_users() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "needs root: only root opens files for another user"
-    );
+    needs_root();
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("a nobody user");

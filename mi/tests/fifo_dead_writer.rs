@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use heptap_hep::NetProto;
+use heptap_testkit::write_and_die;
 use nix::sys::stat::Mode;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
@@ -42,17 +42,28 @@ impl ReplyFifo {
     }
 }
 
-/// A process that writes `bytes` into `fifo` and is killed (SIGKILL) right after.
-async fn write_and_die(fifo: &Path, bytes: &str) {
-    let status = tokio::process::Command::new("sh")
-        .args(["-c", r#"printf '%s' "$1" > "$2"; kill -9 $$"#, "sh", bytes])
-        .arg(fifo)
-        .status()
-        .await
-        .unwrap();
+/// A `tcp_trace` request with id `id` from another client is answered (`after`: for the
+/// failure message).
+async fn assert_answered(h: &Harness, id: usize, after: &str) {
+    let reply = h
+        .fifo_json(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tcp_trace"}}"#
+        ))
+        .await;
     assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
+        reply,
+        format!(r#"{{"jsonrpc":"2.0","result":{{"TCP tracing":"on"}},"id":{id}}}"#),
+        "{after}"
+    );
+}
+
+/// `<method> off` (`tls_trace`, `ws_trace`...) from another client is answered OK.
+async fn switch_off(h: &Harness, method: &str) {
+    let request = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":["off"]}}"#);
+    assert_eq!(
+        h.fifo_json(&request).await,
+        r#"{"jsonrpc":"2.0","result":"OK","id":1}"#,
+        "{method} off"
     );
 }
 
@@ -86,15 +97,7 @@ async fn half_a_3x_request_from_a_dead_client_costs_only_that_request() {
         );
         assert!(t.elapsed() < timeout, "poll {i} took {:?}", t.elapsed());
         slowest = slowest.max(t.elapsed());
-        let other = h
-            .fifo_json(&format!(
-                r#"{{"jsonrpc":"2.0","id":{i},"method":"tcp_trace"}}"#
-            ))
-            .await;
-        assert_eq!(
-            other,
-            format!(r#"{{"jsonrpc":"2.0","result":{{"TCP tracing":"on"}},"id":{i}}}"#)
-        );
+        assert_answered(&h, i, "another client").await;
     }
     // The dead client named its reply FIFO: it is told its request was incomplete.
     assert_eq!(dead.reply(DEADLINE, "the dead client").await, INCOMPLETE);
@@ -132,13 +135,7 @@ async fn a_request_is_given_up_request_timeout_after_its_first_byte_though_bytes
     );
     trickle.await.unwrap();
     // What the trickle left is blanks; the next request is answered at once.
-    let reply = h
-        .fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"tcp_trace"}"#)
-        .await;
-    assert_eq!(
-        reply,
-        r#"{"jsonrpc":"2.0","result":{"TCP tracing":"on"},"id":1}"#
-    );
+    assert_answered(&h, 1, "after the trickle").await;
 }
 
 #[tokio::test]
@@ -166,11 +163,7 @@ async fn a_dead_2x_request_does_not_swallow_the_next_request_as_its_parameters()
     // Again, followed by a 3.x request (no newline at all, as opensips-cli writes it).
     let dead = ReplyFifo::open(&h, "dead3");
     write_and_die(&h.fifo, ":sip_trace:dead3\ntid2\n").await;
-    assert_eq!(
-        h.fifo_json(r#"{"jsonrpc":"2.0","id":7,"method":"tls_trace","params":["off"]}"#)
-            .await,
-        r#"{"jsonrpc":"2.0","result":"OK","id":7}"#
-    );
+    switch_off(&h, "tls_trace").await;
     assert!(!h.control.net_on(NetProto::Tls));
     assert!(h.control.trace_id_on("tid2"));
     assert_eq!(
@@ -187,11 +180,7 @@ async fn a_2x_header_cut_mid_line_does_not_swallow_the_next_request() {
     .await;
     // Its reply FIFO's name was cut short: nothing can be answered, nothing is executed.
     write_and_die(&h.fifo, ":sip_trace:dea").await;
-    assert_eq!(
-        h.fifo_json(r#"{"jsonrpc":"2.0","id":1,"method":"ws_trace","params":["off"]}"#)
-            .await,
-        r#"{"jsonrpc":"2.0","result":"OK","id":1}"#
-    );
+    switch_off(&h, "ws_trace").await;
     assert!(!h.control.net_on(NetProto::Ws));
     assert!(h.control.global.load(Ordering::SeqCst));
 }
@@ -222,16 +211,7 @@ async fn dead_writers_in_every_state_each_cost_only_their_own_request() {
     for (i, cut) in cuts.iter().enumerate() {
         write_and_die(&h.fifo, cut).await;
         let t = Instant::now();
-        let reply = h
-            .fifo_json(&format!(
-                r#"{{"jsonrpc":"2.0","id":{i},"method":"tcp_trace"}}"#
-            ))
-            .await;
-        assert_eq!(
-            reply,
-            format!(r#"{{"jsonrpc":"2.0","result":{{"TCP tracing":"on"}},"id":{i}}}"#),
-            "after {cut:?}"
-        );
+        assert_answered(&h, i, cut).await;
         assert!(
             t.elapsed() < Duration::from_secs(3),
             "after {cut:?}: {:?}",

@@ -391,12 +391,7 @@ impl FrameParser {
                     Read::Wait => return None,
                 }
             }
-            let start = self
-                .buf
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(self.buf.len());
-            self.buf.drain(..start);
+            self.skip_blanks();
             let first = *self.buf.first()?;
             if first != b':' {
                 return self.garbage(0, "a request must begin with ':'");
@@ -516,6 +511,16 @@ impl FrameParser {
         self.finish(at - dropped);
     }
 
+    /// Drops the whitespace between requests.
+    fn skip_blanks(&mut self) {
+        let start = self
+            .buf
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(self.buf.len());
+        self.buf.drain(..start);
+    }
+
     /// Drops the first `n` bytes of the buffer: one request (or garbage) has left the stream.
     fn finish(&mut self, n: usize) {
         self.buf.drain(..n);
@@ -612,12 +617,7 @@ impl FrameParser {
                 (frame, usize::from(req.dropped == 0))
             }
             None => {
-                let start = self
-                    .buf
-                    .iter()
-                    .position(|b| !b.is_ascii_whitespace())
-                    .unwrap_or(self.buf.len());
-                self.buf.drain(..start);
+                self.skip_blanks();
                 if self.buf.is_empty() {
                     return None;
                 }

@@ -219,37 +219,29 @@ mod tests {
         let fifo = dir.path().join("heptap_fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let meta = fs::metadata(&fifo).unwrap();
-        // Found under another name (as a bind mount would show it): refused by identity.
-        let server = ServerFifo {
+        // Found under another name (as a bind mount would show it), or re-created since the
+        // request was read (what is at fifo_name now): refused by identity either way.
+        let by_identity = ServerFifo {
             path: dir.path().join("elsewhere"),
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        let err = write_reply(
-            dir.path(),
-            "heptap_fifo",
-            b"x",
-            Duration::from_secs(1),
-            &server,
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, ReplyError::ServerFifo(_)), "{err}");
-        // Re-created since the request was read: what is at fifo_name now is refused too.
-        let server = ServerFifo {
+        let at_fifo_name = ServerFifo {
             path: fifo,
             dev: meta.dev(),
             ino: u64::MAX,
         };
-        let err = write_reply(
-            dir.path(),
-            "heptap_fifo",
-            b"x",
-            Duration::from_secs(1),
-            &server,
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, ReplyError::ServerFifo(_)), "{err}");
+        for server in [by_identity, at_fifo_name] {
+            let err = write_reply(
+                dir.path(),
+                "heptap_fifo",
+                b"x",
+                Duration::from_secs(1),
+                &server,
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, ReplyError::ServerFifo(_)), "{err}");
+        }
     }
 }
