@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use heptap::Stats;
-use heptap::sender::{self, DestinationSpec, Limits, Offer};
+use heptap::sender::{self, DestinationSpec, FileOwner, Limits, Offer};
 use heptap_config::{Destination, HepId, Transport};
 use heptap_hep::{Encoder, TraceMessage};
 
@@ -102,6 +102,7 @@ fn spec(addr: SocketAddr, transport: Transport, packets: usize) -> DestinationSp
             queue_bytes: 1 << 30,
             ..Limits::default()
         },
+        file_owner: FileOwner::default(),
     }
 }
 

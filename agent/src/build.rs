@@ -168,6 +168,7 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
         backoff_initial: hep.backoff_initial,
         backoff_max: hep.backoff_max,
     };
+    let file_owner = crate::service::file_owner(&config.service);
     config
         .destinations()
         .into_iter()
@@ -187,6 +188,7 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
                 destination,
                 encoder: encoder(config, version),
                 limits,
+                file_owner,
             }
         })
         .collect()

@@ -47,7 +47,7 @@ mod tracer;
 mod workers;
 
 pub use agent::{Running, StartError, Stop, start, start_with_source};
-pub use build::{BuildError, BuildProblem};
+pub use build::{BuildError, BuildProblem, check};
 pub use cli::main;
 pub use logging::LogHandle;
 pub use shared::ReloadError;

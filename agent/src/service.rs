@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use heptap_config::Config;
 use nix::unistd::{Gid, Group, Uid, User};
 
+use crate::sender::FileOwner;
+
 /// Why heptap cannot become the user its config names.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -226,6 +228,27 @@ impl Privileges {
                 Ok(())
             }
         }
+    }
+}
+
+/// Who `file:` outputs belong to: `[service] user` (with `group`, else the user's primary
+/// group), or the user heptap runs as when none is set. A user that cannot be looked up is
+/// refused at start by [`Privileges::plan`]; until then (check-config) heptap's own ids stand in.
+pub fn file_owner(service: &heptap_config::Service) -> FileOwner {
+    let Some(name) = service.user.as_deref() else {
+        return FileOwner::current();
+    };
+    let Ok(user) = lookup_user(name) else {
+        return FileOwner::current();
+    };
+    let gid = service
+        .group
+        .as_deref()
+        .and_then(|g| lookup_group(g).ok())
+        .unwrap_or(user.gid);
+    FileOwner {
+        uid: user.uid.as_raw(),
+        gid: gid.as_raw(),
     }
 }
 

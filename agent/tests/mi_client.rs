@@ -12,8 +12,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use heptap::agent::{Running, Stop, start};
-use heptap::logging::LogHandle;
+use heptap::{LogHandle, Running, Stop, start};
 use heptap_config::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -13,7 +13,8 @@ use std::time::Duration;
 use heptap::Stats;
 use heptap::Workers;
 use heptap::sender::{
-    self, DestinationSpec, DropReason, FanOut, Limits, Offer, Sender, SenderError, SenderTask,
+    self, DestinationSpec, DropReason, FanOut, FileOwner, Limits, Offer, Sender, SenderError,
+    SenderTask,
 };
 use heptap_config::{Destination, HepId, HepTls, Transport};
 use heptap_hep::{Encoder, Hep3Framer, Packet, TraceMessage, Version};
@@ -83,6 +84,7 @@ fn hep_spec(name: &str, addr: SocketAddr, transport: Transport) -> DestinationSp
         destination: Destination::Hep(id),
         encoder: Encoder::default(),
         limits: limits(),
+        file_owner: FileOwner::default(),
     }
 }
 
@@ -96,6 +98,7 @@ fn tls_spec(name: &str, host: &str, port: u16, tls: HepTls) -> DestinationSpec {
         destination: Destination::Hep(id),
         encoder: Encoder::default(),
         limits: limits(),
+        file_owner: FileOwner::default(),
     }
 }
 
@@ -1124,6 +1127,7 @@ async fn file_destination_appends_one_hep_dump_json_line_per_packet() {
         destination: Destination::File(path.clone()),
         encoder: Encoder::default(),
         limits: limits(),
+        file_owner: FileOwner::default(),
     };
     let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
     for i in 0..3 {
@@ -1161,6 +1165,7 @@ async fn file_destination_in_a_missing_directory_is_refused_at_start() {
         destination: Destination::File(path),
         encoder: Encoder::default(),
         limits: limits(),
+        file_owner: FileOwner::default(),
     };
     assert!(matches!(
         sender::check(&spec),

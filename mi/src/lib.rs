@@ -240,7 +240,8 @@ pub mod fuzzing {
     /// What the FIFO server's parser made of a stream.
     #[derive(Debug)]
     pub struct FifoRun {
-        /// Each request cut from the stream (its debug text), then what an idle flush returned.
+        /// Each request cut from the stream (its debug text), then what giving up the rest at
+        /// the request timeout returned.
         pub frames: Vec<String>,
         /// The most bytes the parser held after any read once its requests were taken out.
         pub most_held: usize,
@@ -250,7 +251,8 @@ pub mod fuzzing {
     }
 
     /// Feeds `reads` to the FIFO parser as the server does (taking every complete request
-    /// after each read), then flushes what is left as the request timeout would.
+    /// after each read), then gives up what is left as the request timeout would (and takes
+    /// the requests it resumes at).
     pub fn fifo_frames(max_request_size: usize, reads: &[&[u8]]) -> FifoRun {
         let mut parser = FrameParser::new(max_request_size);
         let mut frames = Vec::new();
@@ -262,8 +264,13 @@ pub mod fuzzing {
             }
             most_held = most_held.max(parser.buffered());
         }
-        if let Some(frame) = parser.flush_partial() {
-            frames.push(format!("{frame:?}"));
+        while parser.has_partial() {
+            if let Some(frame) = parser.expire() {
+                frames.push(format!("{frame:?}"));
+            }
+            while let Some(frame) = parser.next_frame() {
+                frames.push(format!("{frame:?}"));
+            }
         }
         FifoRun {
             frames,

@@ -41,9 +41,9 @@ pub struct MiSettings {
     pub pretty_printing: bool,
     /// Largest request accepted on either transport; larger ones get an error and are drained.
     pub max_request_size: usize,
-    /// How long a request may take to arrive, from its first byte (`[mi] request_timeout`,
-    /// 10 s in a config file): a FIFO request not complete by then is answered as incomplete and
-    /// dropped, so a writer that died mid-request cannot wedge the stream.
+    /// How long a request may take to arrive, from its first byte (`[mi] request_timeout`, 10 s):
+    /// a FIFO request not complete by then is answered as incomplete and dropped, so a writer
+    /// that died mid-request cannot wedge the stream.
     pub request_timeout: Duration,
     /// How long writing one reply into a reply FIFO may take (a client that never reads).
     pub reply_timeout: Duration,
@@ -69,7 +69,7 @@ impl Default for MiSettings {
             trace_bwlist: None,
             pretty_printing: false,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(2),
             fifo_check_interval: Duration::from_secs(5),
             upstream: None,

@@ -481,3 +481,30 @@ async fn unknown_fifo_user_is_refused_at_build_time() {
         heptap_mi::Mi::new(settings, std::sync::Arc::new(TestControl::default())).unwrap_err();
     assert!(matches!(err, MiError::UnknownUser(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_server_fifo_is_refused_as_a_reply_fifo_and_the_next_requests_are_answered() {
+    // reply_dir is the FIFO's own directory (the default when neither is configured), so the
+    // server FIFO's name is a valid reply name there.
+    let mut h = Harness::start_with(TestControl::default(), |s| {
+        s.reply_dir = s.fifo_name.as_deref().unwrap().parent().unwrap().to_owned();
+    })
+    .await;
+    let own = h.fifo.file_name().unwrap().to_str().unwrap().to_owned();
+    write_fifo(&h.fifo, format!(":{own}:{PS}").as_bytes()).await;
+    for i in 0..5 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            h.fifo_json(&format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"tcp_trace"}}"#
+            )),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} after the self-reply was not answered"));
+        assert_eq!(
+            reply,
+            format!(r#"{{"jsonrpc":"2.0","result":{{"TCP tracing":"on"}},"id":{i}}}"#)
+        );
+    }
+    h.stop().await;
+}

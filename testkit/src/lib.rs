@@ -4,12 +4,12 @@
 //!
 //! [`eventually`] is linkerd's `assert_eventually!`: tests wait for a condition, bounded, and
 //! never sleep to synchronise. [`opensips_cli`] finds the MI client operators use, for the tests
-//! that drive heptap's MI with it.
+//! that drive heptap's MI with it; [`write_and_die`] is a FIFO client killed mid-request.
 
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How often a condition is checked again: often enough that a wait costs the test almost
@@ -95,6 +95,24 @@ impl<F: Fn() -> String> fmt::Display for Described<F> {
 impl<F> fmt::Debug for Described<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Described")
+    }
+}
+
+/// A FIFO client that dies mid-request: a real process writes `bytes` into `fifo` and is killed
+/// (SIGKILL) right after, so the FIFO sees a real writer come and go.
+pub async fn write_and_die(fifo: &Path, bytes: &str) {
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", r#"printf '%s' "$1" > "$2"; kill -9 $$"#, "sh", bytes])
+        .arg(fifo)
+        .status()
+        .await;
+    match status {
+        Ok(s) => assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&s),
+            Some(9),
+            "the writer was killed"
+        ),
+        Err(e) => panic!("cannot run sh: {e}"),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use heptap::{Running, Stop};
 use heptap_hep::Packet;
-use heptap_testkit::eventually;
+use heptap_testkit::{eventually, write_and_die};
 use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, correlation, event_of};
 use heptap_tests::events::part;
 use heptap_tests::fault::{ScriptedUpstream, UpstreamScript};
@@ -699,17 +699,7 @@ async fn a_fifo_client_killed_mid_request_is_answered_incomplete_and_the_mi_serv
     let mut rx = tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(&reply)
         .unwrap();
-    let status = tokio::process::Command::new("sh")
-        .args(["-c", r#"printf '%s' "$1" > "$2"; kill -9 $$"#, "sh"])
-        .arg(r#":dying:{"jsonrpc":"2.0","id":1,"meth"#)
-        .arg(&fifo)
-        .status()
-        .await
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    write_and_die(&fifo, r#":dying:{"jsonrpc":"2.0","id":1,"meth"#).await;
     // After the request timeout (5 s), what it left is answered as incomplete...
     let mut got = Vec::new();
     tokio::time::timeout(WAIT, rx.read_to_end(&mut got))
@@ -735,17 +725,7 @@ async fn a_fifo_client_killed_before_reading_its_reply_delays_nobody() {
     // A whole request, a reply FIFO nobody will ever open for reading.
     let reply = dir.path().join("gone");
     nix::unistd::mkfifo(&reply, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let status = tokio::process::Command::new("sh")
-        .args(["-c", r#"printf '%s' "$1" > "$2"; kill -9 $$"#, "sh"])
-        .arg(r#":gone:{"jsonrpc":"2.0","id":1,"method":"ps"}"#)
-        .arg(&fifo)
-        .status()
-        .await
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    write_and_die(&fifo, r#":gone:{"jsonrpc":"2.0","id":1,"method":"ps"}"#).await;
     // The server keeps trying that reply for its reply timeout; others are answered meanwhile.
     let t = Instant::now();
     assert!(fifo_version(&heptap, &dir, WAIT).await.is_ok());

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use heptap_hep::Version;
 
+use super::file::FileRefused;
+
 /// Errors found when a destination starts (bad files or settings); never raised later.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
@@ -56,16 +58,17 @@ pub enum SenderError {
         /// The configured version.
         version: Version,
     },
-    /// The `file:` destination cannot be created or opened.
-    #[error("hep_id {name}: cannot open {}: {source}", path.display())]
+    /// The `file:` destination cannot be created or opened, or is refused (a symbolic link,
+    /// not a regular file, someone else's, writable by others, hard-linked).
+    #[error("hep_id {name}: cannot use {}: {source}", path.display())]
     File {
         /// The destination.
         name: String,
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
+        /// The operating system's reason, or why the file is refused.
         #[source]
-        source: std::io::Error,
+        source: FileRefused,
     },
     /// A queue size of zero, or a datagram limit no packet can meet.
     #[error("hep_id {name}: {reason}")]

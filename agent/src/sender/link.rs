@@ -4,16 +4,15 @@
 //! [`Endpoint`] is what was checked at start (addresses to resolve, the TLS configuration, the
 //! file); [`Link`] is one live connection, socket or open output, dropped on the first error.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd as _, RawFd};
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use heptap_config::{Destination, HepId, Transport};
-use heptap_hep::{Encoder, Version};
+use heptap_hep::Version;
 use nix::sys::socket::MsgFlags;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -21,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use super::error::SenderError;
+use super::file::{self, FileOwner, FileRefused};
+use super::spec::DestinationSpec;
 use super::tls;
 
 /// HEPv1/v2 have no length field, so only a datagram can delimit them.
@@ -56,17 +57,20 @@ pub(crate) enum Endpoint {
     /// Standard output.
     Stdout,
     /// A file, appended to.
-    File(PathBuf),
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Who it belongs to (a new one is created for this user).
+        owner: FileOwner,
+    },
 }
 
 impl Endpoint {
-    /// Checks destination `name` and loads its files.
-    pub(crate) fn prepare(
-        name: &str,
-        destination: &Destination,
-        encoder: &Encoder,
-    ) -> Result<Self, SenderError> {
-        match destination {
+    /// Checks the destination and loads its files; a `file:` output is opened (created if
+    /// missing) and checked.
+    pub(crate) fn prepare(spec: &DestinationSpec) -> Result<Self, SenderError> {
+        let name = spec.name.as_str();
+        match &spec.destination {
             Destination::Hep(HepId {
                 host,
                 port,
@@ -78,10 +82,10 @@ impl Endpoint {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_owned();
-                if *transport != Transport::Udp && needs_datagrams(encoder.version) {
+                if *transport != Transport::Udp && needs_datagrams(spec.encoder.version) {
                     return Err(SenderError::StreamNeedsHep3 {
                         name: name.to_owned(),
-                        version: encoder.version,
+                        version: spec.encoder.version,
                     });
                 }
                 let tls = match transport {
@@ -97,52 +101,32 @@ impl Endpoint {
             }
             Destination::Stdout => Ok(Endpoint::Stdout),
             Destination::File(path) => {
-                open_file(path).map_err(|source| SenderError::File {
+                let owner = spec.file_owner;
+                file::open(path, owner).map_err(|source| SenderError::File {
                     name: name.to_owned(),
                     path: path.clone(),
                     source,
                 })?;
-                Ok(Endpoint::File(path.clone()))
+                Ok(Endpoint::File {
+                    path: path.clone(),
+                    owner,
+                })
             }
         }
     }
 
     /// The checks of [`Endpoint::prepare`] without its side effect: a missing output file is not
-    /// created, only its directory is looked at.
-    pub(crate) fn check(
-        name: &str,
-        destination: &Destination,
-        encoder: &Encoder,
-    ) -> Result<(), SenderError> {
-        match destination {
+    /// created, only its directory is looked at; an existing one is checked as `prepare` would.
+    pub(crate) fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
+        match &spec.destination {
             Destination::File(path) => {
-                let result = if path.exists() {
-                    OpenOptions::new().append(true).open(path).map(drop)
-                } else {
-                    let dir = match path.parent() {
-                        Some(p) if !p.as_os_str().is_empty() => p,
-                        _ => Path::new("."),
-                    };
-                    std::fs::metadata(dir).and_then(|m| {
-                        if m.is_dir() {
-                            Ok(())
-                        } else {
-                            Err(io::Error::new(
-                                io::ErrorKind::NotADirectory,
-                                "not a directory",
-                            ))
-                        }
-                    })
-                };
-                result.map_err(|source| SenderError::File {
-                    name: name.to_owned(),
+                file::check(path, spec.file_owner).map_err(|source| SenderError::File {
+                    name: spec.name.clone(),
                     path: path.clone(),
                     source,
                 })
             }
-            Destination::Hep(_) | Destination::Stdout => {
-                Self::prepare(name, destination, encoder).map(drop)
-            }
+            Destination::Hep(_) | Destination::Stdout => Self::prepare(spec).map(drop),
         }
     }
 
@@ -152,7 +136,7 @@ impl Endpoint {
             Endpoint::Hep { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
             Endpoint::Hep { host, port, .. } => format!("{host}:{port}"),
             Endpoint::Stdout => "stdout".to_owned(),
-            Endpoint::File(path) => format!("file:{}", path.display()),
+            Endpoint::File { path, .. } => format!("file:{}", path.display()),
         }
     }
 
@@ -161,7 +145,7 @@ impl Endpoint {
         match self {
             Endpoint::Hep { transport, .. } => transport.as_str(),
             Endpoint::Stdout => "stdout",
-            Endpoint::File(_) => "file",
+            Endpoint::File { .. } => "file",
         }
     }
 
@@ -172,7 +156,7 @@ impl Endpoint {
                 ..
             } => Framing::Datagram,
             Endpoint::Hep { .. } => Framing::Stream,
-            Endpoint::Stdout | Endpoint::File(_) => Framing::JsonLine,
+            Endpoint::Stdout | Endpoint::File { .. } => Framing::JsonLine,
         }
     }
 
@@ -211,7 +195,9 @@ impl Endpoint {
                 }
             }
             Endpoint::Stdout => Ok(Link::Local(LocalOut::Stdout)),
-            Endpoint::File(path) => open_file(path)
+            // Reopened after an error with the same checks (after the privilege drop, as the
+            // service user): a file swapped for a link meanwhile is refused, not followed.
+            Endpoint::File { path, owner } => file::open(path, *owner)
                 .map(|f| Link::Local(LocalOut::File(Arc::new(f))))
                 .map_err(|source| LinkError::Open {
                     path: path.clone(),
@@ -219,14 +205,6 @@ impl Endpoint {
                 }),
         }
     }
-}
-
-fn open_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
 }
 
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, LinkError> {
@@ -348,14 +326,14 @@ pub(crate) enum LinkError {
         #[source]
         source: io::Error,
     },
-    /// The output file cannot be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    /// The output file cannot be opened, or is refused.
+    #[error("cannot use {}: {source}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
-        /// The operating system's reason.
+        /// The operating system's reason, or why the file is refused.
         #[source]
-        source: io::Error,
+        source: FileRefused,
     },
     /// The collector closed the connection (or reset it) while heptap had nothing to send.
     #[error("the collector closed the connection: {0}")]

@@ -8,15 +8,17 @@
 //! connecting (names resolved again on every attempt), writing (UDP datagrams, batched TCP/TLS
 //! frames, JSON lines) and reconnecting with capped exponential backoff and jitter, forever.
 //!
-//! Map: `spec` (what a destination is: the config's `Destination` plus encoder and limits),
-//! `error`, `queue` (the producer side: reservation, counters, rate-limited drop log), `task`
-//! (the destination's loop), `link` (connecting and writing per transport), `tls` (the rustls
-//! client configuration), `backoff`. This file holds the handles ([`Sender`], [`FanOut`],
+//! Map: `spec` (what a destination is: the config's `Destination` plus encoder, limits and the
+//! `file:` output's owner), `error`, `file` (opening a `file:` output without following links,
+//! refusing one others could have planted), `queue` (the producer side: reservation, counters,
+//! rate-limited drop log), `task` (the destination's loop), `link` (connecting and writing per
+//! transport), `tls` (the rustls client configuration), `backoff`. This file holds the handles ([`Sender`], [`FanOut`],
 //! [`SenderTask`]) and starting; the children never import it. docs/senders.md describes the
 //! behaviour for users.
 
 mod backoff;
 mod error;
+mod file;
 mod link;
 mod queue;
 mod spec;
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use crate::stats::Stats;
 
 pub use error::SenderError;
+pub use file::{FileOwner, FileRefused};
 pub use queue::{DropReason, Offer, SenderCounters, SenderState};
 pub use spec::{DestinationSpec, Limits};
 pub use task::ShutdownReport;
@@ -161,12 +164,12 @@ impl FanOut {
     }
 }
 
-/// Checks what [`spawn`] would check (limits, HEPv1/v2 over a stream, TLS files, the output
-/// file's directory) without starting anything or creating files; for `heptap check` and for
-/// validating a reload before applying it.
+/// Checks what [`spawn`] would check (limits, HEPv1/v2 over a stream, TLS files, an existing
+/// output file as it would be opened, a new one's directory) without starting anything or
+/// creating files; for `heptap check-config` and for validating a reload before applying it.
 pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
     spec.limits.check(&spec.name)?;
-    link::Endpoint::check(&spec.name, &spec.destination, &spec.encoder)
+    link::Endpoint::check(spec)
 }
 
 /// Starts the destination's task on the current runtime and returns the producers' handle and
@@ -199,7 +202,7 @@ pub fn spawn_on(
     if lanes == 0 {
         return Err(SenderError::NoRuntime { name });
     }
-    let endpoint = link::Endpoint::prepare(&name, &spec.destination, &spec.encoder)?;
+    let endpoint = link::Endpoint::prepare(&spec)?;
     let shared = Arc::new(queue::Shared::new(
         name,
         endpoint.destination(),

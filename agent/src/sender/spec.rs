@@ -7,6 +7,7 @@ use heptap_config::Destination;
 use heptap_hep::Encoder;
 
 use super::error::SenderError;
+use super::file::FileOwner;
 
 /// Queue sizes and timings of a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +88,9 @@ pub struct DestinationSpec {
     /// Queue sizes and timings (the agent takes them from `[hep]` and the `hep_id`'s
     /// overrides).
     pub limits: Limits,
+    /// Who a `file:` output belongs to (the service user): a new file is created for them, an
+    /// existing one must be theirs or root's. Other destinations ignore it.
+    pub file_owner: FileOwner,
 }
 
 impl PartialEq for DestinationSpec {
@@ -95,6 +99,7 @@ impl PartialEq for DestinationSpec {
         self.name == other.name
             && self.destination == other.destination
             && self.limits == other.limits
+            && self.file_owner == other.file_owner
             && a.version == b.version
             && a.mode == b.mode
             && a.capture_id == b.capture_id

@@ -5,6 +5,7 @@
 
 pub(crate) mod frame;
 pub(crate) mod reply;
+pub(crate) mod scan;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use crate::jsonrpc::{self, Id, RpcError};
 use crate::settings::MiSettings;
 use crate::text::TextReply;
 use crate::trace::Origin;
-use frame::{Bad, Frame, FrameParser, Framing};
+use frame::{Bad, Cut, Frame, FrameParser, Framing};
 
 /// Requests answered at once; the reader waits for a slot beyond that (backpressure).
 const MAX_IN_FLIGHT: usize = 64;
@@ -153,7 +154,7 @@ impl FifoServer {
     /// Serves until `shutdown`, then removes the FIFO (if it is still ours).
     pub async fn run(mut self, shutdown: CancellationToken, recheck: Arc<Notify>) {
         let settings = &self.core.settings;
-        let (max, idle, every) = (
+        let (max, timeout, every) = (
             settings.max_request_size,
             settings.request_timeout,
             settings.fifo_check_interval,
@@ -163,12 +164,13 @@ impl FifoServer {
         let tracker = TaskTracker::new();
         let mut parser = FrameParser::new(max);
         let mut buf = vec![0u8; 16 * 1024];
-        let mut last_data = Instant::now();
+        // When the first byte of the request being read arrived: it is given up
+        // request_timeout later, however many bytes anyone writes meanwhile.
+        let mut since: Option<Instant> = None;
         let mut check = tokio::time::interval_at(Instant::now() + every, every);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let partial = parser.has_partial();
-            let idle_deadline = last_data + idle;
+            let deadline = since.map(|s| s + timeout);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 read = self.created.receiver.read(&mut buf) => match read {
@@ -177,10 +179,16 @@ impl FifoServer {
                         self.recreate(&mut parser);
                     }
                     Ok(n) => {
-                        last_data = Instant::now();
+                        let read_at = Instant::now();
+                        let (was_partial, taken) = (parser.has_partial(), parser.taken());
                         parser.push(&buf[..n]);
                         while let Some(frame) = parser.next_frame() {
                             self.spawn(frame, &permits, &tracker, &shutdown).await;
+                        }
+                        // The same request still unfinished keeps its deadline; a new one
+                        // began in this read.
+                        if !was_partial || parser.taken() != taken || since.is_none() {
+                            since = Some(read_at);
                         }
                     }
                     Err(e) => {
@@ -189,14 +197,18 @@ impl FifoServer {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                _ = tokio::time::sleep_until(idle_deadline), if partial => {
-                    if let Some(frame) = parser.flush_partial() {
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let expired = parser.expire();
+                    for frame in expired.into_iter().chain(std::iter::from_fn(|| parser.next_frame())) {
                         self.spawn(frame, &permits, &tracker, &shutdown).await;
                     }
-                    last_data = Instant::now();
+                    since = Some(Instant::now());
                 }
                 _ = check.tick() => self.check(&mut parser),
                 _ = recheck.notified() => self.check(&mut parser),
+            }
+            if !parser.has_partial() {
+                since = None;
             }
         }
         if still_ours(&self.path, &self.created) {
@@ -239,15 +251,21 @@ impl FifoServer {
         };
         let Ok(permit) = permit else { return };
         let core = Arc::clone(&self.core);
+        let server = reply::ServerFifo {
+            path: self.path.clone(),
+            dev: self.created.dev,
+            ino: self.created.ino,
+        };
         tracker.spawn(async move {
             let _permit = permit;
-            answer(&core, frame).await;
+            answer(&core, frame, &server).await;
         });
     }
 }
 
-/// Answers one request (runs in its own task: a slow client delays nobody else).
-async fn answer(core: &Core, frame: Frame) {
+/// Answers one request (runs in its own task: a slow client delays nobody else); the reply
+/// never goes into `server`.
+async fn answer(core: &Core, frame: Frame, server: &reply::ServerFifo) {
     let (reply_name, reply) = match frame {
         Frame::Json { reply, body } => {
             let out = core.handle_jsonrpc(&body, &Origin::fifo()).await;
@@ -271,12 +289,18 @@ async fn answer(core: &Core, frame: Frame) {
             let detail = match &why {
                 Bad::TooLarge => format!("request larger than {limit} bytes"),
                 Bad::Garbled(w) => (*w).to_owned(),
-                Bad::Incomplete => "incomplete request".to_owned(),
+                Bad::Incomplete(_) => "incomplete request".to_owned(),
+            };
+            let cause = match &why {
+                Bad::Incomplete(Cut::Timeout) => "not complete within request_timeout",
+                Bad::Incomplete(Cut::NextRequest) => "another request began inside it",
+                Bad::TooLarge | Bad::Garbled(_) => "",
             };
             tracing::warn!(
                 reply_fifo = reply.as_deref().unwrap_or(""),
                 command = command.as_deref().unwrap_or(""),
                 reason = %detail,
+                cause,
                 "Bad MI FIFO request"
             );
             let text = match framing {
@@ -306,9 +330,14 @@ async fn answer(core: &Core, frame: Frame) {
         return;
     }
     let s = &core.settings;
-    if let Err(e) =
-        reply::write_reply(&s.reply_dir, &reply_name, reply.as_bytes(), s.reply_timeout).await
-    {
+    let written = reply::write_reply(
+        &s.reply_dir,
+        &reply_name,
+        reply.as_bytes(),
+        s.reply_timeout,
+        server,
+    );
+    if let Err(e) = written.await {
         tracing::warn!(error = %e, "MI reply not written");
     }
 }
