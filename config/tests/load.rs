@@ -816,7 +816,10 @@ fn max_message_bytes_and_message_timeout_have_opensips_defaults_and_are_checked(
         )
     };
     let c = Config::from_toml_str(&listener("ws", "")).unwrap();
-    assert_eq!(c.listener[0].max_message_bytes, 65_535, "OpenSIPS's BUF_SIZE");
+    assert_eq!(
+        c.listener[0].max_message_bytes, 65_535,
+        "OpenSIPS's BUF_SIZE"
+    );
     assert_eq!(c.listener[0].message_timeout, None);
     assert_eq!(c.listener[0].message_timeout(), Duration::from_secs(10));
     let c = Config::from_toml_str(&listener(
@@ -849,11 +852,17 @@ fn max_message_bytes_and_message_timeout_have_opensips_defaults_and_are_checked(
     };
     assert_eq!(
         said("listener[0].max_message_bytes"),
-        (Some(5), "max_message_bytes 100 is out of range 1024..=16777216".to_owned())
+        (
+            Some(5),
+            "max_message_bytes 100 is out of range 1024..=16777216".to_owned()
+        )
     );
     assert_eq!(
         said("listener[1].max_message_bytes"),
-        (Some(10), "max_message_bytes 33554432 is out of range 1024..=16777216".to_owned())
+        (
+            Some(10),
+            "max_message_bytes 33554432 is out of range 1024..=16777216".to_owned()
+        )
     );
     assert_eq!(
         said("listener[2].message_timeout"),
@@ -869,7 +878,6 @@ fn max_message_bytes_and_message_timeout_have_opensips_defaults_and_are_checked(
     );
     assert_eq!(errs.len(), 4, "{}", ConfigErrors(errs.clone()));
 }
-
 
 #[test]
 fn tls_listener_files_must_be_readable_and_client_cert_modes_checked() {

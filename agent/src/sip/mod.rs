@@ -17,8 +17,8 @@
 mod framer;
 mod head;
 
-pub use framer::{Framed, FramerCounters, Limits, SipFramer};
-pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head};
+pub use framer::{Framed, FramerCounters, Limits, LostReason, OPENSIPS_MAX_MESSAGE, SipFramer};
+pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head, read_head};
 
 #[cfg(test)]
 mod framer_tests;

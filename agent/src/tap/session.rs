@@ -11,6 +11,7 @@
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -28,7 +29,7 @@ use super::sip::SipConn;
 use super::spec::{ListenerStats, Tap, TapContext};
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
-use super::ws_relay::websocket;
+use super::ws_relay::{MessageLimits, websocket};
 use crate::stats::Counter;
 
 /// One client connection, from its accept to its close.
@@ -101,17 +102,35 @@ impl Session<'_> {
             Err(end) => {
                 tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
                 self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
-                return refuse_client(accepted).await;
+                return refuse_client(accepted, spec.message_limits()).await;
             }
         };
 
-        // 3. The relay, until both legs are done.
-        let ends = self.relay(accepted, opened, client_leg.id).await;
+        // 3. The relay, until both legs are done. The client leg is shared meanwhile: SIP that
+        // cannot be traced whole is told on it, from either direction.
+        let client_id = client_leg.id;
+        let shared_leg = Mutex::new(client_leg);
+        let ends = self.relay(accepted, opened, client_id, &shared_leg).await;
+        let mut client_leg = shared_leg
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.count_ws_closes(&ends);
 
         // 4. Each leg's CLOSED event.
         upstream_leg.closed(tracer, ends.both());
         client_leg.closed(tracer, ends.both());
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// Counts the WebSocket sides closed for a message too big or too slow.
+    fn count_ws_closes(&self, ends: &Ends) {
+        for end in ends.both() {
+            match end.kind {
+                EndKind::MessageTooBig { .. } => self.stats.ws_message_too_big.inc(),
+                EndKind::MessageTimeout(_) => self.stats.ws_message_timeout.inc(),
+                _ => {}
+            }
+        }
     }
 
     /// A handshake failed: the session ends before its relay, counted in `failed`, and the
@@ -338,17 +357,24 @@ impl Session<'_> {
     }
 
     /// Relays both ways: messages when both legs upgraded to WebSocket, bytes otherwise.
-    async fn relay(&self, accepted: Accepted, opened: Opened, client_id: u64) -> Ends {
+    async fn relay(
+        &self,
+        accepted: Accepted,
+        opened: Opened,
+        client_id: u64,
+        client_leg: &Mutex<Leg>,
+    ) -> Ends {
         let spec = &self.tap.spec;
         let sip = spec.sip.as_ref().map(|settings| {
             let stats = self.stats.sip.clone();
+            let addrs = (self.peer, self.local);
             SipConn::new(
                 settings.clone(),
                 stats,
                 spec.proto,
-                self.peer,
-                self.local,
+                addrs,
                 client_id,
+                client_leg,
             )
         });
         let idle = spec.idle_timeout.map(Idle::new);
@@ -362,8 +388,11 @@ impl Session<'_> {
         };
         match (accepted.upgrade, opened.upgrade) {
             (Some(client), Some(upstream)) => {
-                let client = websocket(accepted.stream, client.leftover, Role::Server).await;
-                let upstream = websocket(opened.stream, upstream.leftover, Role::Client).await;
+                let limits = spec.message_limits();
+                let client =
+                    websocket(accepted.stream, client.leftover, Role::Server, limits).await;
+                let upstream =
+                    websocket(opened.stream, upstream.leftover, Role::Client, limits).await;
                 relay_messages(client, upstream, &r).await
             }
             _ => relay_bytes(accepted.stream, opened.stream, &r).await,
@@ -374,11 +403,11 @@ impl Session<'_> {
 /// The upstream could not be reached: a TCP or TLS client gets a reset, as close as we can get
 /// to the "connection refused" it would have seen connecting directly; a WebSocket client,
 /// already upgraded, gets a close frame 1011.
-async fn refuse_client(accepted: Accepted) {
+async fn refuse_client(accepted: Accepted, limits: MessageLimits) {
     match accepted.upgrade {
         None => accepted.stream.reset_on_drop(),
         Some(upgrade) => {
-            let mut ws = websocket(accepted.stream, upgrade.leftover, Role::Server).await;
+            let mut ws = websocket(accepted.stream, upgrade.leftover, Role::Server, limits).await;
             let close = CloseFrame {
                 code: CloseCode::Error,
                 reason: "Upstream unavailable".into(),
