@@ -239,16 +239,29 @@ fn invite_headers() -> String {
     )
 }
 
-/// heptap tracing SIP and connection events on a TCP listener in front of an upstream that
-/// only reads (so only the client's direction carries SIP).
-async fn evasion_tap(
-    col: &UdpCollector,
-    dir: &Scratch,
-) -> (heptap::Running, heptap_tests::fault::ScriptedUpstream) {
+/// What an evasion test runs against: heptap tracing SIP and connection events on a TCP
+/// listener, its collector, and an upstream that only reads (so only the client's direction
+/// carries SIP).
+struct Evasion {
+    heptap: heptap::Running,
+    up: heptap_tests::fault::ScriptedUpstream,
+    col: UdpCollector,
+    /// Holds the MI's files while heptap runs.
+    _dir: Scratch,
+}
+
+async fn evasion_tap() -> Evasion {
     use heptap_tests::fault::{ScriptedUpstream, UpstreamScript};
     let up = ScriptedUpstream::bind(UpstreamScript::Sink).await;
-    let heptap = run(config(up.addr, col.addr, "", dir)).await;
-    (heptap, up)
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
+    Evasion {
+        heptap,
+        up,
+        col,
+        _dir: dir,
+    }
 }
 
 /// Sends `bytes` through heptap, closes, and checks the upstream got them unchanged.
@@ -276,15 +289,21 @@ fn framing_lost(got: &[Packet]) -> Vec<&Packet> {
         .collect()
 }
 
+/// Packets until `events` SIP_FRAMING_LOST events and `sip` SIP packets have arrived.
+async fn lost_and_sip(col: &mut UdpCollector, events: usize, sip: usize) -> Vec<Packet> {
+    col.until(WAIT, |g| {
+        framing_lost(g).len() >= events && g.iter().filter(|p| is_sip(p)).count() >= sip
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_invite_with_a_17_kib_header_is_traced_whole() {
-    let mut col = UdpCollector::bind().await;
-    let dir = Scratch::new();
-    let (heptap, mut up) = evasion_tap(&col, &dir).await;
+    let mut t = evasion_tap().await;
     let big = format!("{}\r\nX-Big: {}", invite_headers(), "b".repeat(17 * 1024));
     let msg = invite(&format!("{big}\r\nContent-Length: 0"), "");
-    let me = relay_to_sink(&heptap, &mut up, &msg).await;
-    let got = sip_packets(&mut col, 1).await;
+    let me = relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = sip_packets(&mut t.col, 1).await;
     let sip = got.iter().find(|p| is_sip(p)).unwrap();
     assert!(
         sip.payload.as_deref() == Some(msg.as_slice()),
@@ -293,15 +312,13 @@ async fn an_invite_with_a_17_kib_header_is_traced_whole() {
     assert_eq!(correlation(sip), CALL_ID);
     assert_eq!(sip.src(), Some(me));
     assert!(framing_lost(&got).is_empty());
-    assert_eq!(stat(&heptap, "sip_malformed"), Some(0));
-    heptap.shutdown(Stop::Immediate).await;
+    assert_eq!(stat(&t.heptap, "sip_malformed"), Some(0));
+    t.heptap.shutdown(Stop::Immediate).await;
 }
 
 #[tokio::test]
 async fn an_invite_with_disagreeing_content_lengths_is_traced_with_a_framing_lost_event() {
-    let mut col = UdpCollector::bind().await;
-    let dir = Scratch::new();
-    let (heptap, mut up) = evasion_tap(&col, &dir).await;
+    let mut t = evasion_tap().await;
     let body = "v=0\r\no=- 1 1\r\n";
     let msg = invite(
         &format!(
@@ -311,12 +328,8 @@ async fn an_invite_with_disagreeing_content_lengths_is_traced_with_a_framing_los
         body,
     );
     let head = &msg[..msg.len() - body.len()];
-    let me = relay_to_sink(&heptap, &mut up, &msg).await;
-    let got = col
-        .until(WAIT, |g| {
-            g.iter().any(is_sip) && !framing_lost(g).is_empty()
-        })
-        .await;
+    let me = relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = lost_and_sip(&mut t.col, 1, 1).await;
     let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
     let lost = framing_lost(&got)[0];
     assert_eq!(
@@ -344,27 +357,21 @@ async fn an_invite_with_disagreeing_content_lengths_is_traced_with_a_framing_los
     let sip = got.iter().find(|p| is_sip(p)).unwrap();
     assert!(sip.payload.as_deref() == Some(head), "the head is traced");
     assert_eq!(correlation(sip), CALL_ID);
-    assert_eq!(stat(&heptap, "sip_framing_lost"), Some(1));
-    heptap.shutdown(Stop::Immediate).await;
+    assert_eq!(stat(&t.heptap, "sip_framing_lost"), Some(1));
+    t.heptap.shutdown(Stop::Immediate).await;
 }
 
 #[tokio::test]
 async fn a_message_over_max_message_bytes_is_relayed_and_its_head_traced_with_the_event() {
-    let mut col = UdpCollector::bind().await;
-    let dir = Scratch::new();
-    let (heptap, mut up) = evasion_tap(&col, &dir).await;
+    let mut t = evasion_tap().await;
     let body = "x".repeat(70_000);
     let msg = invite(
         &format!("{}\r\nContent-Length: {}", invite_headers(), body.len()),
         &body,
     );
     let head = &msg[..msg.len() - body.len()];
-    relay_to_sink(&heptap, &mut up, &msg).await;
-    let got = col
-        .until(WAIT, |g| {
-            g.iter().any(is_sip) && !framing_lost(g).is_empty()
-        })
-        .await;
+    relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = lost_and_sip(&mut t.col, 1, 1).await;
     assert_eq!(
         part(framing_lost(&got)[0], "Message"),
         format!(
@@ -374,15 +381,13 @@ async fn a_message_over_max_message_bytes_is_relayed_and_its_head_traced_with_th
     );
     let sip = got.iter().find(|p| is_sip(p)).unwrap();
     assert!(sip.payload.as_deref() == Some(head), "the head is traced");
-    assert_eq!(stat(&heptap, "sip_oversize"), Some(1));
-    heptap.shutdown(Stop::Immediate).await;
+    assert_eq!(stat(&t.heptap, "sip_oversize"), Some(1));
+    t.heptap.shutdown(Stop::Immediate).await;
 }
 
 #[tokio::test]
 async fn garbage_and_a_message_without_content_length_are_each_reported_once() {
-    let mut col = UdpCollector::bind().await;
-    let dir = Scratch::new();
-    let (heptap, mut up) = evasion_tap(&col, &dir).await;
+    let mut t = evasion_tap().await;
     let no_length = invite(&invite_headers(), "");
     let [_, ack, _] = client_messages();
     let stream = [
@@ -392,12 +397,8 @@ async fn garbage_and_a_message_without_content_length_are_each_reported_once() {
         &ack,
     ]
     .concat();
-    relay_to_sink(&heptap, &mut up, &stream).await;
-    let got = col
-        .until(WAIT, |g| {
-            framing_lost(g).len() >= 2 && g.iter().filter(|p| is_sip(p)).count() >= 3
-        })
-        .await;
+    relay_to_sink(&t.heptap, &mut t.up, &stream).await;
+    let got = lost_and_sip(&mut t.col, 2, 3).await;
     let texts: Vec<String> = framing_lost(&got)
         .iter()
         .map(|p| part(p, "Message"))
@@ -419,5 +420,5 @@ async fn garbage_and_a_message_without_content_length_are_each_reported_once() {
         .map(|p| p.payload.as_deref().unwrap())
         .collect();
     assert_eq!(sip, [ack.as_slice(), no_length.as_slice(), ack.as_slice()]);
-    heptap.shutdown(Stop::Immediate).await;
+    t.heptap.shutdown(Stop::Immediate).await;
 }

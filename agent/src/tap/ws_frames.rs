@@ -4,11 +4,12 @@
 //! long as the sender takes, and cannot say since when a message has been arriving.
 //!
 //! [`Watched`] wraps a leg's stream and shows each read to a [`FrameScan`] (the frame headers
-//! of RFC 6455 §5.2; payloads are skipped, nothing is copied or allocated), which tells the
-//! leg's [`MessageClock`] when a message opens and when it is complete. The relay waits for
+//! of RFC 6455 §5.2, parsed by tungstenite's own `FrameHeader`; payloads are skipped, nothing is
+//! copied or allocated), which tells the leg's [`MessageClock`] when a message opens and when
+//! it is complete. The relay waits for
 //! each message under that clock ([`MessageClock::read`]).
 
-use std::io;
+use std::io::{self, Cursor};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
 
 /// The longest frame header: 2 bytes, a 64-bit length, a 4-byte mask key.
 const MAX_HEADER: usize = 14;
@@ -28,6 +31,9 @@ enum At {
     Header(usize),
     /// Skipping a payload; this many bytes are still to come.
     Payload(u64),
+    /// A header tungstenite refuses (a reserved opcode): it fails the connection on it, so
+    /// there is nothing more to time.
+    Refused,
 }
 
 /// What a read did to the messages of a stream.
@@ -65,25 +71,15 @@ impl Default for FrameScan {
     }
 }
 
-/// The length of a frame header whose first `have` bytes are `head` (2 until they are known).
-fn header_len(head: &[u8]) -> usize {
-    let [_, b1, ..] = head else {
-        return 2;
-    };
-    let length = match b1 & 0x7F {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
-    2 + length + mask
-}
-
 impl FrameScan {
     /// Whether a message, or a frame, is under way: its first byte has been read, its last not
     /// yet.
     pub fn is_open(&self) -> bool {
-        self.in_message || self.at != At::Header(0)
+        match self.at {
+            At::Refused => false,
+            At::Header(have) => self.in_message || have > 0,
+            At::Payload(_) => true,
+        }
     }
 
     /// Reads `data`, the next bytes of the stream; says what that did to its messages.
@@ -95,6 +91,7 @@ impl FrameScan {
             let used = match self.at {
                 At::Header(have) => self.header(data, have),
                 At::Payload(left) => self.payload(data, left),
+                At::Refused => data.len(),
             };
             data = data.get(used..).unwrap_or_default();
             completed |= !self.is_open();
@@ -107,36 +104,35 @@ impl FrameScan {
         }
     }
 
-    /// Header bytes: returns how many of `data` it took.
+    /// Header bytes: returns how many of `data` it took (none past the header).
     fn header(&mut self, data: &[u8], have: usize) -> usize {
-        let need = header_len(&self.header[..have]);
-        let take = need.saturating_sub(have).min(data.len());
+        let take = (MAX_HEADER - have).min(data.len());
         self.header[have..have + take].copy_from_slice(&data[..take]);
-        let have = have + take;
-        if have == header_len(&self.header[..have]) {
-            self.begin_frame();
-        } else {
-            self.at = At::Header(have);
+        let mut held = Cursor::new(&self.header[..have + take]);
+        match FrameHeader::parse(&mut held) {
+            Ok(Some((header, len))) => {
+                // The header's own bytes; what followed it in `data` is payload.
+                let end = usize::try_from(held.position()).unwrap_or(have + take);
+                self.begin_frame(&header, len);
+                end.saturating_sub(have)
+            }
+            Ok(None) => {
+                self.at = At::Header(have + take);
+                take
+            }
+            Err(_) => {
+                self.at = At::Refused;
+                data.len()
+            }
         }
-        take
     }
 
-    /// A whole header is held: the frame's payload comes next.
-    fn begin_frame(&mut self) {
-        let [b0, b1, ext @ ..] = self.header;
-        let fin = b0 & 0x80 != 0;
-        let data_frame = b0 & 0x0F < 0x8;
-        let len = match b1 & 0x7F {
-            126 => u64::from(u16::from_be_bytes([ext[0], ext[1]])),
-            127 => u64::from_be_bytes([
-                ext[0], ext[1], ext[2], ext[3], ext[4], ext[5], ext[6], ext[7],
-            ]),
-            n => u64::from(n),
-        };
+    /// A whole header is read: the frame's payload comes next.
+    fn begin_frame(&mut self, header: &FrameHeader, len: u64) {
         // Control frames come between fragments without touching the message.
-        if data_frame {
-            self.ends_message = fin;
-            self.in_message |= !fin;
+        if let OpCode::Data(_) = header.opcode {
+            self.ends_message = header.is_final;
+            self.in_message |= !header.is_final;
         } else {
             self.ends_message = false;
         }
@@ -330,21 +326,23 @@ mod tests {
 
     /// A frame as a client writes it (masked; the payload's bytes do not matter here).
     fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match len {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[1, 2, 3, 4]);
-        out.extend(std::iter::repeat_n(b'x', len));
+        let header = FrameHeader {
+            is_final: fin,
+            opcode: OpCode::from(opcode),
+            mask: Some([1, 2, 3, 4]),
+            ..FrameHeader::default()
+        };
+        let mut out = Vec::new();
+        header.format(len as u64, &mut out).unwrap();
+        out.resize(out.len() + len, b'x');
         out
+    }
+
+    #[test]
+    fn a_header_tungstenite_refuses_ends_the_watch() {
+        let mut scan = FrameScan::default();
+        assert_eq!(scan.feed(&[0x83, 0x80, 1, 2, 3, 4, 9, 9]), Change::Same);
+        assert!(!scan.is_open());
     }
 
     #[test]
