@@ -6,8 +6,7 @@
 //! [`Watched`] wraps a leg's stream and shows each read to a [`FrameScan`] (the frame headers
 //! of RFC 6455 §5.2, parsed by tungstenite's own `FrameHeader`; payloads are skipped, nothing is
 //! copied or allocated), which tells the leg's [`MessageClock`] when a message opens and when
-//! it is complete. The relay waits for
-//! each message under that clock ([`MessageClock::read`]).
+//! it is complete. The relay waits for each message under that clock ([`MessageClock::read`]).
 
 use std::io::{self, Cursor};
 use std::pin::{Pin, pin};
