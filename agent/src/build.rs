@@ -15,6 +15,7 @@ use heptap_filters::{AddressGroups, Routes};
 use heptap_hep::{Encoder, NetProto, PayloadMode, Version};
 
 use crate::sender::{self, DestinationSpec, FanOut, Limits, Sender, SenderTask};
+use crate::sip::Limits as FramerLimits;
 use crate::stats::Stats;
 use crate::tap::ListenerSpec;
 use crate::tap::sip::SipSettings;
@@ -346,37 +347,54 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
         .listener
         .iter()
         .enumerate()
-        .map(|(i, l)| ListenerSpec {
-            name: l.name.clone().unwrap_or_else(|| i.to_string()),
-            proto: l.proto,
-            listen: l.listen,
-            upstream: l.upstream.to_string(),
-            max_connections: l.max_connections,
-            connect_timeout: l.connect_timeout,
-            idle_timeout: l.idle_timeout,
-            upstream_proto: l.upstream_proto(),
-            upstream_host: l.upstream.host.clone(),
-            tls: l.tls.clone(),
-            // A TLS upstream without `upstream_tls` verifies against the system roots.
-            upstream_tls: l
-                .upstream_proto()
-                .is_tls()
-                .then(|| l.upstream_tls.clone().unwrap_or_default()),
-            proxy_protocol: l.proxy_protocol,
-            handshake_timeout: l.handshake_timeout,
-            sip: l.sip_trace_id.as_ref().map(|tid| {
-                Arc::new(SipSettings {
-                    trace_id: tid.clone(),
-                    // SIP methods compare ignoring case; `validate()` checked they are tokens.
-                    methods: l
-                        .sip_methods
-                        .clone()
-                        .map(heptap_filters::Bwlist::ignoring_case),
-                    json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
-                })
-            }),
+        .map(|(i, l)| {
+            // validate() bounds it to 16 MiB.
+            let max_message_bytes = usize::try_from(l.max_message_bytes).unwrap_or(usize::MAX);
+            listener_spec(config, i, l, max_message_bytes)
         })
         .collect()
+}
+
+/// Listener `i` of the config, resolved.
+fn listener_spec(
+    config: &Config,
+    i: usize,
+    l: &heptap_config::Listener,
+    max_message_bytes: usize,
+) -> ListenerSpec {
+    ListenerSpec {
+        name: l.name.clone().unwrap_or_else(|| i.to_string()),
+        proto: l.proto,
+        listen: l.listen,
+        upstream: l.upstream.to_string(),
+        max_connections: l.max_connections,
+        connect_timeout: l.connect_timeout,
+        idle_timeout: l.idle_timeout,
+        upstream_proto: l.upstream_proto(),
+        upstream_host: l.upstream.host.clone(),
+        tls: l.tls.clone(),
+        // A TLS upstream without `upstream_tls` verifies against the system roots.
+        upstream_tls: l
+            .upstream_proto()
+            .is_tls()
+            .then(|| l.upstream_tls.clone().unwrap_or_default()),
+        proxy_protocol: l.proxy_protocol,
+        handshake_timeout: l.handshake_timeout,
+        max_message_bytes,
+        message_timeout: l.message_timeout(),
+        sip: l.sip_trace_id.as_ref().map(|tid| {
+            Arc::new(SipSettings {
+                trace_id: tid.clone(),
+                // SIP methods compare ignoring case; `validate()` checked they are tokens.
+                methods: l
+                    .sip_methods
+                    .clone()
+                    .map(heptap_filters::Bwlist::ignoring_case),
+                json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
+                limits: FramerLimits::for_messages(max_message_bytes),
+            })
+        }),
+    }
 }
 
 #[cfg(test)]

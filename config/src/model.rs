@@ -538,10 +538,34 @@ pub struct Listener {
         with = "units::duration::option"
     )]
     pub idle_timeout: Option<Duration>,
+    /// The largest SIP message, in bytes: on ws/wss the largest WebSocket message relayed
+    /// either way (a larger one closes the side that sent it with 1009); on tcp/tls the
+    /// largest message traced whole (a larger one is relayed, its head traced). OpenSIPS's
+    /// limit, 65,535, by default. An integer, or a string such as "64KiB".
+    #[serde(default = "default_max_message_bytes", with = "units::size")]
+    pub max_message_bytes: u64,
+    /// ws/wss only: how long a WebSocket message may take from its first byte to its last; one
+    /// still unfinished then closes the side that sent it with 1008. None: 10 s.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "units::duration::option"
+    )]
+    pub message_timeout: Option<Duration>,
 }
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+/// OpenSIPS's largest SIP message (`BUF_SIZE`), over TCP and WebSocket alike.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 65_535;
+
+/// `message_timeout` when a ws/wss listener sets none.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
@@ -565,7 +589,14 @@ impl Listener {
             handshake_timeout: five_seconds(),
             connect_timeout: five_seconds(),
             idle_timeout: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_timeout: None,
         }
+    }
+
+    /// `message_timeout`, or its default.
+    pub fn message_timeout(&self) -> Duration {
+        self.message_timeout.unwrap_or(DEFAULT_MESSAGE_TIMEOUT)
     }
 
     /// The protocol toward the upstream: as configured, else tcp for tcp/tls listeners and ws

@@ -302,6 +302,7 @@ impl Config {
             if let Some(idle) = l.idle_timeout {
                 check_positive(errs, &format!("{path}.idle_timeout"), idle);
             }
+            check_message_limits(errs, &path, l);
         }
     }
 
@@ -413,6 +414,40 @@ impl Config {
             }
             check_absolute(errs, "mi.upstream.reply_dir", &up.reply_dir);
             check_positive(errs, "mi.upstream.timeout", up.timeout);
+        }
+    }
+}
+
+/// `max_message_bytes` below this would refuse ordinary SIP messages.
+const MIN_MESSAGE_BYTES: u64 = 1024;
+/// What tungstenite allowed before the limit existed: an operator can go back to it, no
+/// further (each relayed direction may hold this much).
+const MAX_MESSAGE_BYTES: u64 = 16 << 20;
+
+/// `max_message_bytes` within its range; `message_timeout` positive and only where messages
+/// are reassembled (ws, wss).
+fn check_message_limits(errs: &mut ConfigErrors, path: &str, l: &Listener) {
+    if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&l.max_message_bytes) {
+        errs.push(
+            format!("{path}.max_message_bytes"),
+            format!(
+                "max_message_bytes {} is out of range {MIN_MESSAGE_BYTES}..={MAX_MESSAGE_BYTES}",
+                l.max_message_bytes
+            ),
+        );
+    }
+    if let Some(timeout) = l.message_timeout {
+        let key = format!("{path}.message_timeout");
+        if l.proto.is_ws() {
+            check_positive(errs, &key, timeout);
+        } else {
+            errs.push(
+                key,
+                format!(
+                    "message_timeout only applies to ws and wss listeners (a {} listener relays bytes, not messages)",
+                    l.proto
+                ),
+            );
         }
     }
 }

@@ -809,6 +809,77 @@ fn an_error_on_a_default_value_names_the_default() {
 // ---- listeners, TLS files, MI ----------------------------------------------------------------
 
 #[test]
+fn max_message_bytes_and_message_timeout_have_opensips_defaults_and_are_checked() {
+    let listener = |proto: &str, keys: &str| {
+        format!(
+            "[[listener]]\nproto = \"{proto}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n{keys}\n"
+        )
+    };
+    let c = Config::from_toml_str(&listener("ws", "")).unwrap();
+    assert_eq!(
+        c.listener[0].max_message_bytes, 65_535,
+        "OpenSIPS's BUF_SIZE"
+    );
+    assert_eq!(c.listener[0].message_timeout, None);
+    assert_eq!(c.listener[0].message_timeout(), Duration::from_secs(10));
+    let c = Config::from_toml_str(&listener(
+        "wss",
+        "max_message_bytes = \"1MiB\"\nmessage_timeout = \"2s\"\ntls = { cert_file = \"/etc/hosts\", key_file = \"/etc/hosts\" }",
+    ))
+    .unwrap();
+    assert_eq!(c.listener[0].max_message_bytes, 1 << 20);
+    assert_eq!(c.listener[0].message_timeout(), Duration::from_secs(2));
+    // Sizes apply to tcp/tls too (the largest message traced whole).
+    let c = Config::from_toml_str(&listener("tcp", "max_message_bytes = 4096")).unwrap();
+    assert_eq!(c.listener[0].max_message_bytes, 4096);
+
+    let text = [
+        listener("ws", "max_message_bytes = 100"),
+        listener("ws", "max_message_bytes = \"32MiB\""),
+        listener("ws", "message_timeout = \"0s\""),
+        listener("tcp", "message_timeout = \"1s\""),
+    ]
+    .concat();
+    let (_dir, file, result) = load_file(&text, &[]);
+    let errs = errors(result);
+    let said = |path: &str| {
+        let e = find(&errs, path);
+        let line = match &e.origin {
+            Origin::File { path, line } if *path == file => *line,
+            other => panic!("{e}: from {other:?}"),
+        };
+        (line, e.message.clone())
+    };
+    assert_eq!(
+        said("listener[0].max_message_bytes"),
+        (
+            Some(5),
+            "max_message_bytes 100 is out of range 1024..=16777216".to_owned()
+        )
+    );
+    assert_eq!(
+        said("listener[1].max_message_bytes"),
+        (
+            Some(10),
+            "max_message_bytes 33554432 is out of range 1024..=16777216".to_owned()
+        )
+    );
+    assert_eq!(
+        said("listener[2].message_timeout"),
+        (Some(15), "must be longer than 0".to_owned())
+    );
+    assert_eq!(
+        said("listener[3].message_timeout"),
+        (
+            Some(20),
+            "message_timeout only applies to ws and wss listeners (a tcp listener relays bytes, not messages)"
+                .to_owned()
+        )
+    );
+    assert_eq!(errs.len(), 4, "{}", ConfigErrors(errs.clone()));
+}
+
+#[test]
 fn tls_listener_files_must_be_readable_and_client_cert_modes_checked() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write(dir.path(), "cert.pem", "cert");
@@ -1145,6 +1216,7 @@ fn every_key_is_documented_and_in_the_example() {
     listener.upstream_proto = Some(NetProto::Tls);
     listener.sip_methods = Some("b: OPTIONS".parse().unwrap());
     listener.idle_timeout = Some(Duration::from_secs(1));
+    listener.message_timeout = Some(Duration::from_secs(1));
     full.listener.push(listener);
     let mut id = heptap_config::HepIdTable::new("h");
     id.transport = Some(Transport::Tls);

@@ -10,6 +10,7 @@ use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_testkit::eventually;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of};
+use heptap_tests::events::part;
 use heptap_tests::sip::{
     CALL_ID, SipUpstream, client_messages, is_sip, options, play_dialog, read_message, sip_packets,
     upstream_messages,
@@ -222,4 +223,202 @@ async fn in_homer5_mode_the_payload_is_the_raw_message_and_the_net_correlation_i
         );
     }
     heptap.shutdown(Stop::Immediate).await;
+}
+
+/// An INVITE built from `headers` (start line to the last header, no empty line) and `body`.
+fn invite(headers: &str, body: &str) -> Vec<u8> {
+    format!("INVITE sip:bob@example.com SIP/2.0\r\n{headers}\r\n\r\n{body}").into_bytes()
+}
+
+/// The common headers of the evasion tests' INVITEs.
+fn invite_headers() -> String {
+    format!(
+        "Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK-evasion\r\n\
+         From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: {CALL_ID}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70"
+    )
+}
+
+/// What an evasion test runs against: heptap tracing SIP and connection events on a TCP
+/// listener, its collector, and an upstream that only reads (so only the client's direction
+/// carries SIP).
+struct Evasion {
+    heptap: heptap::Running,
+    up: heptap_tests::fault::ScriptedUpstream,
+    col: UdpCollector,
+    /// Holds the MI's files while heptap runs.
+    _dir: Scratch,
+}
+
+async fn evasion_tap() -> Evasion {
+    use heptap_tests::fault::{ScriptedUpstream, UpstreamScript};
+    let up = ScriptedUpstream::bind(UpstreamScript::Sink).await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let heptap = run(config(up.addr, col.addr, "", &dir)).await;
+    Evasion {
+        heptap,
+        up,
+        col,
+        _dir: dir,
+    }
+}
+
+/// Sends `bytes` through heptap, closes, and checks the upstream got them unchanged.
+async fn relay_to_sink(
+    heptap: &heptap::Running,
+    up: &mut heptap_tests::fault::ScriptedUpstream,
+    bytes: &[u8],
+) -> SocketAddr {
+    let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+    let me = client.local_addr().unwrap();
+    client.write_all(bytes).await.unwrap();
+    client.shutdown().await.unwrap();
+    let received = tokio::time::timeout(WAIT, up.received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(received == bytes, "relayed unchanged");
+    me
+}
+
+/// The SIP_FRAMING_LOST events among `got`.
+fn framing_lost(got: &[Packet]) -> Vec<&Packet> {
+    got.iter()
+        .filter(|p| event_of(p) == "SIP_FRAMING_LOST")
+        .collect()
+}
+
+/// Packets until `events` SIP_FRAMING_LOST events and `sip` SIP packets have arrived.
+async fn lost_and_sip(col: &mut UdpCollector, events: usize, sip: usize) -> Vec<Packet> {
+    col.until(WAIT, |g| {
+        framing_lost(g).len() >= events && g.iter().filter(|p| is_sip(p)).count() >= sip
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_invite_with_a_17_kib_header_is_traced_whole() {
+    let mut t = evasion_tap().await;
+    let big = format!("{}\r\nX-Big: {}", invite_headers(), "b".repeat(17 * 1024));
+    let msg = invite(&format!("{big}\r\nContent-Length: 0"), "");
+    let me = relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = sip_packets(&mut t.col, 1).await;
+    let sip = got.iter().find(|p| is_sip(p)).unwrap();
+    assert!(
+        sip.payload.as_deref() == Some(msg.as_slice()),
+        "traced whole"
+    );
+    assert_eq!(correlation(sip), CALL_ID);
+    assert_eq!(sip.src(), Some(me));
+    assert!(framing_lost(&got).is_empty());
+    assert_eq!(stat(&t.heptap, "sip_malformed"), Some(0));
+    t.heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn an_invite_with_disagreeing_content_lengths_is_traced_with_a_framing_lost_event() {
+    let mut t = evasion_tap().await;
+    let body = "v=0\r\no=- 1 1\r\n";
+    let msg = invite(
+        &format!(
+            "{}\r\nContent-Length: 14\r\nContent-Length: 0",
+            invite_headers()
+        ),
+        body,
+    );
+    let head = &msg[..msg.len() - body.len()];
+    let me = relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = lost_and_sip(&mut t.col, 1, 1).await;
+    let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
+    let lost = framing_lost(&got)[0];
+    assert_eq!(
+        correlation(lost),
+        correlation(accepted),
+        "on the client leg"
+    );
+    assert_eq!((lost.proto_type, lost.src()), (Some(89), Some(me)));
+    assert_eq!(
+        heptap_tests::events::parts_of(lost),
+        heptap_tests::events::owned(&[
+            ("Protocol", "TCP"),
+            ("Event", "SIP_FRAMING_LOST"),
+            ("Status", "FAILURE"),
+            (
+                "Message",
+                &format!(
+                    "from the client: Content-Length headers disagree (14, 0); {} bytes",
+                    head.len()
+                )
+            ),
+        ])
+    );
+    // The readable part, the head, is traced as SIP so Homer shows the INVITE.
+    let sip = got.iter().find(|p| is_sip(p)).unwrap();
+    assert!(sip.payload.as_deref() == Some(head), "the head is traced");
+    assert_eq!(correlation(sip), CALL_ID);
+    assert_eq!(stat(&t.heptap, "sip_framing_lost"), Some(1));
+    t.heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn a_message_over_max_message_bytes_is_relayed_and_its_head_traced_with_the_event() {
+    let mut t = evasion_tap().await;
+    let body = "x".repeat(70_000);
+    let msg = invite(
+        &format!("{}\r\nContent-Length: {}", invite_headers(), body.len()),
+        &body,
+    );
+    let head = &msg[..msg.len() - body.len()];
+    relay_to_sink(&t.heptap, &mut t.up, &msg).await;
+    let got = lost_and_sip(&mut t.col, 1, 1).await;
+    assert_eq!(
+        part(framing_lost(&got)[0], "Message"),
+        format!(
+            "from the client: a message over max_message_bytes (65535); {} bytes",
+            msg.len()
+        )
+    );
+    let sip = got.iter().find(|p| is_sip(p)).unwrap();
+    assert!(sip.payload.as_deref() == Some(head), "the head is traced");
+    assert_eq!(stat(&t.heptap, "sip_oversize"), Some(1));
+    t.heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn garbage_and_a_message_without_content_length_are_each_reported_once() {
+    let mut t = evasion_tap().await;
+    let no_length = invite(&invite_headers(), "");
+    let [_, ack, _] = client_messages();
+    let stream = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".as_slice(),
+        &ack,
+        &no_length,
+        &ack,
+    ]
+    .concat();
+    relay_to_sink(&t.heptap, &mut t.up, &stream).await;
+    let got = lost_and_sip(&mut t.col, 2, 3).await;
+    let texts: Vec<String> = framing_lost(&got)
+        .iter()
+        .map(|p| part(p, "Message"))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "from the client: not a SIP start line; 16 bytes".to_owned(),
+            format!(
+                "from the client: no Content-Length; {} bytes",
+                no_length.len()
+            ),
+        ]
+    );
+    // Both ACKs, and the readable head without a length.
+    let sip: Vec<&[u8]> = got
+        .iter()
+        .filter(|p| is_sip(p))
+        .map(|p| p.payload.as_deref().unwrap())
+        .collect();
+    assert_eq!(sip, [ack.as_slice(), no_length.as_slice(), ack.as_slice()]);
+    t.heptap.shutdown(Stop::Immediate).await;
 }

@@ -1,7 +1,8 @@
 //! Any bytes, pushed whole into one framer and in pieces (sizes taken from the input) into
 //! another: neither panics, both hand out the same messages and counts (framing never depends on
-//! how reads were split), the buffer never exceeds the limits, and every message handed out has a
-//! SIP start line and exactly the body its Content-Length declares.
+//! how reads were split), the buffer never exceeds the limits, every message handed out has a
+//! SIP start line and exactly the body its Content-Length declares, and every head reported lost
+//! is a whole SIP head.
 //!
 //! Input layout: byte 0 picks the limits (0xff = the defaults, else small ones that are easy to
 //! hit), bytes 1..9 are the read sizes used in turn, the rest is the stream.
@@ -13,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/sip/mod.rs"]
 mod sip;
 
-use sip::{Framed, HeadError, Limits, SipFramer, parse_head};
+use sip::{Framed, HeadError, Limits, SipFramer, parse_head, read_head};
 
 fn limits(sel: u8) -> Limits {
     if sel == 0xff {
@@ -27,7 +28,8 @@ fn limits(sel: u8) -> Limits {
     }
 }
 
-/// A message handed out is a SIP message whose body is exactly its Content-Length.
+/// A message handed out is a SIP message whose body is exactly its Content-Length; the head of
+/// a lost message is a whole SIP head.
 fn check(framed: &Framed) {
     let (bytes, declared) = match framed {
         Framed::Message(msg) => (msg, None),
@@ -35,6 +37,17 @@ fn check(framed: &Framed) {
             head,
             content_length,
         } => (head, Some(*content_length)),
+        Framed::Lost {
+            head: Some(head), ..
+        } => {
+            match read_head(head) {
+                Ok(h) => assert_eq!(h.head_len, head.len()),
+                Err(HeadError::NotText { .. }) => {}
+                Err(e) => panic!("framer reported the head {head:?}: {e}"),
+            }
+            return;
+        }
+        Framed::Lost { head: None, .. } => return,
     };
     match parse_head(bytes) {
         Ok(head) => match declared {

@@ -4,13 +4,18 @@
 //! work per read is in [`SipFramer::push_framed`]: `idle` (keep-alives, then whole messages
 //! straight from the read), `head_buffered` / `body_buffered` (a message split across reads),
 //! `skip` (an oversize body) and `resync` (garbage, looking for the next start line).
+//!
+//! What the framer cannot cut into whole messages is reported as it happens
+//! ([`Framed::Lost`], with a [`LostReason`] and the head when it could be read), so that SIP the
+//! proxy received is never silently missing from the trace.
 
+use std::fmt;
 use std::mem;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memchr;
 
-use super::head::{content_length, find_head_end, start_line};
+use super::head::{LengthError, content_length, find_head_end, start_line};
 
 /// Framing limits: they bound the memory one direction of one connection can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,13 +33,25 @@ pub struct Limits {
     pub max_resync_bytes: usize,
 }
 
+/// OpenSIPS's largest SIP message over TCP (`BUF_SIZE`), head included.
+pub const OPENSIPS_MAX_MESSAGE: usize = 65_535;
+
 impl Default for Limits {
-    /// 16 KiB of headers; 64 KiB messages, since a HEP3 frame (length field u16) cannot carry a
-    /// larger one anyway; 64 KiB of garbage before giving up.
+    /// Messages, and so heads, up to OpenSIPS's 65,535 bytes (a HEP3 frame, length field u16,
+    /// cannot carry a larger one anyway); 64 KiB of garbage before giving up.
     fn default() -> Self {
+        Self::for_messages(OPENSIPS_MAX_MESSAGE)
+    }
+}
+
+impl Limits {
+    /// Messages up to `max_message_bytes`, heads as long as a whole message (what a proxy that
+    /// reads a message into one buffer, as OpenSIPS does, accepts), 64 KiB of garbage before
+    /// giving up.
+    pub fn for_messages(max_message_bytes: usize) -> Self {
         Self {
-            max_header_bytes: 16 * 1024,
-            max_message_bytes: 64 * 1024,
+            max_header_bytes: max_message_bytes,
+            max_message_bytes,
             max_resync_bytes: 64 * 1024,
         }
     }
@@ -82,6 +99,78 @@ pub enum Framed {
         /// The declared body length.
         content_length: u64,
     },
+    /// Bytes the framer could not cut into a message (the relay passed them on all the same).
+    Lost {
+        /// Why.
+        reason: LostReason,
+        /// How many bytes it judged: the line, the head, or what was skipped.
+        bytes: u64,
+        /// The head (start line to empty line), when a whole one was read: a SIP message the
+        /// proxy may well accept, to be traced all the same.
+        head: Option<Bytes>,
+    },
+}
+
+/// Why SIP on a stream could not be traced whole: reported by the framer ([`Framed::Lost`]),
+/// and by the tracer for the last two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// The first line is not a SIP start line.
+    NotSip,
+    /// A head without Content-Length, mandatory on streams.
+    NoContentLength,
+    /// A Content-Length that is not a number.
+    BadContentLength,
+    /// Content-Length headers that disagree: where the body ends depends on who reads it.
+    ConflictingContentLength {
+        /// The first value (OpenSIPS and Kamailio frame by it).
+        first: u64,
+        /// The first later one unlike it.
+        other: u64,
+    },
+    /// No empty line within `max_header_bytes`.
+    HeadTooLong {
+        /// The header bound.
+        max: usize,
+    },
+    /// A line of `max_header_bytes` or more: SIP is no longer traced on this direction.
+    LineTooLong {
+        /// The header bound.
+        max: usize,
+    },
+    /// No start line after `max_resync_bytes` of malformed input: SIP is no longer traced on
+    /// this direction.
+    NoStartLine,
+    /// A message over `max_message_bytes` ([`Framed::Oversize`]): relayed, its head traced.
+    TooLarge {
+        /// The message bound.
+        max: usize,
+    },
+    /// A message too large for one HEP packet: its head traced.
+    TooLargeForHep,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const STOPPED: &str = "SIP tracing stopped on this direction";
+        match self {
+            LostReason::NotSip => f.write_str("not a SIP start line"),
+            LostReason::NoContentLength => f.write_str("no Content-Length"),
+            LostReason::BadContentLength => f.write_str("Content-Length is not a number"),
+            LostReason::ConflictingContentLength { first, other } => {
+                write!(f, "Content-Length headers disagree ({first}, {other})")
+            }
+            LostReason::HeadTooLong { max } => write!(f, "no end of headers within {max} bytes"),
+            LostReason::LineTooLong { max } => {
+                write!(f, "a line of {max} bytes or more, {STOPPED}")
+            }
+            LostReason::NoStartLine => write!(f, "no SIP start line in sight, {STOPPED}"),
+            LostReason::TooLarge { max } => {
+                write!(f, "a message over max_message_bytes ({max})")
+            }
+            LostReason::TooLargeForHep => f.write_str("a message too large for one HEP packet"),
+        }
+    }
 }
 
 /// How far the head being received has been searched, so bytes arriving one at a time are not
@@ -145,6 +234,8 @@ enum Decision {
     NoLength {
         /// Offset just past the empty line.
         head_end: usize,
+        /// Which of the three.
+        reason: LostReason,
     },
     /// A head to frame: `head_end + content_length` bytes.
     Frame {
@@ -183,7 +274,18 @@ fn decide(win: &[u8], scan: &mut HeadScan, max_header: usize) -> Decision {
                 head_end,
                 content_length,
             },
-            Ok(None) | Err(_) => Decision::NoLength { head_end },
+            Ok(None) => Decision::NoLength {
+                head_end,
+                reason: LostReason::NoContentLength,
+            },
+            Err(LengthError::NotANumber) => Decision::NoLength {
+                head_end,
+                reason: LostReason::BadContentLength,
+            },
+            Err(LengthError::Disagree { first, other }) => Decision::NoLength {
+                head_end,
+                reason: LostReason::ConflictingContentLength { first, other },
+            },
         },
         Err(_) if full => Decision::HeadTooLong {
             last_line_end: memchr::memrchr(b'\n', view).map_or(0, |lf| lf + 1),
@@ -274,7 +376,7 @@ impl SipFramer {
                 State::Head(scan) => self.head_buffered(data, scan, &mut on_framed),
                 State::Body { total } => self.body_buffered(data, total, &mut on_framed),
                 State::Skip { remaining } => self.skip(data, remaining),
-                State::Resync { skipped } => self.resync(data, skipped),
+                State::Resync { skipped } => self.resync(data, skipped, &mut on_framed),
                 State::Stopped => return,
             };
             data = data.get(used..).unwrap_or_default();
@@ -333,22 +435,35 @@ impl SipFramer {
         };
         self.lf_run = 0;
         let mut scan = HeadScan::default();
-        let used = match decide(win, &mut scan, self.limits.max_header_bytes) {
+        let max_header = self.limits.max_header_bytes;
+        let used = match decide(win, &mut scan, max_header) {
             Decision::NeedMore => {
-                extend_bounded(&mut self.buf, win, self.limits.max_header_bytes);
+                extend_bounded(&mut self.buf, win, max_header);
                 self.state = State::Head(scan);
                 win.len()
             }
             Decision::LineTooLong => {
                 self.counts.malformed += 1;
-                self.give_up();
+                self.give_up(
+                    on_framed,
+                    LostReason::LineTooLong { max: max_header },
+                    max_header,
+                );
                 win.len()
             }
-            Decision::BadStartLine { line_end: end }
-            | Decision::HeadTooLong { last_line_end: end }
-            | Decision::NoLength { head_end: end } => {
-                self.start_resync();
-                end
+            Decision::BadStartLine { line_end } => {
+                self.start_resync(on_framed, LostReason::NotSip, line_end, None);
+                line_end
+            }
+            Decision::HeadTooLong { last_line_end } => {
+                let reason = LostReason::HeadTooLong { max: max_header };
+                self.start_resync(on_framed, reason, max_header, None);
+                last_line_end
+            }
+            Decision::NoLength { head_end, reason } => {
+                let head = Bytes::copy_from_slice(&win[..head_end]);
+                self.start_resync(on_framed, reason, head_end, Some(head));
+                head_end
             }
             Decision::Frame {
                 head_end,
@@ -405,19 +520,30 @@ impl SipFramer {
             }
             Decision::LineTooLong => {
                 self.counts.malformed += 1;
-                self.give_up();
+                self.give_up(
+                    on_framed,
+                    LostReason::LineTooLong { max: max_header },
+                    max_header,
+                );
                 take
             }
             Decision::HeadTooLong { last_line_end } => {
                 // The incomplete last line stays buffered as the line resync is looking at.
-                self.start_resync();
+                let reason = LostReason::HeadTooLong { max: max_header };
+                self.start_resync(on_framed, reason, max_header, None);
                 let _ = self.buf.split_to(last_line_end.min(self.buf.len()));
                 take
             }
-            Decision::BadStartLine { line_end: end } | Decision::NoLength { head_end: end } => {
+            Decision::BadStartLine { line_end } => {
                 self.buf.clear();
-                self.start_resync();
-                used_up_to(end)
+                self.start_resync(on_framed, LostReason::NotSip, line_end, None);
+                used_up_to(line_end)
+            }
+            Decision::NoLength { head_end, reason } => {
+                let head = self.buf.split_to(head_end.min(self.buf.len())).freeze();
+                self.buf.clear();
+                self.start_resync(on_framed, reason, head_end, Some(head));
+                used_up_to(head_end)
             }
             Decision::Frame {
                 head_end,
@@ -483,21 +609,27 @@ impl SipFramer {
 
     /// Looks for a line that is a SIP start line. Whole lines are checked in `data` itself; only
     /// a line split across reads is buffered, and one longer than the header bound ends tracing.
-    fn resync(&mut self, data: &[u8], mut skipped: usize) -> usize {
+    fn resync(
+        &mut self,
+        data: &[u8],
+        mut skipped: usize,
+        on_framed: &mut impl FnMut(Framed),
+    ) -> usize {
         let max_header = self.limits.max_header_bytes;
+        let too_long = LostReason::LineTooLong { max: max_header };
         let mut at = 0;
         while let Some(rest) = data.get(at..).filter(|rest| !rest.is_empty()) {
             let held = self.buf.len();
             let Some(lf) = memchr(b'\n', rest) else {
                 if held + rest.len() >= max_header {
-                    self.give_up();
+                    self.give_up(on_framed, too_long, max_header);
                 } else {
                     extend_bounded(&mut self.buf, rest, max_header);
                 }
                 return data.len();
             };
             if held + lf >= max_header {
-                self.give_up();
+                self.give_up(on_framed, too_long, max_header);
                 return data.len();
             }
             let line_len = held + lf + 1;
@@ -515,7 +647,8 @@ impl SipFramer {
                         // The start line alone fills the header bound: the head is too long,
                         // as a read holding it whole finds at once (not on the next push).
                         self.buf.clear();
-                        self.start_resync();
+                        let reason = LostReason::HeadTooLong { max: max_header };
+                        self.start_resync(on_framed, reason, max_header, None);
                         at += lf + 1;
                         skipped = 0;
                         continue;
@@ -531,7 +664,7 @@ impl SipFramer {
             at += lf + 1;
             skipped += line_len;
             if skipped > self.limits.max_resync_bytes {
-                self.give_up();
+                self.give_up(on_framed, LostReason::NoStartLine, skipped);
                 return data.len();
             }
             self.state = State::Resync { skipped };
@@ -571,16 +704,33 @@ impl SipFramer {
         usize::try_from(here).unwrap_or(body_here)
     }
 
-    /// The stream stopped being SIP: count it and look for the next start line.
-    fn start_resync(&mut self) {
+    /// The stream stopped being SIP: report `bytes` of it lost (with the `head` when one was
+    /// read whole), count it, and look for the next start line.
+    fn start_resync(
+        &mut self,
+        on_framed: &mut impl FnMut(Framed),
+        reason: LostReason,
+        bytes: usize,
+        head: Option<Bytes>,
+    ) {
         self.counts.malformed += 1;
         self.state = State::Resync { skipped: 0 };
+        on_framed(Framed::Lost {
+            reason,
+            bytes: bytes as u64,
+            head,
+        });
     }
 
-    /// No start line in sight: stop tracing this stream and free the buffer.
-    fn give_up(&mut self) {
+    /// No start line in sight: stop tracing this stream, free the buffer, and say so.
+    fn give_up(&mut self, on_framed: &mut impl FnMut(Framed), reason: LostReason, bytes: usize) {
         self.counts.gave_up = 1;
         self.state = State::Stopped;
         self.buf = BytesMut::new();
+        on_framed(Framed::Lost {
+            reason,
+            bytes: bytes as u64,
+            head: None,
+        });
     }
 }

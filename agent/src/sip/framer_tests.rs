@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{Framed, FramerCounters, Limits, SipFramer, parse_head};
+use super::{Framed, FramerCounters, Limits, LostReason, SipFramer, parse_head};
 
 const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK776asdhds\r\n\
@@ -174,6 +174,102 @@ fn a_bad_or_conflicting_content_length_is_malformed() {
     let mut f = framer();
     assert_eq!(frame(&mut f, &[&stream]), [OK, OK]);
     assert_eq!(f.counters(), counters(2, 0, 2));
+}
+
+/// Everything the framer hands out for `reads`.
+fn framed(framer: &mut SipFramer, reads: &[&[u8]]) -> Vec<Framed> {
+    let mut out = Vec::new();
+    for read in reads {
+        framer.push_framed(read, |f| out.push(f));
+    }
+    out
+}
+
+fn lost(reason: LostReason, bytes: usize, head: Option<&[u8]>) -> Framed {
+    Framed::Lost {
+        reason,
+        bytes: bytes as u64,
+        head: head.map(Bytes::copy_from_slice),
+    }
+}
+
+#[test]
+fn a_head_whose_length_is_unknown_is_reported_lost_with_the_head_whatever_the_reads() {
+    let conflict = b"INVITE sip:a@b SIP/2.0\r\nCall-ID: c\r\nl: 4\r\nContent-Length: 0\r\n\r\n";
+    let no_length = b"ACK sip:a@b SIP/2.0\r\nCall-ID: c\r\n\r\n";
+    let bad = b"BYE sip:a@b SIP/2.0\r\nl: 1x\r\n\r\n";
+    let stream = [&conflict[..], b"body\r\n", no_length, bad, OK].concat();
+    let expected = [
+        lost(
+            LostReason::ConflictingContentLength { first: 4, other: 0 },
+            conflict.len(),
+            Some(conflict),
+        ),
+        lost(
+            LostReason::NoContentLength,
+            no_length.len(),
+            Some(no_length),
+        ),
+        lost(LostReason::BadContentLength, bad.len(), Some(bad)),
+        Framed::Message(Bytes::from_static(OK)),
+    ];
+    for step in [1, 5, 33, stream.len()] {
+        let mut f = framer();
+        let reads: Vec<&[u8]> = stream.chunks(step).collect();
+        assert_eq!(framed(&mut f, &reads), expected, "reads of {step}");
+        assert_eq!(f.counters(), counters(1, 0, 3), "reads of {step}");
+    }
+}
+
+#[test]
+fn garbage_is_reported_once_per_loss_then_skipped_quietly() {
+    let stream = [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], OK, b"junk\n", OK].concat();
+    let mut f = framer();
+    assert_eq!(
+        framed(&mut f, &[&stream]),
+        [
+            lost(LostReason::NotSip, 16, None),
+            Framed::Message(Bytes::from_static(OK)),
+            lost(LostReason::NotSip, 5, None),
+            Framed::Message(Bytes::from_static(OK)),
+        ]
+    );
+}
+
+#[test]
+fn giving_up_is_reported_with_the_reason() {
+    let limits = Limits {
+        max_header_bytes: 64,
+        max_message_bytes: 64,
+        max_resync_bytes: 100,
+    };
+    let mut f = SipFramer::new(limits);
+    let long = [&b"INVITE "[..], &[b'a'; 100]].concat();
+    assert_eq!(
+        framed(&mut f, &[&long]),
+        [lost(LostReason::LineTooLong { max: 64 }, 64, None)]
+    );
+    let mut f = SipFramer::new(limits);
+    let lines = b"not sip\r\n".repeat(20);
+    assert_eq!(
+        framed(&mut f, &[&lines]),
+        [
+            lost(LostReason::NotSip, 9, None),
+            lost(LostReason::NoStartLine, 108, None)
+        ]
+    );
+    assert!(f.is_stopped());
+}
+
+#[test]
+fn a_head_of_17_kib_is_framed_under_the_default_limits() {
+    let head = format!(
+        "INVITE sip:a@b SIP/2.0\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "b".repeat(17 * 1024)
+    );
+    let mut f = framer();
+    assert_eq!(frame(&mut f, &[head.as_bytes()]), [head.as_bytes()]);
+    assert_eq!(Limits::default(), Limits::for_messages(65_535));
 }
 
 #[test]
@@ -459,5 +555,37 @@ proptest! {
         }
         prop_assert_eq!(got, expected);
         prop_assert_eq!(split.counters(), whole.counters());
+    }
+
+    #[test]
+    fn every_head_reported_lost_is_a_whole_sip_head(
+        chunks in prop::collection::vec(
+            prop_oneof![
+                message(),
+                prop::collection::vec(any::<u8>(), 0..40),
+                Just(b"INVITE sip:a@b SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\n".to_vec()),
+                Just(b"ACK sip:a@b SIP/2.0\r\ni: x\r\n\r\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+            ],
+            0..10,
+        ),
+        max_header in 16..200usize,
+    ) {
+        let limits = Limits { max_header_bytes: max_header, ..Limits::default() };
+        let mut f = SipFramer::new(limits);
+        let mut heads = Vec::new();
+        f.push_framed(&chunks.concat(), |x| {
+            if let Framed::Lost { head: Some(head), bytes, .. } = x {
+                heads.push((head, bytes));
+            }
+        });
+        for (head, bytes) in heads {
+            prop_assert_eq!(head.len() as u64, bytes);
+            match super::read_head(&head) {
+                Ok(h) => prop_assert_eq!(h.head_len, head.len()),
+                Err(super::HeadError::NotText { .. }) => {}
+                Err(e) => prop_assert!(false, "{:?}: {}", head, e),
+            }
+        }
     }
 }

@@ -27,6 +27,54 @@ pub enum HeadError {
     ContentLength,
 }
 
+/// Why a head's Content-Length headers do not give its body's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LengthError {
+    /// A value that is not a number (or too large for one).
+    NotANumber,
+    /// Two Content-Length headers disagree: the first value, and the first one unlike it.
+    Disagree {
+        /// The first Content-Length (the one OpenSIPS and Kamailio frame by).
+        first: u64,
+        /// The first later one that differs.
+        other: u64,
+    },
+}
+
+/// The Content-Length headers of a header section, as they are met.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lengths {
+    /// The first value that is a number.
+    first: Option<u64>,
+    /// The first later value unlike `first`.
+    other: Option<u64>,
+    /// Some value was not a number.
+    bad: bool,
+}
+
+impl Lengths {
+    /// One more Content-Length value.
+    fn add(&mut self, value: &[u8]) {
+        match (parse_length(value), self.first) {
+            (None, _) => self.bad = true,
+            (Some(n), None) => self.first = Some(n),
+            (Some(n), Some(first)) if n != first && self.other.is_none() => self.other = Some(n),
+            (Some(_), Some(_)) => {}
+        }
+    }
+
+    /// The body's length when every value is a number and they agree; None without any.
+    fn agreed(&self) -> Result<Option<u64>, LengthError> {
+        if self.bad {
+            return Err(LengthError::NotANumber);
+        }
+        match (self.first, self.other) {
+            (Some(first), Some(other)) => Err(LengthError::Disagree { first, other }),
+            (first, _) => Ok(first),
+        }
+    }
+}
+
 /// Request or response, from the start line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind<'a> {
@@ -72,7 +120,25 @@ impl<'a> SipHead<'a> {
 
 /// Reads the start line and the headers the tracer needs from one whole SIP message (a framed
 /// stream message or one WS data frame). Stops at the empty line; the body is not looked at.
+/// Content-Length headers that are not numbers or disagree are an error ([`read_head`] reads
+/// past them).
 pub fn parse_head(msg: &[u8]) -> Result<SipHead<'_>, HeadError> {
+    let (mut head, lengths) = read_fields(msg)?;
+    head.content_length = lengths.agreed().map_err(|_| HeadError::ContentLength)?;
+    Ok(head)
+}
+
+/// [`parse_head`] as a proxy reads a head: the first Content-Length that is a number counts,
+/// whatever the others say (OpenSIPS's and Kamailio's stream readers do the same). For tracing
+/// a message whose framing is in doubt: its Call-ID and method are still read.
+pub fn read_head(msg: &[u8]) -> Result<SipHead<'_>, HeadError> {
+    let (mut head, lengths) = read_fields(msg)?;
+    head.content_length = lengths.first;
+    Ok(head)
+}
+
+/// The start line and the fields the tracer needs; the Content-Length values as met.
+fn read_fields(msg: &[u8]) -> Result<(SipHead<'_>, Lengths), HeadError> {
     if msg.is_empty() {
         return Err(HeadError::Empty);
     }
@@ -88,6 +154,7 @@ pub fn parse_head(msg: &[u8]) -> Result<SipHead<'_>, HeadError> {
         content_length: None,
         head_len: msg.len(),
     };
+    let mut lengths = Lengths::default();
     let mut fields = Fields::new(&msg[headers_at..]);
     for field in &mut fields {
         if is_name(field.name, b"call-id", b"i") {
@@ -101,15 +168,11 @@ pub fn parse_head(msg: &[u8]) -> Result<SipHead<'_>, HeadError> {
                 head.cseq_method = cseq_method(field.value);
             }
         } else if is_name(field.name, b"content-length", b"l") {
-            let len = parse_length(field.value).ok_or(HeadError::ContentLength)?;
-            match head.content_length {
-                Some(earlier) if earlier != len => return Err(HeadError::ContentLength),
-                _ => head.content_length = Some(len),
-            }
+            lengths.add(field.value);
         }
     }
     head.head_len = headers_at + fields.end();
-    Ok(head)
+    Ok((head, lengths))
 }
 
 /// True for a WS data frame (or any chunk) made only of CR and LF: an RFC 5626 style keep-alive,
@@ -121,18 +184,14 @@ pub fn is_keepalive(msg: &[u8]) -> bool {
 /// The Content-Length a stream message's header section declares: `Ok(None)` if it has none,
 /// `Err` if a value is not a number or two values disagree. `section` is what follows the start
 /// line, up to and including the empty line.
-pub(crate) fn content_length(section: &[u8]) -> Result<Option<u64>, HeadError> {
-    let mut found = None;
+pub(crate) fn content_length(section: &[u8]) -> Result<Option<u64>, LengthError> {
+    let mut lengths = Lengths::default();
     for field in Fields::new(section) {
         if is_name(field.name, b"content-length", b"l") {
-            let len = parse_length(field.value).ok_or(HeadError::ContentLength)?;
-            match found {
-                Some(earlier) if earlier != len => return Err(HeadError::ContentLength),
-                _ => found = Some(len),
-            }
+            lengths.add(field.value);
         }
     }
-    Ok(found)
+    lengths.agreed()
 }
 
 /// Where the header section of the head starting at `buf[0]` ends (just past its empty line), or
@@ -469,6 +528,33 @@ mod tests {
         assert_eq!(parse_head(same).unwrap().content_length, Some(1));
         let huge = b"SIP/2.0 200 OK\r\nl: 99999999999999999999999\r\n\r\n";
         assert_eq!(parse_head(huge), Err(HeadError::ContentLength));
+    }
+
+    #[test]
+    fn read_head_reads_past_content_lengths_that_disagree_as_a_proxy_does() {
+        let conflict =
+            b"INVITE sip:a@b SIP/2.0\r\nl: 1\r\nCall-ID: c1\r\nContent-Length: 2\r\n\r\nx";
+        assert_eq!(parse_head(conflict), Err(HeadError::ContentLength));
+        let head = read_head(conflict).unwrap();
+        assert_eq!(head.call_id, Some("c1"));
+        assert_eq!(head.method(), Some("INVITE"));
+        assert_eq!(head.content_length, Some(1), "the first one counts");
+        let bad_first = b"SIP/2.0 200 OK\r\nl: x\r\nl: 3\r\n\r\n";
+        assert_eq!(read_head(bad_first).unwrap().content_length, Some(3));
+    }
+
+    #[test]
+    fn content_length_says_why_it_cannot_frame() {
+        assert_eq!(content_length(b"l: 5\r\n\r\n"), Ok(Some(5)));
+        assert_eq!(content_length(b"X: y\r\n\r\n"), Ok(None));
+        assert_eq!(
+            content_length(b"l: 5\r\nContent-Length: 0\r\nl: 7\r\n\r\n"),
+            Err(LengthError::Disagree { first: 5, other: 0 })
+        );
+        assert_eq!(
+            content_length(b"l: 5\r\nl: five\r\n\r\n"),
+            Err(LengthError::NotANumber)
+        );
     }
 
     #[test]

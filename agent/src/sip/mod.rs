@@ -6,10 +6,12 @@
 //!
 //! - [`SipFramer`]: one direction of a TCP/TLS connection cut into messages by RFC 3261 §18.3
 //!   (headers to the empty line, then Content-Length bytes), skipping CRLF keep-alives,
-//!   resynchronising after garbage and giving up on streams that are not SIP, within [`Limits`].
+//!   resynchronising after garbage and giving up on streams that are not SIP, within [`Limits`];
+//!   what it cannot frame is reported with a [`LostReason`] (and the head, when it was read).
 //! - [`parse_head`]: request method or response code, Call-ID (HEP chunk 0x0011), CSeq method,
-//!   Content-Length, from a whole message.
-//! - On WS/WSS one data frame is one message: call [`parse_head`] on it directly (after
+//!   Content-Length, from a whole message; [`read_head`] the same as a proxy reads it (the
+//!   first Content-Length counts), for tracing.
+//! - On WS/WSS one data frame is one message: call [`read_head`] on it directly (after
 //!   [`is_keepalive`] to skip CRLF-only frames); no framer is involved.
 //!
 //! The rules, limits and counters are described in docs/sip-framing.md.
@@ -17,8 +19,8 @@
 mod framer;
 mod head;
 
-pub use framer::{Framed, FramerCounters, Limits, SipFramer};
-pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head};
+pub use framer::{Framed, FramerCounters, Limits, LostReason, SipFramer};
+pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head, read_head};
 
 #[cfg(test)]
 mod framer_tests;

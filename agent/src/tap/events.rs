@@ -20,6 +20,7 @@ use super::certs::CertNames;
 use super::transport::{ConnectTcpError, TlsInfo};
 use super::upgrade::WsHeads;
 use crate::clock::{FlowClock, now_micros};
+use crate::sip::LostReason;
 use crate::tracer::{LegVerdict, Tracer};
 
 /// `Event` part values.
@@ -32,6 +33,8 @@ mod event {
     pub const CONNECTED: &str = "CONNECTED";
     /// The leg is closed.
     pub const CLOSED: &str = "CLOSED";
+    /// SIP went through but could not be traced whole (heptap's own event, no OpenSIPS one).
+    pub const SIP_FRAMING_LOST: &str = "SIP_FRAMING_LOST";
 }
 
 /// `Status` part values.
@@ -125,6 +128,17 @@ pub enum EndKind {
     Idle,
     /// A WebSocket close frame (with its code) was read and relayed.
     CloseFrame(Option<u16>),
+    /// A WebSocket message (or frame) over `max_message_bytes` was being read: this side was
+    /// sent a close 1009.
+    MessageTooBig {
+        /// Its size as far as it was known (a frame's declared length, or the fragments so far).
+        size: usize,
+        /// The listener's `max_message_bytes`.
+        max: usize,
+    },
+    /// A WebSocket message was still unfinished `message_timeout` after its first byte: this
+    /// side was sent a close 1008.
+    MessageTimeout(Duration),
     /// The client's TLS handshake or WebSocket upgrade did not finish in time.
     HandshakeTimeout(TimedOut),
     /// The client's TLS handshake failed.
@@ -155,6 +169,17 @@ impl End {
         matches!(self.kind, EndKind::CloseFrame(_))
     }
 
+    /// The WebSocket close (code and reason) heptap owes the side this happened on, when heptap
+    /// ended the connection because of what that side sent: 1009 (too big) or 1008 (policy:
+    /// too slow).
+    pub fn close_owed(&self) -> Option<(u16, &'static str)> {
+        match self.kind {
+            EndKind::MessageTooBig { .. } => Some((1009, "Message too big")),
+            EndKind::MessageTimeout(_) => Some((1008, "Message too slow")),
+            _ => None,
+        }
+    }
+
     /// Whether this was the peer on `self.side` resetting or dropping its connection (which is
     /// passed on as a reset to the other peer).
     pub fn is_reset(&self) -> bool {
@@ -170,6 +195,13 @@ impl End {
             EndKind::Idle => "Timeout on no traffic".into(),
             EndKind::CloseFrame(Some(code)) => format!("Close frame received ({code})").into(),
             EndKind::CloseFrame(None) => "Close frame received".into(),
+            EndKind::MessageTooBig { size, max } => format!(
+                "Message too big: {size} bytes, max_message_bytes is {max} (closed with 1009)"
+            )
+            .into(),
+            EndKind::MessageTimeout(after) => {
+                format!("Message not complete within {after:?} (closed with 1008)").into()
+            }
             EndKind::HandshakeTimeout(_) => "Handshake timeout".into(),
             EndKind::Tls(e) => format!("TLS handshake failed: {e}").into(),
             EndKind::UpgradeRefused(reason) => {
@@ -559,6 +591,25 @@ impl Leg {
         });
     }
 
+    /// Traces SIP_FRAMING_LOST: `bytes` of SIP relayed `dir` could not be traced whole, for
+    /// `reason`. Always on the client leg, which the connection's SIP belongs to.
+    pub fn sip_framing_lost(
+        &mut self,
+        tracer: &Tracer,
+        dir: Direction,
+        reason: LostReason,
+        bytes: u64,
+    ) {
+        self.trace_with(tracer, |parts| {
+            let from = match dir.reader() {
+                Side::Upstream => "the upstream",
+                Side::Client | Side::Heptap => "the client",
+            };
+            let msg = format!("from {from}: {reason}; {bytes} bytes");
+            plain_parts(parts, event::SIP_FRAMING_LOST, status::FAILURE, msg.into());
+        });
+    }
+
     /// Whether this leg's TLS handshake should keep the session secrets
     /// ([`Tracer::wants_secrets`]).
     pub fn wants_secrets(&self, tracer: &Tracer) -> bool {
@@ -644,6 +695,17 @@ mod tests {
         );
         assert_eq!(client(EndKind::Idle), "Timeout on no traffic");
         assert_eq!(client(EndKind::CloseFrame(None)), "Close frame received");
+        assert_eq!(
+            client(EndKind::MessageTooBig {
+                size: 70_000,
+                max: 65_535
+            }),
+            "Message too big: 70000 bytes, max_message_bytes is 65535 (closed with 1009)"
+        );
+        assert_eq!(
+            client(EndKind::MessageTimeout(Duration::from_secs(10))),
+            "Message not complete within 10s (closed with 1008)"
+        );
         let unreachable = end(
             Side::Upstream,
             EndKind::Unreachable(Unreachable::NoAddress {

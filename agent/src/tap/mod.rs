@@ -13,6 +13,7 @@
 //! - `relay`: both directions of a connection in one loop, for bytes and messages alike.
 //! - `pump`: per read, the byte pump of TCP and TLS.
 //! - `ws_relay`: per message, the WebSocket relay of WS and WSS.
+//! - `ws_frames`: per read on WS and WSS, where messages begin and end, to time them.
 //! - `events`: per event, the legs' `net` packets and the typed end of a connection.
 //! - `sip`: per SIP message, its trace.
 //! - `spec` and `error`: what a listener is and shares with its sessions (the per-listener
@@ -30,6 +31,7 @@ pub mod sip;
 mod spec;
 mod transport;
 mod upgrade;
+mod ws_frames;
 mod ws_relay;
 
 pub use error::{ListenError, TapError};

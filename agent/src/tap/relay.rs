@@ -6,6 +6,8 @@
 //! The one difference between the two is what an end of one direction means for the other
 //! ([`Then`]): TCP has a half-close, so after a clean EOF the other direction goes on; WebSocket
 //! has none, but after a close frame the other direction gets [`CLOSE_GRACE`] to answer it.
+//! A side whose message was too big or too slow is then sent the close it is owed
+//! ([`close_offender`]); the other side is closed as for any other failure.
 
 use std::pin::{Pin, pin};
 use std::time::Duration;
@@ -21,7 +23,8 @@ use super::events::{Direction, End, EndKind, Ends, Side};
 use super::pump::{Idle, ReadSide, pump};
 use super::sip::{SipConn, SipObserver};
 use super::transport::{Stream, reset_on_drop};
-use super::ws_relay::{CLOSE_GRACE, OneWay, Pings, forward};
+use super::ws_frames::Watched;
+use super::ws_relay::{CLOSE_GRACE, OneWay, Pings, close_offender, forward};
 use crate::stats::Counter;
 use crate::tracer::Tracer;
 
@@ -31,7 +34,7 @@ pub struct Relay<'a> {
     /// Decides what is traced.
     pub tracer: &'a Tracer,
     /// SIP tracing of the connection, if the listener has it.
-    pub sip: Option<&'a SipConn>,
+    pub sip: Option<&'a SipConn<'a>>,
     /// Bytes (WS: message payloads) relayed client -> upstream.
     pub bytes_in: &'a Counter,
     /// Bytes (WS: message payloads) relayed upstream -> client.
@@ -105,10 +108,14 @@ where
 
 /// Relays messages both ways between two upgraded connections.
 pub async fn relay_messages(
-    client: WebSocketStream<Stream>,
-    upstream: WebSocketStream<Stream>,
+    client: WebSocketStream<Watched<Stream>>,
+    upstream: WebSocketStream<Watched<Stream>>,
     r: &Relay<'_>,
 ) -> Ends {
+    let (client_clock, upstream_clock) = (
+        client.get_ref().clock().clone(),
+        upstream.get_ref().clock().clone(),
+    );
     let (mut c_tx, mut c_rx) = client.split();
     let (mut u_tx, mut u_rx) = upstream.split();
     let (client_pings, upstream_pings) = (Pings::default(), Pings::default());
@@ -118,12 +125,14 @@ pub async fn relay_messages(
         sip: r.sip,
         bytes: r.bytes_in,
         idle: r.idle,
+        clock: &client_clock,
         pings: &client_pings,
         answered: &upstream_pings,
     };
     let to_client = OneWay {
         dir: Direction::UpstreamToClient,
         bytes: r.bytes_out,
+        clock: &upstream_clock,
         pings: &upstream_pings,
         answered: &client_pings,
         ..to_upstream
@@ -135,11 +144,25 @@ pub async fn relay_messages(
         r.kill,
     )
     .await;
-    let (client, upstream) = (c_rx.reunite(c_tx).ok(), u_rx.reunite(u_tx).ok());
+    let (mut client, mut upstream) = (c_rx.reunite(c_tx).ok(), u_rx.reunite(u_tx).ok());
+    for end in ends.both() {
+        let offender = match end.side {
+            Side::Client => client.as_mut(),
+            Side::Upstream => upstream.as_mut(),
+            Side::Heptap => None,
+        };
+        if let Some(ws) = offender {
+            // Bounded (the close send, the linger), and cut short if heptap stops.
+            tokio::select! {
+                () = close_offender(ws, end) => {}
+                () = r.kill.cancelled() => {}
+            }
+        }
+    }
     pass_reset(
         &ends,
-        client.as_ref().map(|ws| ws.get_ref().tcp()),
-        upstream.as_ref().map(|ws| ws.get_ref().tcp()),
+        client.as_ref().map(|ws| ws.get_ref().inner().tcp()),
+        upstream.as_ref().map(|ws| ws.get_ref().inner().tcp()),
     );
     ends
 }

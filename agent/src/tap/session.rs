@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{End, EndKind, Leg, Side, TimedOut, Unreachable};
+use super::events::{End, EndKind, Ends, Leg, Side, TimedOut, Unreachable};
 use super::proxy_protocol;
 use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
@@ -29,7 +30,7 @@ use super::sip::SipConn;
 use super::spec::{ListenerStats, Tap, TapContext};
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
-use super::ws_relay::websocket;
+use super::ws_relay::{MessageLimits, websocket};
 use crate::stats::Counter;
 
 /// One client connection, from its accept to its close.
@@ -105,22 +106,25 @@ impl Session<'_> {
             Some((_, Err(end))) => {
                 tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
                 self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
-                return refuse_client(accepted).await;
+                return refuse_client(accepted, spec.message_limits()).await;
             }
         };
 
         // 3. The relay, until both legs are done: messages when both legs upgraded to
-        // WebSocket, bytes otherwise. (Written here rather than in a function of its own: an
-        // async fn keeps its arguments for its whole life, and the legs moved into one would
-        // be held twice by every connection's task.)
+        // WebSocket, bytes otherwise. The client leg is shared meanwhile: SIP that cannot be
+        // traced whole is told on it, from either direction. (Written here rather than in a
+        // function of its own: an async fn keeps its arguments for its whole life, and the legs
+        // moved into one would be held twice by every connection's task.)
+        let client_id = client_leg.id;
+        let shared_leg = Mutex::new(client_leg);
         let sip = spec.sip.as_ref().map(|settings| {
             SipConn::new(
                 settings.clone(),
                 self.stats.sip.clone(),
                 spec.proto,
-                self.peer,
-                self.local,
-                client_leg.id,
+                (self.peer, self.local),
+                client_id,
+                &shared_leg,
             )
         });
         let idle = spec.idle_timeout.map(Idle::new);
@@ -134,17 +138,36 @@ impl Session<'_> {
         };
         let ends = match (accepted.upgrade, opened.upgrade) {
             (Some(client), Some(upstream)) => {
-                let client = websocket(accepted.stream, client.leftover, Role::Server).await;
-                let upstream = websocket(opened.stream, upstream.leftover, Role::Client).await;
+                let limits = spec.message_limits();
+                let client =
+                    websocket(accepted.stream, client.leftover, Role::Server, limits).await;
+                let upstream =
+                    websocket(opened.stream, upstream.leftover, Role::Client, limits).await;
                 relay_messages(client, upstream, &r).await
             }
             _ => relay_bytes(accepted.stream, opened.stream, &r).await,
         };
+        drop(sip);
+        let mut client_leg = shared_leg
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.count_ws_closes(&ends);
 
         // 4. Each leg's CLOSED event.
         upstream_leg.closed(tracer, ends.both());
         client_leg.closed(tracer, ends.both());
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// Counts the WebSocket sides closed for a message too big or too slow.
+    fn count_ws_closes(&self, ends: &Ends) {
+        for end in ends.both() {
+            match end.kind {
+                EndKind::MessageTooBig { .. } => self.stats.ws_message_too_big.inc(),
+                EndKind::MessageTimeout(_) => self.stats.ws_message_timeout.inc(),
+                _ => {}
+            }
+        }
     }
 
     /// A handshake failed: the session ends before its relay, counted in `failed`, and the
@@ -376,11 +399,11 @@ impl Session<'_> {
 /// The upstream could not be reached: a TCP or TLS client gets a reset, as close as we can get
 /// to the "connection refused" it would have seen connecting directly; a WebSocket client,
 /// already upgraded, gets a close frame 1011.
-async fn refuse_client(accepted: Accepted) {
+async fn refuse_client(accepted: Accepted, limits: MessageLimits) {
     match accepted.upgrade {
         None => accepted.stream.reset_on_drop(),
         Some(upgrade) => {
-            let mut ws = websocket(accepted.stream, upgrade.leftover, Role::Server).await;
+            let mut ws = websocket(accepted.stream, upgrade.leftover, Role::Server, limits).await;
             let close = CloseFrame {
                 code: CloseCode::Error,
                 reason: "Upstream unavailable".into(),

@@ -9,19 +9,24 @@
 //! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, then the trace id's), so
 //! `sip_trace tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
 //! only looks at them after they were read, and `offer`s to queues that never block.
+//!
+//! SIP that was relayed but cannot be traced whole (framing lost, a message too large) is never
+//! silent: a `SIP_FRAMING_LOST` event on the client leg says why and how many bytes, under the
+//! leg's `[net.*]` switches as its other events, and a head that could be read is traced as SIP
+//! all the same ([`SipConn::lost`]).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use heptap_filters::Bwlist;
 use heptap_hep::{NetProto, TraceMessage, proto_type};
 
-use super::events::Direction;
+use super::events::{Direction, Leg};
 use crate::clock::split;
-use crate::sip::{Framed, FramerCounters, Limits, SipFramer, is_keepalive, parse_head};
+use crate::sip::{Framed, FramerCounters, Limits, LostReason, SipFramer, is_keepalive, read_head};
 use crate::stats::Counter;
 use crate::tracer::Tracer;
 
@@ -34,6 +39,8 @@ pub struct SipSettings {
     pub methods: Option<Bwlist>,
     /// `sip_payload = "json"`: OpenSIPS's `{"payload": "..."}` form instead of the raw message.
     pub json_payload: bool,
+    /// What the stream framer holds and traces whole (the listener's `max_message_bytes`).
+    pub limits: Limits,
 }
 
 /// Per-listener SIP counters (`listener_<name>:sip_…`).
@@ -53,6 +60,8 @@ pub struct SipStats {
     pub gave_up: Counter,
     /// CRLF keep-alives skipped.
     pub keepalives: Counter,
+    /// SIP relayed but not traced whole: each `SIP_FRAMING_LOST` occasion, traced or not.
+    pub framing_lost: Counter,
 }
 
 impl SipStats {
@@ -66,6 +75,7 @@ impl SipStats {
             oversize: stats.counter(group, "sip_oversize"),
             gave_up: stats.counter(group, "sip_gave_up"),
             keepalives: stats.counter(group, "sip_keepalives"),
+            framing_lost: stats.counter(group, "sip_framing_lost"),
         }
     }
 
@@ -83,9 +93,20 @@ impl SipStats {
 /// id, and room for auth key / node name. A message that does not fit is counted as oversize.
 const HEP_OVERHEAD: usize = 117 + 6 + 6 + 40 + 256;
 
+/// What became of a message handed to [`SipConn::trace`], when SIP tracing is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Traced {
+    /// Handed to the trace id's destinations.
+    Sent,
+    /// Skipped by `sip_methods`.
+    Filtered,
+    /// Too large for one HEP packet: counted, not sent.
+    TooLarge,
+}
+
 /// One connection's SIP tracing state, shared by both directions.
 #[derive(Debug)]
-pub struct SipConn {
+pub struct SipConn<'a> {
     /// The listener's settings.
     settings: Arc<SipSettings>,
     /// The counters.
@@ -101,17 +122,20 @@ pub struct SipConn {
     /// The last timestamp handed out (µs), shared by both directions so the whole connection's
     /// packets are strictly ordered.
     last: AtomicU64,
+    /// The client leg, which tells of SIP that could not be traced whole (both directions
+    /// share it, and the session gets it back for its CLOSED event).
+    leg: &'a Mutex<Leg>,
 }
 
-impl SipConn {
-    /// The state of one connection.
+impl<'a> SipConn<'a> {
+    /// The state of one connection whose client leg is `leg` (id `conn_id`).
     pub fn new(
         settings: Arc<SipSettings>,
         stats: SipStats,
         proto: NetProto,
-        client: SocketAddr,
-        listen: SocketAddr,
+        (client, listen): (SocketAddr, SocketAddr),
         conn_id: u64,
+        leg: &'a Mutex<Leg>,
     ) -> Self {
         Self {
             settings,
@@ -121,6 +145,7 @@ impl SipConn {
             ip_proto: proto.ip_proto(),
             conn_id,
             last: AtomicU64::new(0),
+            leg,
         }
     }
 
@@ -140,10 +165,51 @@ impl SipConn {
         }
     }
 
-    /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so.
+    /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so. One too large
+    /// for a HEP packet is reported lost, and its head traced.
     pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
+        if self.trace(tracer, dir, &msg, read_at) == Some(Traced::TooLarge) {
+            let head = read_head(&msg).ok().map(|h| msg.slice(..h.head_len));
+            let bytes = msg.len() as u64;
+            self.lost(
+                tracer,
+                dir,
+                LostReason::TooLargeForHep,
+                bytes,
+                head,
+                read_at,
+            );
+        }
+    }
+
+    /// SIP relayed `dir` that cannot be traced whole: `bytes` of it, for `reason`. Counted,
+    /// told on the client leg (`SIP_FRAMING_LOST`), and its `head`, when one was read, traced
+    /// as SIP so the message still shows in Homer.
+    pub fn lost(
+        &self,
+        tracer: &Tracer,
+        dir: Direction,
+        reason: LostReason,
+        bytes: u64,
+        head: Option<Bytes>,
+        read_at: u64,
+    ) {
+        self.stats.framing_lost.inc();
+        self.leg
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sip_framing_lost(tracer, dir, reason, bytes);
+        if let Some(head) = head {
+            // A head too large for HEP is counted as oversize there; nothing more to say.
+            let _ = self.trace(tracer, dir, &head, read_at);
+        }
+    }
+
+    /// Hands `msg` to the trace id's destinations when SIP is traced (None when it is not).
+    fn trace(&self, tracer: &Tracer, dir: Direction, msg: &Bytes, read_at: u64) -> Option<Traced> {
         tracer.sip(&self.settings.trace_id, |destinations| {
-            let head = parse_head(&msg).ok();
+            // Read as the proxy reads it: disagreeing Content-Lengths still give a Call-ID.
+            let head = read_head(msg).ok();
             if let Some(list) = &self.settings.methods {
                 let allowed = head
                     .as_ref()
@@ -151,13 +217,13 @@ impl SipConn {
                     .is_none_or(|m| list.allows(m));
                 if !allowed {
                     self.stats.filtered.inc();
-                    return;
+                    return Traced::Filtered;
                 }
             }
             let call_id = head.as_ref().and_then(|h| h.call_id);
             if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
                 self.stats.oversize.inc();
-                return;
+                return Traced::TooLarge;
             }
             let (sec, usec) = self.stamp(read_at);
             let (src, dst) = match dir {
@@ -171,14 +237,15 @@ impl SipConn {
             if self.settings.json_payload {
                 m.parts.push((
                     "payload".into(),
-                    Cow::Owned(String::from_utf8_lossy(&msg).into_owned()),
+                    Cow::Owned(String::from_utf8_lossy(msg).into_owned()),
                 ));
             } else {
-                m.payload = Some(msg);
+                m.payload = Some(msg.clone());
             }
             destinations.offer(&Arc::new(m));
             self.stats.traced.inc();
-        });
+            Traced::Sent
+        })
     }
 
     /// A WS/WSS data frame: one message, unless it is a CRLF keep-alive.
@@ -195,8 +262,8 @@ impl SipConn {
 
 /// What the relay's pump calls with every chunk of bytes it read, before writing it on.
 pub trait Observe {
-    /// Bytes read at `read_at` (µs since the epoch); returns how many messages they completed
-    /// (each may have been traced).
+    /// Bytes read at `read_at` (µs since the epoch); returns how many messages they completed,
+    /// or lost parts they reported (each may have been traced).
     fn observe(&mut self, data: &[u8], read_at: u64) -> usize;
     /// Whether `observe` wants the read time (so the pump reads the clock only when needed).
     fn wants_time(&self) -> bool;
@@ -206,7 +273,7 @@ pub trait Observe {
 #[derive(Debug)]
 pub struct SipObserver<'a> {
     /// The connection.
-    conn: &'a SipConn,
+    conn: &'a SipConn<'a>,
     /// Decides what is traced.
     tracer: &'a Tracer,
     /// Which way these bytes go.
@@ -217,12 +284,12 @@ pub struct SipObserver<'a> {
 
 impl<'a> SipObserver<'a> {
     /// The observer of one direction.
-    pub fn new(conn: &'a SipConn, tracer: &'a Tracer, dir: Direction) -> Self {
+    pub fn new(conn: &'a SipConn<'a>, tracer: &'a Tracer, dir: Direction) -> Self {
         Self {
             conn,
             tracer,
             dir,
-            framer: SipFramer::new(Limits::default()),
+            framer: SipFramer::new(conn.settings.limits),
         }
     }
 }
@@ -233,12 +300,26 @@ impl Observe for SipObserver<'_> {
             return 0;
         }
         let (conn, tracer, dir) = (self.conn, self.tracer, self.dir);
+        let max = self.framer.limits().max_message_bytes;
         let mut messages = 0;
         self.framer.push_framed(data, |framed| {
-            if let Framed::Message(msg) = framed {
-                conn.message(tracer, dir, msg, read_at);
-                messages += 1;
+            match framed {
+                Framed::Message(msg) => conn.message(tracer, dir, msg, read_at),
+                Framed::Oversize {
+                    head,
+                    content_length,
+                } => {
+                    let bytes = (head.len() as u64).saturating_add(content_length);
+                    let reason = LostReason::TooLarge { max };
+                    conn.lost(tracer, dir, reason, bytes, Some(head), read_at);
+                }
+                Framed::Lost {
+                    reason,
+                    bytes,
+                    head,
+                } => conn.lost(tracer, dir, reason, bytes, head, read_at),
             }
+            messages += 1;
         });
         conn.stats.add(self.framer.take_counters());
         messages

@@ -12,6 +12,7 @@ use heptap_hep::NetProto;
 use super::error::TapError;
 use super::sip::{SipSettings, SipStats};
 use super::transport::{TlsClient, TlsServer};
+use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
 use crate::stats::{Counter, Stats};
 use crate::tracer::Tracer;
@@ -48,6 +49,21 @@ pub struct ListenerSpec {
     pub proxy_protocol: ProxyProtocol,
     /// Upper bound for the client's TLS handshake and WebSocket upgrade.
     pub handshake_timeout: Duration,
+    /// `max_message_bytes`: the largest WebSocket message relayed (ws, wss); on tcp and tls,
+    /// the SIP framer's bound, in [`SipSettings`].
+    pub max_message_bytes: usize,
+    /// `message_timeout` (ws, wss): how long a WebSocket message may take to arrive.
+    pub message_timeout: Duration,
+}
+
+impl ListenerSpec {
+    /// What one WebSocket message may cost on this listener, either way.
+    pub fn message_limits(&self) -> MessageLimits {
+        MessageLimits {
+            max_bytes: self.max_message_bytes,
+            timeout: self.message_timeout,
+        }
+    }
 }
 
 /// A listener ready to relay: its spec and the TLS configurations built from it once.
@@ -129,6 +145,10 @@ pub struct ListenerStats {
     pub bytes_out: Counter,
     /// `accept()` errors (EMFILE...).
     pub accept_errors: Counter,
+    /// WebSocket sides closed with 1009: a message over `max_message_bytes`.
+    pub ws_message_too_big: Counter,
+    /// WebSocket sides closed with 1008: a message unfinished after `message_timeout`.
+    pub ws_message_timeout: Counter,
     /// SIP framing and tracing.
     pub sip: SipStats,
 }
@@ -145,6 +165,8 @@ impl ListenerStats {
             bytes_in: stats.counter(&g, "bytes_in"),
             bytes_out: stats.counter(&g, "bytes_out"),
             accept_errors: stats.counter(&g, "accept_errors"),
+            ws_message_too_big: stats.counter(&g, "ws_message_too_big"),
+            ws_message_timeout: stats.counter(&g, "ws_message_timeout"),
             sip: SipStats::new(stats, &g),
         }
     }
@@ -191,6 +213,8 @@ mod tests {
             upstream_tls: None,
             proxy_protocol: ProxyProtocol::None,
             handshake_timeout: Duration::from_secs(1),
+            max_message_bytes: 65_535,
+            message_timeout: Duration::from_secs(10),
         }
     }
 

@@ -5,22 +5,31 @@
 //! still relayed end to end so the far side sees them, and the far side's pong to a relayed ping
 //! is dropped, since the pinging side already had its answer ([`Pings`]). Unsolicited pongs
 //! (keep-alives) are relayed. Fragmented messages arrive reassembled and leave as one frame.
+//!
+//! What one message may cost is bounded both ways: tungstenite refuses a frame or a message over
+//! the listener's `max_message_bytes` (it never buffers more), and a message still unfinished
+//! `message_timeout` after its first byte is cut ([`super::ws_frames`]). Either ends the
+//! direction on the side that sent it, which [`close_offender`] then closes with 1009 or 1008.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::events::{Direction, End, EndKind};
 use super::pump::{Idle, LaneTurns};
 use super::sip::SipConn;
+use super::upgrade::linger_close;
+use super::ws_frames::{MessageClock, Watched};
 use crate::clock::now_micros;
 use crate::stats::Counter;
 use crate::tracer::Tracer;
@@ -31,24 +40,46 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pings remembered per direction, to recognise the pongs that answer them.
 const PING_MEMORY: usize = 8;
 
+/// How long sending the close that ends an offending side may take.
+const CLOSE_SEND: Duration = Duration::from_secs(1);
+
+/// What one WebSocket message may cost: a listener's `max_message_bytes` and
+/// `message_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// The largest message (and frame) read, in bytes.
+    pub max_bytes: usize,
+    /// How long a message may take from its first byte to its last.
+    pub timeout: Duration,
+}
+
 /// tungstenite's settings: a read buffer sized like the byte relay's (its default, 128 KiB per
-/// side, is too much for thousands of SIP connections), and a bound on what one message may
-/// make us hold.
-fn config() -> WebSocketConfig {
+/// side, is too much for thousands of SIP connections), and `max_bytes` for a frame and for a
+/// message, checked before anything is buffered for them.
+fn config(max_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
+        .max_message_size(Some(max_bytes))
+        .max_frame_size(Some(max_bytes))
 }
 
 /// A WebSocket over `stream` after an upgrade done here ([`super::upgrade`]), with the bytes
-/// read past the HTTP head.
-pub async fn websocket<S>(stream: S, leftover: Vec<u8>, role: Role) -> WebSocketStream<S>
+/// read past the HTTP head, its messages bounded by `limits` and watched by its
+/// [`MessageClock`] (`stream.get_ref().clock()`).
+pub async fn websocket<S>(
+    stream: S,
+    leftover: Vec<u8>,
+    role: Role,
+    limits: MessageLimits,
+) -> WebSocketStream<Watched<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    WebSocketStream::from_partially_read(stream, leftover, role, Some(config())).await
+    let clock = Arc::new(MessageClock::new(limits.timeout));
+    let watched = Watched::new(stream, &leftover, clock);
+    WebSocketStream::from_partially_read(watched, leftover, role, Some(config(limits.max_bytes)))
+        .await
 }
 
 /// Pings relayed one way, until the pong answering them comes back.
@@ -89,11 +120,13 @@ pub struct OneWay<'a> {
     /// Decides what is traced.
     pub tracer: &'a Tracer,
     /// SIP tracing of the connection, if the listener has it.
-    pub sip: Option<&'a SipConn>,
+    pub sip: Option<&'a SipConn<'a>>,
     /// Payload bytes relayed this way.
     pub bytes: &'a Counter,
     /// Close after this long without a message either way.
     pub idle: Option<&'a Idle>,
+    /// Times the message arriving from the source.
+    pub clock: &'a MessageClock,
     /// The pings relayed this way.
     pub pings: &'a Pings,
     /// The pings relayed the other way, whose pongs are not relayed.
@@ -109,13 +142,18 @@ where
 {
     let dir = way.dir;
     let mut turns = LaneTurns::default();
+    let too_slow = || End::new(dir.reader(), EndKind::MessageTimeout(way.clock.timeout()));
     loop {
         let next = match way.idle {
-            Some(idle) => match idle.read(src.next()).await {
-                Some(n) => n,
+            Some(idle) => match idle.read(way.clock.read(src.next())).await {
+                Some(Some(n)) => n,
+                Some(None) => return too_slow(),
                 None => return End::new(dir.reader(), EndKind::Idle),
             },
-            None => src.next().await,
+            None => match way.clock.read(src.next()).await {
+                Some(n) => n,
+                None => return too_slow(),
+            },
         };
         if let Some(idle) = way.idle {
             idle.touch();
@@ -183,8 +221,34 @@ fn read_end(e: WsError) -> EndKind {
         | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => EndKind::Eof,
         WsError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => EndKind::Eof,
         WsError::Io(e) => EndKind::Read(e),
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            EndKind::MessageTooBig {
+                size,
+                max: max_size,
+            }
+        }
         e => EndKind::Read(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
     }
+}
+
+/// Closes `ws`, whose side sent what ended the relay with `end`, with the close code heptap owes
+/// it (1009, 1008; nothing for other ends), then lingers as an HTTP server does: its side shut
+/// down, what the peer still sends read and dropped for a while, so the close frame is read
+/// rather than lost to a reset.
+pub async fn close_offender<S>(ws: &mut WebSocketStream<S>, end: &End)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some((code, reason)) = end.close_owed() else {
+        return;
+    };
+    let close = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    // A peer that does not read cannot hold us: the close is best effort.
+    let _ = tokio::time::timeout(CLOSE_SEND, ws.close(Some(close))).await;
+    linger_close(ws.get_mut()).await;
 }
 
 /// How a failed send ends a direction.
