@@ -831,7 +831,13 @@ impl Logs {
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit by another test's thread while only the global no-op subscriber
+        // existed can have cached "never" in the middle of set_default's own rebuild (tracing's
+        // single-dispatcher fast path skips the lock); this recomputes every callsite's interest
+        // with this thread's subscriber registered. (Seen once: the drop warning never logged.)
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     fn text(&self) -> String {
