@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadRefused, ReloadReport, Statistic,
+    TraceIdInfo, UnknownTraceId,
 };
 use serde_json::{Value, json};
 
@@ -186,8 +187,16 @@ impl Control for AgentControl {
         json!({ "hep_ids": rows })
     }
 
-    fn reload(&self) -> Result<(), Vec<String>> {
-        self.shared.reload_from_source().map_err(|e| e.lines())
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        self.shared
+            .reload_from_source()
+            .map_err(|e| ReloadRefused { errors: e.lines() })
+    }
+
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        self.shared
+            .tls_reload()
+            .map_err(|e| ReloadRefused { errors: e.lines() })
     }
 
     fn log_level(&self) -> LogLevel {
@@ -212,12 +221,7 @@ impl Control for AgentControl {
         for i in 0..self.shared.workers.len() {
             rows.push(format!("relay worker {i}"));
         }
-        for (name, p, addr) in &self.shared.listeners {
-            rows.push(format!(
-                "{} listener {name} on {addr}",
-                p.to_ascii_uppercase()
-            ));
-        }
+        rows.extend(self.shared.listener_rows());
         for name in self.shared.tracer.load().destinations.keys() {
             rows.push(format!("HEP sender {name}"));
         }

@@ -172,9 +172,7 @@ async fn a_new_file_is_created_0640_for_heptaps_user_and_an_own_file_is_kept_as_
     let config = dir.config(&[&new, &own], "");
     heptap::check(&config).unwrap();
     assert!(!new.exists(), "check-config creates nothing");
-    let running = heptap::start(config, LogHandle::detached())
-        .await
-        .unwrap();
+    let running = heptap::start(config, LogHandle::detached()).await.unwrap();
     let meta = std::fs::symlink_metadata(&new).unwrap();
     assert!(meta.file_type().is_file());
     assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
@@ -205,10 +203,9 @@ async fn a_reload_naming_a_planted_symlink_is_refused_and_the_old_config_keeps_r
         env: Vec::new(),
     };
     let config = Config::load(&source).unwrap();
-    let running: Running =
-        heptap::start_with_source(config, LogHandle::detached(), Some(source))
-            .await
-            .unwrap();
+    let running: Running = heptap::start_with_source(config, LogHandle::detached(), Some(source))
+        .await
+        .unwrap();
     let victim = victim(&dir);
     let evil = dir.path("evil.jsonl");
     std::os::unix::fs::symlink(&victim, &evil).unwrap();
@@ -284,9 +281,7 @@ async fn started_as_root_with_service_user_files_are_the_service_users() {
     let new = dir.path("new.jsonl");
     let config = dir.config(&[&theirs, &roots, &new], service);
     heptap::check(&config).unwrap();
-    let running = heptap::start(config, LogHandle::detached())
-        .await
-        .unwrap();
+    let running = heptap::start(config, LogHandle::detached()).await.unwrap();
     let meta = std::fs::symlink_metadata(&new).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
