@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::build::{changed_keys, listener_specs, without_prefix};
 use crate::tap::{BoundListener, ListenError, Listener, ListenerSpec, Tap, TapContext};
 
-/// How long a reload waits for a removed listener's sockets to close before it binds a new
-/// listener on an address that overlaps it.
+/// How long a reload waits for a removed listener's sockets to close (its accept loops end on
+/// the workers at once; this only bounds a worker stuck in something else).
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// One serving or draining listener and the config it runs.
@@ -215,8 +215,18 @@ impl Listeners {
             }
         }
 
-        for entry in removed {
+        for entry in &removed {
             entry.listener.stop_accepting();
+        }
+        for entry in removed {
+            // Its accept loops run on the workers and close its sockets as they end: when the
+            // reload answers, the address refuses new connections (and can be bound again).
+            if !entry.listener.wait_stopped(CLOSE_WAIT) {
+                tracing::warn!(
+                    "{}: its sockets are still open {CLOSE_WAIT:?} after it was removed",
+                    entry.item()
+                );
+            }
             let open = entry.listener.connections();
             report.applied(
                 entry.item(),
@@ -237,15 +247,6 @@ impl Listeners {
         }
 
         for (slot, spec, c) in later {
-            // The removed listeners' accept loops run on the workers: their sockets close
-            // as those loops end.
-            for e in &self.draining {
-                if overlaps(e.listener.local_addr(), spec.listen)
-                    && !e.listener.wait_stopped(CLOSE_WAIT)
-                {
-                    tracing::warn!("{}: its sockets are still open", e.item());
-                }
-            }
             match BoundListener::bind(spec.clone(), self.workers.len()) {
                 Ok(bound) => to_serve.push((slot, c, bound)),
                 Err(e) => report.not_applied(
