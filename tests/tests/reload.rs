@@ -156,7 +156,9 @@ async fn a_renewed_certificate_serves_the_next_handshake_while_a_live_tls_connec
     let renewed = pki.issue_server("renewed", "renewed");
     replace(&renewed.cert_file, &cert);
     replace(&renewed.key_file, &key);
+    let took = std::time::Instant::now();
     let report = reload(&h, &file, &text);
+    eprintln!("FIGURES renewal: reload took {:?}", took.elapsed());
     assert_eq!(
         report,
         ReloadReport {
@@ -396,7 +398,12 @@ async fn a_removed_listener_refuses_new_connections_while_its_live_connection_ke
     assert_eq!(roundtrip(&mut live, b"call").await, b"call");
     let me = live.local_addr().unwrap();
 
+    let took = std::time::Instant::now();
     let report = reload(&h, &file, &config_text(col.addr, &dir, &kept));
+    eprintln!(
+        "FIGURES removal: reload (sockets closed) took {:?}",
+        took.elapsed()
+    );
     assert_eq!(
         report,
         ReloadReport {
@@ -441,6 +448,15 @@ async fn a_removed_listener_refuses_new_connections_while_its_live_connection_ke
     h.shutdown(Stop::Immediate).await;
 }
 
+/// A connection through heptap to a [`tagged_upstream`]: the tag it read.
+fn tagged_connection(listen: SocketAddr) -> std::io::Result<[u8; 2]> {
+    let mut c = std::net::TcpStream::connect(listen)?;
+    c.set_read_timeout(Some(WAIT))?;
+    let mut t = [0u8; 2];
+    c.read_exact(&mut t)?;
+    Ok(t)
+}
+
 /// An upstream that writes `tag` to every connection it accepts, then echoes.
 async fn tagged_upstream(tag: &'static [u8]) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -473,19 +489,15 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
     live.read_exact(&mut tag).unwrap();
     assert_eq!(&tag, b"u1");
 
-    // A client opens one connection after the other throughout the reload: each must be
-    // accepted and reach an upstream.
+    // A client opens one connection after the other throughout the reload (each must be
+    // accepted and reach an upstream), and three more open as many as they can meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
     let client = std::thread::spawn({
         let stop = stop.clone();
         move || {
             let (mut tags, mut failures) = (Vec::new(), Vec::new());
             while !stop.load(Ordering::Acquire) || tags.last() != Some(b"u2") {
-                let got = std::net::TcpStream::connect(listen).and_then(|mut c| {
-                    let mut t = [0u8; 2];
-                    c.read_exact(&mut t).map(|()| t)
-                });
-                match got {
+                match tagged_connection(listen) {
                     Ok(t) => tags.push(t),
                     Err(e) => failures.push(e.to_string()),
                 }
@@ -493,24 +505,62 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
             (tags, failures)
         }
     });
+    let hammers: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut done, mut failures) = (0, Vec::new());
+                while !stop.load(Ordering::Acquire) {
+                    match tagged_connection(listen) {
+                        Ok(_) => done += 1,
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (done, failures)
+            })
+        })
+        .collect();
     eventually(WAIT, "connections before the reload", || {
         statistic(&h, "listener_edge", "accepted").unwrap_or(0) > 20
     })
     .await;
-    let after = tcp_listener("edge", "127.0.0.1:0", u2, "max_connections = 5");
-    let text = config_text(col.addr, &dir, &after);
-    std::fs::write(&file, &text).unwrap();
     let control = h.control();
-    let report = tokio::task::spawn_blocking(move || control.reload().unwrap())
-        .await
-        .unwrap();
+    let reload_to = |keys: &str| {
+        let text = config_text(
+            col.addr,
+            &dir,
+            &tcp_listener("edge", "127.0.0.1:0", u2, keys),
+        );
+        std::fs::write(&file, text).unwrap();
+        let control = control.clone();
+        tokio::task::spawn_blocking(move || {
+            let took = std::time::Instant::now();
+            (control.reload().unwrap(), took.elapsed())
+        })
+    };
+    let (report, took) = reload_to("max_connections = 5").await.unwrap();
+    // Ten more reloads while the clients go on, each changing the connection limit.
+    let mut slowest = took;
+    for i in 0..10 {
+        let (r, took) = reload_to(&format!("max_connections = {}", 6 - i % 2))
+            .await
+            .unwrap();
+        assert!(r.is_complete(), "{r:#?}");
+        slowest = slowest.max(took);
+    }
     let accepted = statistic(&h, "listener_edge", "accepted").unwrap();
-    eventually(WAIT, "connections after the reload", || {
+    eventually(WAIT, "connections after the reloads", || {
         statistic(&h, "listener_edge", "accepted").unwrap() > accepted + 20
     })
     .await;
     stop.store(true, Ordering::Release);
-    let (tags, failures) = client.join().unwrap();
+    let (tags, mut failures) = client.join().unwrap();
+    let mut others = 0;
+    for hammer in hammers {
+        let (done, f) = hammer.join().unwrap();
+        others += done;
+        failures.extend(f);
+    }
 
     assert_eq!(
         report,
@@ -521,6 +571,12 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
             )],
             not_applied: vec![],
         }
+    );
+    eprintln!(
+        "FIGURES change: {} connections across 11 reloads (slowest {slowest:?}, the first \
+         {took:?}), {} failed",
+        tags.len() + others,
+        failures.len()
     );
     assert_eq!(failures, Vec::<String>::new(), "no attempt refused or cut");
     assert_eq!(h.listen_addrs(), [listen], "the same socket");
