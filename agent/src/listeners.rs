@@ -297,9 +297,6 @@ impl Listeners {
         };
         let keys = changed_keys(&entry.config, &config);
         let renewed = tap.tls_digest() != old.tls_digest();
-        if keys.is_empty() && !renewed {
-            return entry;
-        }
         if !keys.is_empty() {
             report.applied(
                 &name,
@@ -312,6 +309,8 @@ impl Listeners {
         if renewed {
             report.applied(&name, renewed_text(&tap));
         }
+        // Swapped even when nothing of its own changed: what it takes from other sections
+        // (`[tracer] sip_payload`) may have, and they report themselves.
         entry.listener.update(tap, &self.ctx.stats);
         entry.config = config;
         entry

@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use heptap::{LogHandle, Running, Stop, start_with_source};
 use heptap_config::{Config, Source};
@@ -23,9 +23,11 @@ use heptap_testkit::eventually;
 use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, event_of};
 use heptap_tests::events::part;
 use heptap_tests::mi_cli::opensips_cli;
+use heptap_tests::sip::{SipUpstream, is_sip, options, read_message};
 use heptap_tests::taps::{roundtrip, statistic};
 use heptap_tests::tls::{Pki, SERVER_SUBJECT, subject_of};
 use rustls::pki_types::CertificateDer;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The config file of a test: a collector for every connection event, the MI (FIFO and HTTP)
@@ -464,7 +466,6 @@ async fn tagged_upstream(tag: &'static [u8]) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt as _;
                 let (mut r, mut w) = s.into_split();
                 if w.write_all(tag).await.is_ok() {
                     let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -492,8 +493,9 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
     // A client opens one connection after the other throughout the reload (each must be
     // accepted and reach an upstream), and three more open as many as they can meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
+    let sequential = Arc::new(AtomicUsize::new(0));
     let client = std::thread::spawn({
-        let stop = stop.clone();
+        let (stop, sequential) = (stop.clone(), sequential.clone());
         move || {
             let (mut tags, mut failures) = (Vec::new(), Vec::new());
             while !stop.load(Ordering::Acquire) || tags.last() != Some(b"u2") {
@@ -501,6 +503,7 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
                     Ok(t) => tags.push(t),
                     Err(e) => failures.push(e.to_string()),
                 }
+                sequential.fetch_add(1, Ordering::AcqRel);
             }
             (tags, failures)
         }
@@ -520,8 +523,8 @@ async fn a_changed_listener_keeps_its_socket_new_connections_get_the_new_setting
             })
         })
         .collect();
-    eventually(WAIT, "connections before the reload", || {
-        statistic(&h, "listener_edge", "accepted").unwrap_or(0) > 20
+    eventually(WAIT, "10 sequential connections before the reload", || {
+        sequential.load(Ordering::Acquire) >= 10
     })
     .await;
     let control = h.control();
@@ -683,5 +686,66 @@ async fn the_mi_reload_reply_lists_what_was_not_applied_and_answers_ok_only_when
     std::fs::write(&file, format!("{text}\n{added}\n")).unwrap();
     let (code, out) = opensips_cli(&h, &dir, "http", &["mi", "reload"]).await;
     assert_eq!((code, out.trim()), (0, "\"OK\""));
+    h.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn what_other_sections_give_a_listener_reaches_its_next_connections_and_a_switch_the_file_changed_switches()
+ {
+    let up = SipUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let listener = tcp_listener("edge", "127.0.0.1:0", up.addr, "sip_trace_id = \"tid\"");
+    let tracer = "[tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n";
+    let text = format!("{}\n{tracer}", config_text(col.addr, &dir, &listener));
+    let (h, file) = start_file(&dir, &text).await;
+    let listen = h.listen_addrs()[0];
+    let traced = async |col: &mut UdpCollector| {
+        let mut c = TcpStream::connect(listen).await.unwrap();
+        c.write_all(&options()).await.unwrap();
+        read_message(&mut c).await.expect("200 to OPTIONS");
+        let me = c.local_addr().unwrap();
+        let got = col
+            .until(WAIT, |g| g.iter().any(|p| is_sip(p) && p.src() == Some(me)))
+            .await;
+        let accepted = got
+            .iter()
+            .any(|p| p.src() == Some(me) && event_of(p) == "ACCEPTED");
+        let sip = got.into_iter().find(is_sip).unwrap();
+        (
+            String::from_utf8(sip.payload.unwrap().to_vec()).unwrap(),
+            accepted,
+        )
+    };
+    let (payload, accepted) = traced(&mut col).await;
+    assert!(payload.starts_with("OPTIONS sip:"), "{payload}");
+    assert!(accepted);
+
+    // The listener's own section is unchanged; what it takes from [tracer] is not, and the
+    // file switches TCP connection events off.
+    let changed = text.replace("[net.tcp]\ntrace_on = true", "[net.tcp]\ntrace_on = false")
+        + "sip_payload = \"json\"\n";
+    let report = reload(&h, &file, &changed);
+    assert_eq!(
+        report,
+        ReloadReport {
+            applied: vec![
+                item("net.tcp.trace_on", "TCP tracing switched off"),
+                item("tracer.sip_payload", "applied"),
+            ],
+            not_applied: vec![],
+        }
+    );
+    col.drain(std::time::Duration::from_millis(100)).await;
+    let (payload, accepted) = traced(&mut col).await;
+    let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert!(
+        json["payload"]
+            .as_str()
+            .unwrap()
+            .starts_with("OPTIONS sip:"),
+        "{payload}"
+    );
+    assert!(!accepted, "no TCP connection event any more");
     h.shutdown(Stop::Immediate).await;
 }
