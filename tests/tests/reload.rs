@@ -749,3 +749,44 @@ async fn what_other_sections_give_a_listener_reaches_its_next_connections_and_a_
     assert!(!accepted, "no TCP connection event any more");
     h.shutdown(Stop::Immediate).await;
 }
+
+#[tokio::test]
+async fn a_listener_moved_to_an_address_its_old_one_covers_is_bound_once_the_old_one_has_closed() {
+    let up = EchoUpstream::bind().await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wildcard = tcp_listener("edge", &format!("0.0.0.0:{port}"), up.addr, "");
+    let (h, file) = start_file(&dir, &config_text(col.addr, &dir, &wildcard)).await;
+    let loopback: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut live = TcpStream::connect(loopback).await.unwrap();
+    assert_eq!(roundtrip(&mut live, b"x").await, b"x");
+
+    // The wildcard socket holds the port on 127.0.0.1 too: the new one is bound after it.
+    let narrow = tcp_listener("edge", &loopback.to_string(), up.addr, "");
+    let report = reload(&h, &file, &config_text(col.addr, &dir, &narrow));
+    assert_eq!(
+        report,
+        ReloadReport {
+            applied: vec![
+                item(
+                    "listener edge",
+                    format!(
+                        "removed: stopped accepting on 0.0.0.0:{port}; its 1 connection(s) go on until they close"
+                    )
+                ),
+                item("listener edge", format!("added: listening on {loopback}")),
+            ],
+            not_applied: vec![],
+        }
+    );
+    assert_eq!(h.listen_addrs(), [loopback]);
+    let mut c = TcpStream::connect(loopback).await.unwrap();
+    assert_eq!(roundtrip(&mut c, b"y").await, b"y");
+    assert_eq!(roundtrip(&mut live, b"z").await, b"z");
+    h.shutdown(Stop::Immediate).await;
+}
