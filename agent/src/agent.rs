@@ -22,7 +22,7 @@ use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
 use crate::listeners::Listeners;
 use crate::logging::LogHandle;
-use crate::shared::{ReloadError, Shared, StartOnly, State};
+use crate::shared::{ReloadError, Shared, StartOnly, State, level_of};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
 use crate::tap::{ListenError, TapContext};
@@ -103,6 +103,7 @@ pub async fn start_with_source(
         tracer: tracer.clone(),
         stats: stats.clone(),
         log,
+        level: Mutex::new(level_of(&config.log.level)),
         source,
         state: Mutex::new(State {
             started: StartOnly::of(&config),
@@ -175,8 +176,7 @@ impl Running {
     }
 
     /// The agent's [`heptap_mi::Control`], the seam an operator's MI command goes through: the
-    /// same switches, statistics and reload the MI's own control reaches (only the log level
-    /// last set is this control's own).
+    /// same switches, statistics, log level and reload the MI's own control reaches.
     pub fn control(&self) -> Arc<dyn heptap_mi::Control> {
         Arc::new(AgentControl::new(self.shared.clone()))
     }

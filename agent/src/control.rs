@@ -1,7 +1,7 @@
 //! The agent's side of the MI: [`AgentControl`] implements `heptap_mi::Control` over the
 //! tracer's switches, the statistics, the log level and reload.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
@@ -18,26 +18,12 @@ use crate::shared::Shared;
 pub struct AgentControl {
     /// The agent's shared state.
     shared: Arc<Shared>,
-    /// The level last set (the config's until `log_level` changes it).
-    level: Mutex<LogLevel>,
 }
 
 impl AgentControl {
     /// The control of a running agent.
     pub fn new(shared: Arc<Shared>) -> Self {
-        let configured = shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config
-            .log
-            .level
-            .clone();
-        let level = LogLevel::parse(&configured).unwrap_or(LogLevel::Info);
-        Self {
-            shared,
-            level: Mutex::new(level),
-        }
+        Self { shared }
     }
 
     fn config(&self) -> Config {
@@ -200,7 +186,7 @@ impl Control for AgentControl {
     }
 
     fn log_level(&self) -> LogLevel {
-        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+        *self.shared.level.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
@@ -208,7 +194,7 @@ impl Control for AgentControl {
             .log
             .set(level.name())
             .map_err(|e| e.to_string())?;
-        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
+        *self.shared.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use heptap_config::{Config, Source};
 use heptap_hep::NetProto;
-use heptap_mi::ReloadReport;
+use heptap_mi::{LogLevel, ReloadReport};
 
 use crate::build::{self, BuildError, Built, changed_keys};
 use crate::listeners::Listeners;
@@ -25,6 +25,9 @@ pub struct Shared {
     pub stats: Stats,
     /// Changes the log level at run time.
     pub log: LogHandle,
+    /// The level last set: `[log] level` at start and at a reload that changed it, or MI
+    /// `log_level` (what `log_level` without a parameter answers).
+    pub level: Mutex<LogLevel>,
     /// Where a reload re-reads the config from; `None` re-applies the config in memory.
     pub source: Option<Source>,
     /// The config and what was built from it; taken at shutdown.
@@ -181,7 +184,9 @@ impl Shared {
             } else {
                 match self.log.set(&new.log.level) {
                     Ok(()) => {
-                        report.applied(item, format!("{} -> {}", old.log.level, new.log.level))
+                        *self.level.lock().unwrap_or_else(|e| e.into_inner()) =
+                            level_of(&new.log.level);
+                        report.applied(item, format!("{} -> {}", old.log.level, new.log.level));
                     }
                     Err(e) => report.not_applied(item, e.to_string()),
                 }
@@ -240,6 +245,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// The MI's level for `[log] level`: a level name, or `info` for a directive string
+/// (`"info,heptap::sender=debug"`), which no single level names.
+pub fn level_of(configured: &str) -> LogLevel {
+    LogLevel::parse(configured).unwrap_or(LogLevel::Info)
 }
 
 /// A switch whose value the file changed is set to it (an MI switch left alone in the file

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use heptap::{LogHandle, Running, Stop, start_with_source};
 use heptap_config::{Config, Source};
-use heptap_mi::{ReloadItem, ReloadReport};
+use heptap_mi::{LogLevel, ReloadItem, ReloadReport};
 use heptap_testkit::eventually;
 use heptap_tests::collector::{EchoUpstream, Scratch, UdpCollector, WAIT, event_of};
 use heptap_tests::events::part;
@@ -788,5 +788,29 @@ async fn a_listener_moved_to_an_address_its_old_one_covers_is_bound_once_the_old
     let mut c = TcpStream::connect(loopback).await.unwrap();
     assert_eq!(roundtrip(&mut c, b"y").await, b"y");
     assert_eq!(roundtrip(&mut live, b"z").await, b"z");
+    h.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn a_log_level_the_file_changed_is_applied_and_the_mi_reports_it() {
+    let up = EchoUpstream::bind().await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let text = config_text(
+        col.addr,
+        &dir,
+        &tcp_listener("edge", "127.0.0.1:0", up.addr, ""),
+    );
+    let (h, file) = start_file(&dir, &format!("[log]\nlevel = \"info\"\n{text}")).await;
+    assert_eq!(h.control().log_level(), LogLevel::Info);
+    let report = reload(&h, &file, &format!("[log]\nlevel = \"debug\"\n{text}"));
+    assert_eq!(
+        report,
+        ReloadReport {
+            applied: vec![item("log.level", "info -> debug")],
+            not_applied: vec![],
+        }
+    );
+    assert_eq!(h.control().log_level(), LogLevel::Debug);
     h.shutdown(Stop::Immediate).await;
 }
