@@ -15,14 +15,17 @@ use heptap_mi::{Mi, MiRunning};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use heptap_mi::ReloadReport;
+
 use crate::build::{self, BuildError};
 use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
+use crate::listeners::Listeners;
 use crate::logging::LogHandle;
-use crate::shared::{ReloadError, Shared, State};
+use crate::shared::{ReloadError, Shared, StartOnly, State, level_of};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
-use crate::tap::{BoundListener, ListenError, TapContext};
+use crate::tap::{ListenError, TapContext};
 use crate::tracer::Tracer;
 use crate::workers::Workers;
 
@@ -49,8 +52,6 @@ pub enum StartError {
 pub struct Running {
     /// What the MI shares.
     shared: Arc<Shared>,
-    /// The bound address of each `[[listener]]`, in config order.
-    listen_addrs: Vec<SocketAddr>,
     /// Cancelled to stop accepting.
     stop: CancellationToken,
     /// Cancelled to end relayed connections now.
@@ -86,42 +87,44 @@ pub async fn start_with_source(
         ids: ConnIds::new(),
         stats: stats.clone(),
     });
-    let mut bound = Vec::new();
-    for spec in build::listener_specs(&config) {
-        bound.push(BoundListener::bind(spec, workers.handles().len()).await?);
-    }
-    let listeners = bound
-        .iter()
-        .map(|l| (l.spec.name.clone(), l.spec.proto.name(), l.local_addr()))
-        .collect();
+    let bound = Listeners::bind(&config, workers.handles().len())?;
     let mi_settings = crate::mi_settings::mi_settings(&config)?;
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let listeners = Listeners::new(
+        ctx,
+        tracker.clone(),
+        stop.clone(),
+        kill.clone(),
+        workers.handles().clone(),
+    );
     let shared = Arc::new(Shared {
         tracer: tracer.clone(),
         stats: stats.clone(),
         log,
+        level: Mutex::new(level_of(&config.log.level)),
         source,
         state: Mutex::new(State {
+            started: StartOnly::of(&config),
             config,
             built: Some(built),
+            listeners,
         }),
-        listeners,
         workers: workers.handles().clone(),
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
         .start(mi_stop.clone())
         .await?;
-    let stop = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut listen_addrs = Vec::new();
-    for l in bound {
-        listen_addrs.push(l.local_addr());
-        l.serve(&ctx, &tracker, &stop, &kill, workers.handles());
-    }
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .listeners
+        .start(bound);
     Ok(Running {
         shared,
-        listen_addrs,
         stop,
         kill,
         mi_stop,
@@ -141,9 +144,10 @@ pub enum Stop {
 }
 
 impl Running {
-    /// The bound address of each `[[listener]]`, in config order.
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.listen_addrs
+    /// The bound address of each `[[listener]]` that serves, in config order (a reload
+    /// changes them: listeners added, removed, or not applied).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listen_addrs()
     }
 
     /// Where the MI's JSON-RPC over HTTP listens, if it does.
@@ -172,8 +176,7 @@ impl Running {
     }
 
     /// The agent's [`heptap_mi::Control`], the seam an operator's MI command goes through: the
-    /// same switches, statistics and reload the MI's own control reaches (only the log level
-    /// last set is this control's own).
+    /// same switches, statistics, log level and reload the MI's own control reaches.
     pub fn control(&self) -> Arc<dyn heptap_mi::Control> {
         Arc::new(AgentControl::new(self.shared.clone()))
     }
@@ -183,14 +186,20 @@ impl Running {
         &self.shared
     }
 
-    /// Swaps in a new config; see [`Shared::reload`].
-    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+    /// Applies a new config as far as it can and says what it applied and what not; see
+    /// [`Shared::reload`].
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, ReloadError> {
         self.shared.reload(config)
     }
 
-    /// Re-reads the config from its source and swaps it in (SIGHUP).
-    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
+    /// Re-reads the config from its source and applies it (SIGHUP, MI `reload`).
+    pub fn reload_from_source(&self) -> Result<ReloadReport, ReloadError> {
         self.shared.reload_from_source()
+    }
+
+    /// Re-reads every listener's and destination's TLS files (MI `tls_reload`).
+    pub fn tls_reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.shared.tls_reload()
     }
 
     /// Makes the MI check its FIFO now and re-create it if it was deleted.
@@ -237,7 +246,6 @@ impl Running {
 /// `heptap serve`: start, report, then act on signals until told to stop.
 pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(), StartError> {
     let mut signals = Signals::install()?;
-    let grace = config.service.shutdown_grace;
     // -- service (packaging): who heptap becomes, and systemd's notify socket; see service.rs.
     let privileges = crate::service::Privileges::plan(&config).map_err(std::io::Error::from)?;
     crate::service::raise_open_file_limit();
@@ -266,10 +274,19 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
                 running.recheck_fifo();
                 let shared = running.shared().clone();
                 let result = tokio::task::spawn_blocking(move || shared.reload_from_source()).await;
+                // Each item was logged on its own line by the reload.
                 match result {
-                    Ok(Ok(())) => {
-                        tracing::info!("Config reloaded");
+                    Ok(Ok(report)) if report.is_complete() => {
+                        tracing::info!(applied = report.applied.len(), "Config reloaded");
                         notify.ready("Config reloaded");
+                    }
+                    Ok(Ok(report)) => {
+                        tracing::warn!(
+                            applied = report.applied.len(),
+                            not_applied = report.not_applied.len(),
+                            "Config reloaded in part: what was not applied goes on as it was"
+                        );
+                        notify.ready("Config reloaded in part; the log says what was not applied");
                     }
                     Ok(Err(e)) => {
                         tracing::error!("Reload refused, the old config keeps running:\n{e}");
@@ -284,6 +301,7 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
                 }
             }
             Signal::Terminate => {
+                let grace = running.shared().shutdown_grace();
                 tracing::info!(grace = ?grace, "SIGTERM: draining");
                 notify.stopping("Draining");
                 running.shutdown(Stop::Graceful(grace)).await;
