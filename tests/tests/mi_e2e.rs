@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use heptap::LogHandle;
 use heptap::{Running, Stop, start, start_with_source};
