@@ -282,7 +282,9 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: f64) -> Self {
-        let burst = (rate / 20.0).clamp(1.0, SPOOL_BATCH as f64);
+        // 5 ms worth: batches stay efficient, and a UDP collector's receive buffer sees no
+        // burst larger than that.
+        let burst = (rate / 200.0).clamp(1.0, SPOOL_BATCH as f64);
         Bucket {
             rate,
             tokens: burst,
