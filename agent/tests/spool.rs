@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heptap::Stats;
-use heptap::sender::{
-    self, DestinationSpec, FileOwner, Limits, Offer, Sender, SenderCounters, SenderTask,
-};
+use heptap::sender::{self, DestinationSpec, FileOwner, Limits, Offer, Sender, SenderCounters};
 use heptap_config::{Destination, HepId, HepSpool, Transport};
 use heptap_hep::{Encoder, Hep3Framer, Packet, TraceMessage};
 use heptap_testkit::{described, eventually};
