@@ -172,6 +172,7 @@ async fn long_outage(transport: Transport, n: u32, replay_rate: u32) {
         &stats,
     )
     .unwrap();
+    let started = Instant::now();
     offer_all(&sender, 0..n).await;
     eventually(
         LOAD_LIMIT,
@@ -188,7 +189,9 @@ async fn long_outage(transport: Transport, n: u32, replay_rate: u32) {
     assert_eq!(spool.mode, "spooling");
     assert!(spool.bytes > 0 && spool.oldest_age.is_some());
 
+    let spooled_in = started.elapsed();
     let got = Received::default();
+    let back = Instant::now();
     let serve = collector(addr, transport, got.clone());
     eventually(
         LOAD_LIMIT,
@@ -196,6 +199,12 @@ async fn long_outage(transport: Transport, n: u32, replay_rate: u32) {
         || got.len() >= n as usize,
     )
     .await;
+    eprintln!(
+        "{transport}: {n} packets spooled in {spooled_in:?} ({} bytes on disk), replayed in {:?} \
+         (replay rate {replay_rate}/s, 0 = unlimited)",
+        spool.bytes,
+        back.elapsed()
+    );
     assert_in_order_once(&got.all(), n);
     let c = counters(&sender);
     assert_eq!(c.sent, u64::from(n));
@@ -478,6 +487,11 @@ async fn a_full_disk_drops_and_counts_without_holding_the_producer() {
     .await;
     let c = counters(&sender);
     let spool = sender.state().spool.unwrap();
+    eprintln!(
+        "full disk: {} offered, {} queued, {} spooled, {} dropped as spool_error, {} as \
+         queue_full; slowest offer {slowest:?}",
+        100_000, c.enqueued, spool.records, c.dropped_spool_error, c.dropped_queue_full
+    );
     assert!(c.dropped_spool_error > 0, "{c:?}");
     assert_eq!(
         c.enqueued,

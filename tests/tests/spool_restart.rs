@@ -234,6 +234,9 @@ fn sigkill_in_an_outage_then_a_restart_delivers_what_was_spooled_in_order_once()
     std::fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
     let (expected, damaged) = on_disk(&lane_dir);
     assert!(damaged >= 1);
+    eprintln!(
+        "after SIGKILL and a torn last record: {expected} good records on disk, {damaged} damaged segment(s)"
+    );
 
     let got = Arc::new(Mutex::new(Vec::new()));
     collector(homer, Arc::clone(&got));
