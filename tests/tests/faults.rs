@@ -411,6 +411,17 @@ async fn a_full_disk_under_the_spool_costs_the_relay_nothing() {
         hep_stats(&heptap)
     );
     let (full, _) = relay_run(listen, 100).await;
+    // The MI shows the spool: where, what it does, what it lost.
+    let ids = heptap.control().hep_ids();
+    let spool = &ids["hep_ids"][0]["spool"];
+    assert_eq!(spool["state"], "spooling", "{ids}");
+    assert!(spool["dropped_spool_error"].as_u64() > Some(0), "{ids}");
+    assert!(
+        spool["dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("spool/col")),
+        "{ids}"
+    );
     unaffected("spool on a full disk", healthy, faulty);
     unaffected("spool on a full disk (again)", healthy, full);
     eprintln!(

@@ -562,7 +562,14 @@ impl Spool {
             let Some(seg) = self.segments.get_mut(index) else {
                 break;
             };
-            if seg.unread == 0 || seg.read_at >= seg.end {
+            if seg.unread > 0 && seg.read_at >= seg.end {
+                // Counted records past the end: the bookkeeping and the file disagree. Give
+                // them up (counted) rather than wait for them for ever.
+                lost.corrupt += 1;
+                self.shared.counters.records.sub(seg.unread);
+                seg.unread = 0;
+            }
+            if seg.unread == 0 {
                 index += 1;
                 continue;
             }
