@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -154,6 +154,9 @@ pub(crate) fn open_dir(
         (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, Path::new(n)),
         _ => return Err(SpoolRefused::NotDirectory),
     };
+    if create {
+        create_ancestors(parent, owner)?;
+    }
     let parent_fd = open_dir_at(AT_FDCWD, parent, owner, create)?;
     let st = fstat(&parent_fd).map_err(errno)?;
     if !is_dir(&st) {
@@ -189,19 +192,40 @@ pub(crate) fn open_dir(
     Ok(fd)
 }
 
+/// Creates the missing directories above `spool_dir` (`/var/lib/heptap` where the package
+/// did not), 0700 and the service user's, like `spool_dir` itself.
+fn create_ancestors(spool_dir: &Path, owner: FileOwner) -> Result<(), SpoolRefused> {
+    let missing: Vec<&Path> = spool_dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+            Ok(()) => {
+                if FileOwner::current() != owner {
+                    std::os::unix::fs::chown(dir, Some(owner.uid), Some(owner.gid))?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(SpoolRefused::Io(e)),
+        }
+    }
+    Ok(())
+}
+
 /// What `open_dir` would check, creating nothing: an existing directory as it would be taken,
-/// or, for a new one, that the directory it would be created in exists.
+/// or, for a new one, that its nearest existing ancestor is a directory (the rest is created
+/// at start).
 pub(crate) fn check_dir(dir: &Path, owner: FileOwner) -> Result<(), SpoolRefused> {
     match std::fs::symlink_metadata(dir) {
         Ok(_) => open_dir(dir, owner, false).map(drop),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Created at start: `spool_dir` (or its parent, when it is missing too) must exist.
-            let parent = dir.parent().unwrap_or(Path::new("/"));
-            let existing = if parent.exists() {
-                parent
-            } else {
-                parent.parent().unwrap_or(Path::new("/"))
-            };
+            let existing = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| std::fs::symlink_metadata(a).is_ok())
+                .unwrap_or(Path::new("/"));
             if std::fs::metadata(existing)?.is_dir() {
                 Ok(())
             } else {
