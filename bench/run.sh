@@ -11,6 +11,9 @@
 #   heptap-tcp  the same as heptap-on with HEP over TCP (one connection, frames batched) to the
 #               same sink: on loopback a UDP datagram costs heptap the sink's receive path too
 #   heptap-off  the same config with trace_on = false everywhere
+#   heptap-spool (rr --max only) heptap-tcp's config with its collector down (nothing listens on
+#               its port) and the disk spool on ([hep] spool_dir in the work directory): the
+#               relay's max rate while every HEP packet goes to disk, against heptap-tcp's
 #   haproxy     HAProxy from the Debian package, mode tcp, nbthread 1
 #   direct      the responder itself (no relay)
 # over plain TCP and over TLS (terminated by the relay with a self-signed ECDSA certificate, the
@@ -105,13 +108,20 @@ fi
 
 # --- ports -----------------------------------------------------------------------------------
 declare -A UPSTREAM=([heptap-on]=$((PORT_BASE + 1)) [heptap-off]=$((PORT_BASE + 2))
-    [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 5)))
+    [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 5))
+    [heptap-spool]=$((PORT_BASE + 6)))
 declare -A PORT_tcp=([heptap-on]=$((PORT_BASE + 101)) [heptap-off]=$((PORT_BASE + 201))
-    [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 501)))
+    [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 501))
+    [heptap-spool]=$((PORT_BASE + 601)))
 declare -A PORT_tls=([heptap-on]=$((PORT_BASE + 111)) [heptap-off]=$((PORT_BASE + 211))
-    [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)) [heptap-tcp]=$((PORT_BASE + 511)))
+    [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)) [heptap-tcp]=$((PORT_BASE + 511))
+    [heptap-spool]=$((PORT_BASE + 611)))
 RELAYS=(heptap-on heptap-tcp heptap-off haproxy)
+# Started only for rr --max (see heptap-spool above).
+SPOOL_RELAY=heptap-spool
 HEP_PORT=$((PORT_BASE + 900))
+# Nothing ever listens here: heptap-spool's collector is down for the whole run.
+HEP_DOWN_PORT=$((PORT_BASE + 901))
 HEP_STATS=$WORK/hep.stats
 RESULTS=$WORK/results.jsonl
 PKI=$WORK/pki
@@ -128,15 +138,18 @@ wait_port() {
 }
 
 # --- configs ---------------------------------------------------------------------------------
-heptap_config() { # name trace_on hep_transport
-    local name=$1 on=$2 transport=$3
+heptap_config() { # name trace_on hep_transport [hep_port [extra [hep] keys]]
+    local name=$1 on=$2 transport=$3 hep_port=${4:-$HEP_PORT} hep_extra=${5:-}
     mkdir -p "$WORK/$name"
     cat >"$WORK/$name.toml" <<EOF
 [log]
 level = "error"
 
+[hep]
+$hep_extra
+
 [hep.ids]
-col = "[col] 127.0.0.1:$HEP_PORT; transport=$transport"
+col = "[col] 127.0.0.1:$hep_port; transport=$transport"
 
 [tracer]
 trace_on = $on
@@ -216,9 +229,16 @@ start_relays() {
     done
 }
 
+start_spool_relay() {
+    "$HEPTAP" serve -c "$WORK/$SPOOL_RELAY.toml" >>"$WORK/$SPOOL_RELAY.log" 2>&1 &
+    PID[$SPOOL_RELAY]=$!
+    wait_port "${PORT_tcp[$SPOOL_RELAY]}"
+    wait_port "${PORT_tls[$SPOOL_RELAY]}"
+}
+
 stop_relays() {
     local t
-    for t in "${RELAYS[@]}"; do
+    for t in "${RELAYS[@]}" "$SPOOL_RELAY"; do
         kill "${PID[$t]}" 2>/dev/null || true
         wait "${PID[$t]}" 2>/dev/null || true
         unset "PID[$t]"
@@ -248,10 +268,14 @@ START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 heptap_config heptap-on true udp
 heptap_config heptap-tcp true tcp
 heptap_config heptap-off false udp
+# A spool that keeps a whole run (the relay's rate, not the spool's bound, is measured).
+heptap_config heptap-spool true tcp "$HEP_DOWN_PORT" \
+    "spool_dir = \"$WORK/spool\"
+spool_max_bytes = \"8GiB\""
 
 "$B" echo-server --cert "$PKI/cert.pem" --key "$PKI/key.pem" \
     --listen "127.0.0.1:${UPSTREAM[heptap-on]}" --listen "127.0.0.1:${UPSTREAM[heptap-off]}" \
-    --listen "127.0.0.1:${UPSTREAM[heptap-tcp]}" \
+    --listen "127.0.0.1:${UPSTREAM[heptap-tcp]}" --listen "127.0.0.1:${UPSTREAM[heptap-spool]}" \
     --listen "127.0.0.1:${UPSTREAM[haproxy]}" --listen "127.0.0.1:${UPSTREAM[direct]}" \
     --listen-tls "127.0.0.1:${PORT_tls[direct]}" >>"$WORK/echo.log" 2>&1 &
 PID[echo]=$!
@@ -271,6 +295,7 @@ for proto in $PROTOS; do
 done
 
 start_relays
+wanted rr_max && start_spool_relay
 TARGETS=(heptap-on heptap-tcp heptap-off haproxy direct)
 for round in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first (or right after another).
@@ -284,7 +309,7 @@ for round in $(seq "$ROUNDS"); do
             for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --duration "$DURATION"; done
         fi
         if wanted rr_max; then
-            for target in "${order[@]}"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
+            for target in "${order[@]}" "$SPOOL_RELAY"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
             if [[ $proto == "${PROTOS%% *}" ]]; then
                 log "round $round: udp-floor"
                 "$B" udp-floor --sink "127.0.0.1:$HEP_PORT" --hep-stats "$HEP_STATS" --duration "$DURATION" \
@@ -298,6 +323,46 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+SPOOL_DU=$(du -sh "$WORK/spool" 2>/dev/null | cut -f1 || echo 0)
+
+# heptap-spool against heptap-tcp, rr --max: medians over the rounds, per transport.
+spool_postscript() {
+    python3 - "$RESULTS" "$SPOOL_DU" <<'PYEOF'
+import json, statistics, sys
+rates, cpu = {}, {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["test"] != "rr_max" or r["target"] not in ("heptap-tcp", "heptap-spool"):
+        continue
+    key = (r["proto"], r["target"])
+    rates.setdefault(key, []).append(r["result"]["rate"])
+    probe = r["result"].get("probe") or {}
+    if probe.get("relay_cpu_s") and r["result"]["completed"]:
+        cpu.setdefault(key, []).append(probe["relay_cpu_s"] / r["result"]["completed"] * 1e6)
+if not rates:
+    sys.exit(0)
+print("### The disk spool: relay max rate with the collector down\n")
+print("heptap-spool is heptap-tcp's config with its collector down for the whole run and the "
+      "disk spool on: every HEP packet goes to segment files (written on the blocking thread "
+      f"pool; {sys.argv[2]} on disk at the end). rr --max, medians over the rounds:\n")
+print("| transport | heptap-tcp (collector up) msg/s | heptap-spool (collector down, spooling) msg/s | ratio | CPU us/msg up / spooling |")
+print("|---|---|---|---|---|")
+for proto in ("tcp", "tls"):
+    up, down = rates.get((proto, "heptap-tcp")), rates.get((proto, "heptap-spool"))
+    if not up or not down:
+        continue
+    u, d = statistics.median(up), statistics.median(down)
+    cu = statistics.median(cpu.get((proto, "heptap-tcp"), [0]))
+    cd = statistics.median(cpu.get((proto, "heptap-spool"), [0]))
+    print(f"| {proto} | {u:,.0f} | {d:,.0f} | {d / u:.2f} | {cu:.1f} / {cd:.1f} |")
+PYEOF
+}
+SPOOL_PS=$WORK/spool-postscript.md
+spool_postscript >"$SPOOL_PS" || : >"$SPOOL_PS"
+if [[ -n ${POSTSCRIPT:-} ]]; then
+    { echo; cat "$POSTSCRIPT"; } >>"$SPOOL_PS"
+fi
+[[ -s $SPOOL_PS ]] && POSTSCRIPT=$SPOOL_PS
 
 # --- report ----------------------------------------------------------------------------------
 GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -62,6 +62,25 @@ fn describe(dest: Option<&Destination>, name: &str) -> DestinationInfo {
     }
 }
 
+/// The `spool` object of a `hep_ids` row: what is on disk and how the replay goes.
+fn spool_row(sp: &crate::sender::SpoolState, c: &crate::sender::SenderCounters) -> Value {
+    json!({
+        "dir": sp.dir.display().to_string(),
+        "state": sp.mode,
+        "bytes": sp.bytes,
+        "max_bytes": sp.max_bytes,
+        "records": sp.records,
+        "oldest_age_ms": sp.oldest_age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+        "spooled": sp.spooled,
+        "replayed": sp.replayed,
+        "adopted": sp.adopted,
+        "dropped_spool_full": c.dropped_spool_full,
+        "dropped_spool_expired": c.dropped_spool_expired,
+        "dropped_spool_corrupt": c.dropped_spool_corrupt,
+        "dropped_spool_error": c.dropped_spool_error,
+    })
+}
+
 impl Control for AgentControl {
     fn sip_trace_on(&self) -> bool {
         self.shared.tracer.load().sip_on.is_on()
@@ -148,7 +167,7 @@ impl Control for AgentControl {
                     _ => 3,
                 };
                 let c = st.counters;
-                json!({
+                let mut row = json!({
                     "name": st.name,
                     "type": info.kind,
                     "uri": info.uri,
@@ -167,7 +186,11 @@ impl Control for AgentControl {
                     "reconnects": c.reconnects,
                     "queue_depth": c.queue_depth,
                     "queue_bytes": c.queue_bytes,
-                })
+                });
+                if let (Some(sp), Some(obj)) = (&st.spool, row.as_object_mut()) {
+                    obj.insert("spool".to_owned(), spool_row(sp, &c));
+                }
+                row
             })
             .collect();
         json!({ "hep_ids": rows })

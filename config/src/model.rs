@@ -161,6 +161,25 @@ pub struct Hep {
     /// Longest reconnect delay. (OpenSIPS gives up for an hour; heptap keeps trying.)
     #[serde(with = "units::duration")]
     pub backoff_max: Duration,
+    /// Where each HEP destination spools what its memory queue cannot hold while its collector
+    /// is down or slow: one subdirectory per destination (`<spool_dir>/<name>`). Unset or `""`:
+    /// no spool, the newest packets are dropped as before.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "units::path_empty_is_none"
+    )]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes a destination's spool holds; beyond it the oldest segments are deleted
+    /// (counted as `dropped_spool_full`).
+    #[serde(with = "units::size")]
+    pub spool_max_bytes: u64,
+    /// Oldest packet a spool keeps; older ones are deleted (counted as `dropped_spool_expired`).
+    #[serde(with = "units::duration")]
+    pub spool_max_age: Duration,
+    /// Packets per second replayed from a destination's spool once its collector is back (all
+    /// lanes together), so a collector is not flooded; 0: as fast as the collector takes them.
+    pub spool_replay_rate: u32,
     /// `hep_id`: named destinations, by name. `stdout` always exists besides these.
     pub ids: BTreeMap<String, HepIdEntry>,
 }
@@ -181,6 +200,10 @@ impl Default for Hep {
             write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            spool_max_age: Duration::from_secs(24 * 3600),
+            spool_replay_rate: 20_000,
             ids: BTreeMap::new(),
         }
     }
@@ -189,6 +212,8 @@ impl Default for Hep {
 /// One `[hep.ids]` value as written: an OpenSIPS `hep_id` string or a table (both become a
 /// [`HepIdTable`]), `"stdout"`, or `"file:/path"`.
 #[derive(Debug, Clone, PartialEq)]
+// A handful per config, built at start and reload: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum HepIdEntry {
     /// A HEP collector.
     Hep(HepIdTable),
@@ -292,6 +317,27 @@ pub struct HepIdTable {
     /// Overrides `[hep] max_udp_size` for this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_udp_size: Option<usize>,
+    /// Overrides `[hep] spool_dir` for this destination (its spool is `<spool_dir>/<name>`);
+    /// `""` turns the spool off for this destination only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    /// Overrides `[hep] spool_max_bytes` for this destination.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "units::size::option"
+    )]
+    pub spool_max_bytes: Option<u64>,
+    /// Overrides `[hep] spool_max_age` for this destination.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "units::duration::option"
+    )]
+    pub spool_max_age: Option<Duration>,
+    /// Overrides `[hep] spool_replay_rate` for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_replay_rate: Option<u32>,
 }
 
 fn default_hep_port() -> u16 {
@@ -333,6 +379,10 @@ impl HepIdTable {
             queue_packets: None,
             queue_bytes: None,
             max_udp_size: None,
+            spool_dir: None,
+            spool_max_bytes: None,
+            spool_max_age: None,
+            spool_replay_rate: None,
         }
     }
 
@@ -361,8 +411,38 @@ impl HepIdTable {
             queue_packets: self.queue_packets.unwrap_or(hep.queue_packets),
             queue_bytes: self.queue_bytes.unwrap_or(hep.queue_bytes),
             max_udp_size: self.max_udp_size.unwrap_or(hep.max_udp_size),
+            spool: self.spool(name, hep),
         })
     }
+
+    /// The destination's spool after the `[hep]` defaults: its own subdirectory of the
+    /// `spool_dir` in force, or none when that is unset or `""`.
+    fn spool(&self, name: &str, hep: &Hep) -> Option<HepSpool> {
+        let parent = match &self.spool_dir {
+            Some(dir) if dir.as_os_str().is_empty() => return None,
+            Some(dir) => dir,
+            None => hep.spool_dir.as_ref()?,
+        };
+        Some(HepSpool {
+            dir: parent.join(name),
+            max_bytes: self.spool_max_bytes.unwrap_or(hep.spool_max_bytes),
+            max_age: self.spool_max_age.unwrap_or(hep.spool_max_age),
+            replay_rate: self.spool_replay_rate.unwrap_or(hep.spool_replay_rate),
+        })
+    }
+}
+
+/// A destination's disk spool, resolved: where, how much, how long, how fast to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HepSpool {
+    /// The destination's own directory, `<spool_dir>/<name>`.
+    pub dir: PathBuf,
+    /// Most bytes held; the oldest segments go beyond it.
+    pub max_bytes: u64,
+    /// Oldest packet kept.
+    pub max_age: Duration,
+    /// Packets per second replayed (all lanes together); 0: no limit.
+    pub replay_rate: u32,
 }
 
 /// A resolved HEP destination: what a sender connects to.
@@ -386,6 +466,8 @@ pub struct HepId {
     pub queue_bytes: u64,
     /// Largest UDP datagram (the `[hep]` value unless overridden).
     pub max_udp_size: usize,
+    /// The disk spool, when `spool_dir` is set (`[hep]` or the table form's override).
+    pub spool: Option<HepSpool>,
 }
 
 impl std::str::FromStr for HepId {
@@ -431,6 +513,8 @@ impl Default for HepTls {
 
 /// What a destination name resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// A handful per config, built at start and reload: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Destination {
     /// A HEP collector.
     Hep(HepId),

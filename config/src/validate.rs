@@ -125,6 +125,13 @@ impl Config {
             Some(hep.queue_bytes),
             Some(hep.max_udp_size),
         );
+        check_spool(
+            errs,
+            "hep",
+            hep.spool_dir.as_deref(),
+            Some(hep.spool_max_bytes),
+            Some(hep.spool_max_age),
+        );
         check_positive(errs, "hep.connect_timeout", hep.connect_timeout);
         check_positive(errs, "hep.write_timeout", hep.write_timeout);
         check_positive(errs, "hep.backoff_initial", hep.backoff_initial);
@@ -209,6 +216,13 @@ impl Config {
             );
         }
         check_queue(errs, path, t.queue_packets, t.queue_bytes, t.max_udp_size);
+        check_spool(
+            errs,
+            path,
+            t.spool_dir.as_deref(),
+            t.spool_max_bytes,
+            t.spool_max_age,
+        );
     }
 
     fn check_tracer(&self, errs: &mut ConfigErrors) {
@@ -586,6 +600,33 @@ fn check_queue(
             format!("{path}.max_udp_size"),
             format!("max_udp_size {size} is out of range {MIN_UDP_SIZE}..={MAX_UDP_SIZE}"),
         );
+    }
+}
+
+/// The smallest `spool_max_bytes`: a few segments of the smallest size.
+const MIN_SPOOL_BYTES: u64 = 1 << 20;
+
+fn check_spool(
+    errs: &mut ConfigErrors,
+    path: &str,
+    dir: Option<&Path>,
+    max_bytes: Option<u64>,
+    max_age: Option<Duration>,
+) {
+    // "" switches the spool off; anything else must not depend on the working directory.
+    if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        check_absolute(errs, &format!("{path}.spool_dir"), dir);
+    }
+    if let Some(bytes) = max_bytes
+        && bytes < MIN_SPOOL_BYTES
+    {
+        errs.push(
+            format!("{path}.spool_max_bytes"),
+            format!("spool_max_bytes {bytes} is below the minimum of 1MiB ({MIN_SPOOL_BYTES})"),
+        );
+    }
+    if let Some(age) = max_age {
+        check_positive(errs, &format!("{path}.spool_max_age"), age);
     }
 }
 

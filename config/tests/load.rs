@@ -1181,6 +1181,69 @@ fn a_filter_route_without_any_routes_is_an_error() {
 
 // ---- the shipped example ---------------------------------------------------------------------
 
+#[test]
+fn the_spool_is_per_destination_under_hep_spool_dir_with_table_overrides() {
+    let c = Config::from_toml_str(
+        r#"
+        [hep]
+        spool_dir = "/var/lib/heptap/spool"
+        spool_max_bytes = "64MiB"
+        [hep.ids]
+        homer = "[homer] 10.0.0.5:9060; transport=udp"
+        big = { host = "10.0.0.6", spool_max_bytes = "2GiB", spool_max_age = "2h", spool_replay_rate = 500 }
+        moved = { host = "10.0.0.7", spool_dir = "/srv/spool" }
+        none = { host = "10.0.0.8", spool_dir = "" }
+        "#,
+    )
+    .unwrap();
+    c.validate().unwrap();
+    let spool = |name: &str| match &c.destinations()[name] {
+        heptap_config::Destination::Hep(id) => id.spool.clone(),
+        other => panic!("{other:?}"),
+    };
+    let homer = spool("homer").unwrap();
+    assert_eq!(homer.dir, Path::new("/var/lib/heptap/spool/homer"));
+    assert_eq!(homer.max_bytes, 64 << 20);
+    assert_eq!(homer.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(homer.replay_rate, 20_000);
+    let big = spool("big").unwrap();
+    assert_eq!(
+        (big.max_bytes, big.max_age, big.replay_rate),
+        (2 << 30, Duration::from_secs(7200), 500)
+    );
+    assert_eq!(spool("moved").unwrap().dir, Path::new("/srv/spool/moved"));
+    assert_eq!(spool("none"), None);
+
+    // Without [hep] spool_dir nothing spools unless a table asks for it.
+    let c = Config::from_toml_str("[hep.ids]\nh = \"[h] 10.0.0.5:9060\"\n").unwrap();
+    assert!(
+        matches!(&c.destinations()["h"], heptap_config::Destination::Hep(id) if id.spool.is_none())
+    );
+}
+
+#[test]
+fn spool_keys_are_checked() {
+    let errs = errors(Config::from_toml_str(
+        r#"
+        [hep]
+        spool_dir = "relative/spool"
+        spool_max_bytes = 1000
+        spool_max_age = "0s"
+        [hep.ids]
+        h = { host = "10.0.0.6", spool_dir = "rel", spool_max_bytes = 5 }
+        "#,
+    ));
+    for path in [
+        "hep.spool_dir",
+        "hep.spool_max_bytes",
+        "hep.spool_max_age",
+        "hep.ids.h.spool_dir",
+        "hep.ids.h.spool_max_bytes",
+    ] {
+        find(&errs, path);
+    }
+}
+
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
@@ -1227,7 +1290,12 @@ fn every_key_is_documented_and_in_the_example() {
     id.queue_packets = Some(1);
     id.queue_bytes = Some(1);
     id.max_udp_size = Some(1);
+    id.spool_dir = Some("/s".into());
+    id.spool_max_bytes = Some(1);
+    id.spool_max_age = Some(Duration::from_secs(1));
+    id.spool_replay_rate = Some(1);
     full.hep.ids.insert("h".into(), HepIdEntry::Hep(id));
+    full.hep.spool_dir = Some("/s".into());
     full.hep.auth_key = Some("k".into());
     full.hep.node_name = Some("n".into());
     full.service.user = Some("u".into());

@@ -37,10 +37,21 @@ const NET_EVENTS: u64 = 5;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn config(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch) -> heptap_config::Config {
+    config_with(upstream, collector, dir, "")
+}
+
+/// [`config`] with `hep_extra` added to `[hep]`.
+fn config_with(
+    upstream: SocketAddr,
+    collector: SocketAddr,
+    dir: &Scratch,
+    hep_extra: &str,
+) -> heptap_config::Config {
     let mi = dir.mi_toml(false);
     let text = format!(
         r#"
 [hep]
+{hep_extra}
 connect_timeout = "1s"
 write_timeout = "1s"
 backoff_initial = "20ms"
@@ -349,6 +360,76 @@ async fn a_collector_down_at_start_costs_the_relay_nothing_and_gets_events_once_
     expected += NET_EVENTS + 2 * messages;
     every_message_accounted_for(&heptap, expected).await;
     unaffected("down at start", healthy, faulty);
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+/// The disk spool on a full disk (a 1 MiB tmpfs, so root only) with the collector down: the
+/// relay's figures stay those of a healthy run; the spool drops and counts what does not fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mounts a small tmpfs); .ci/run runs it as root"]
+async fn a_full_disk_under_the_spool_costs_the_relay_nothing() {
+    let _serial = SERIAL.lock().await;
+    let up = EchoUpstream::bind().await;
+    let dir = Scratch::new();
+    // The healthy run: collector up, no spool.
+    let mut col = FaultyCollector::bind().await;
+    let heptap = run(config(up.addr, col.addr, &dir)).await;
+    let (healthy, _) = relay_run(heptap.listen_addrs()[0], 1).await;
+    col.discard();
+    heptap.shutdown(Stop::Immediate).await;
+
+    let disk = dir.path().join("small");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a 1 MiB tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let down = closed_port().await;
+    let spool = format!("spool_dir = \"{}\"", disk.join("spool").display());
+    let heptap = run(config_with(up.addr, down, &dir, &spool)).await;
+    let listen = heptap.listen_addrs()[0];
+    let mut faulty = relay_run(listen, 2).await.0;
+    // Fill the disk for sure, then measure again on the full disk.
+    for run in 0..20 {
+        if hep(&heptap, "dropped_spool_error") > 0 {
+            break;
+        }
+        faulty = relay_run(listen, 3 + run).await.0;
+    }
+    assert!(
+        hep(&heptap, "dropped_spool_error") > 0,
+        "the full disk's refusals are counted: {:?}",
+        hep_stats(&heptap)
+    );
+    let (full, _) = relay_run(listen, 100).await;
+    // The MI shows the spool: where, what it does, what it lost.
+    let ids = heptap.control().hep_ids();
+    let spool = &ids["hep_ids"][0]["spool"];
+    assert_eq!(spool["state"], "spooling", "{ids}");
+    assert!(spool["dropped_spool_error"].as_u64() > Some(0), "{ids}");
+    assert!(
+        spool["dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("spool/col")),
+        "{ids}"
+    );
+    unaffected("spool on a full disk", healthy, faulty);
+    unaffected("spool on a full disk (again)", healthy, full);
+    eprintln!(
+        "spool on a full disk: spooled {}, dropped_spool_error {}, dropped_queue_full {}",
+        hep(&heptap, "spooled"),
+        hep(&heptap, "dropped_spool_error"),
+        hep(&heptap, "dropped_queue_full")
+    );
     heptap.shutdown(Stop::Immediate).await;
 }
 

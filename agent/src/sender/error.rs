@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use heptap_hep::Version;
 
 use super::file::FileRefused;
+use super::spool::SpoolRefused;
 
 /// Errors found when a destination starts (bad files or settings); never raised later.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,18 @@ pub enum SenderError {
         /// The operating system's reason, or why the file is refused.
         #[source]
         source: FileRefused,
+    },
+    /// The spool directory cannot be created or opened, or is refused (a symbolic link, not a
+    /// directory, someone else's, open to others).
+    #[error("hep_id {name}: cannot use the spool directory {}: {source}", path.display())]
+    Spool {
+        /// The destination.
+        name: String,
+        /// The destination's spool directory.
+        path: PathBuf,
+        /// The operating system's reason, or why the directory is refused.
+        #[source]
+        source: SpoolRefused,
     },
     /// A queue size of zero, or a datagram limit no packet can meet.
     #[error("hep_id {name}: {reason}")]

@@ -11,8 +11,9 @@
 //! Map: `spec` (what a destination is: the config's `Destination` plus encoder, limits and the
 //! `file:` output's owner), `error`, `file` (opening a `file:` output without following links,
 //! refusing one others could have planted), `queue` (the producer side: reservation, counters,
-//! rate-limited drop log), `task` (the destination's loop), `link` (connecting and writing per
-//! transport), `tls` (the rustls client configuration), `backoff`. This file holds the handles ([`Sender`], [`FanOut`],
+//! rate-limited drop log), `task` (the destination's loop), `spool` (the disk spool of a HEP
+//! destination: segment files, replay, taking over what another process left), `link`
+//! (connecting and writing per transport), `tls` (the rustls client configuration), `backoff`. This file holds the handles ([`Sender`], [`FanOut`],
 //! [`SenderTask`]) and starting; the children never import it. docs/senders.md describes the
 //! behaviour for users.
 
@@ -22,6 +23,7 @@ mod file;
 mod link;
 mod queue;
 mod spec;
+mod spool;
 mod task;
 mod tls;
 
@@ -37,8 +39,13 @@ use crate::stats::Stats;
 
 pub use error::SenderError;
 pub use file::{FileOwner, FileRefused};
-pub use queue::{DropReason, Offer, SenderCounters, SenderState};
+pub use queue::{DropReason, Offer, SenderCounters, SenderState, SpoolState};
 pub use spec::{DestinationSpec, Limits};
+pub use spool::SpoolRefused;
+/// The spool's segment format, for tests and tools that look into a spool directory.
+pub use spool::segment::{
+    HeaderError as SpoolHeaderError, Scan as SpoolSegmentScan, scan as scan_spool_segment,
+};
 pub use task::ShutdownReport;
 
 /// The producer's handle on a destination. Cheap to clone: two `Arc`s.
@@ -126,6 +133,7 @@ impl SenderTask {
                 Ok(Ok(r)) => {
                     report.flushed += r.flushed;
                     report.abandoned += r.abandoned;
+                    report.spooled += r.spooled;
                 }
                 _ => {
                     lane.abort();
@@ -183,7 +191,8 @@ impl FanOut {
 /// creating files; for `heptap check-config` and for validating a reload before applying it.
 pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
     spec.limits.check(&spec.name)?;
-    link::Endpoint::check(spec, true)
+    link::Endpoint::check(spec, true)?;
+    check_spool(spec)
 }
 
 /// [`check`] without reading TLS certificate, key and CA files: what a reload checks before it
@@ -191,7 +200,22 @@ pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
 /// that destination as it was and does not stop the others).
 pub fn check_except_tls_files(spec: &DestinationSpec) -> Result<(), SenderError> {
     spec.limits.check(&spec.name)?;
-    link::Endpoint::check(spec, false)
+    link::Endpoint::check(spec, false)?;
+    check_spool(spec)
+}
+
+/// The destination's spool directory, if it has one: usable, safe, creatable.
+fn check_spool(spec: &DestinationSpec) -> Result<(), SenderError> {
+    if let Destination::Hep(id) = &spec.destination
+        && let Some(settings) = &id.spool
+    {
+        spool::check_dir(&settings.dir, spec.file_owner).map_err(|source| SenderError::Spool {
+            name: spec.name.clone(),
+            path: settings.dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Starts the destination's task on the current runtime and returns the producers' handle and
@@ -225,18 +249,35 @@ pub fn spawn_on(
         return Err(SenderError::NoRuntime { name });
     }
     let endpoint = link::Endpoint::prepare(&spec)?;
-    let shared = Arc::new(queue::Shared::new(
+    let spool = match &spec.destination {
+        Destination::Hep(id) => match &id.spool {
+            Some(settings) => Some(Arc::new(
+                spool::SpoolShared::open(&name, settings, spec.file_owner, lanes, stats).map_err(
+                    |source| SenderError::Spool {
+                        name: name.clone(),
+                        path: settings.dir.clone(),
+                        source,
+                    },
+                )?,
+            )),
+            None => None,
+        },
+        Destination::Stdout | Destination::File(_) => None,
+    };
+    let mut shared = queue::Shared::new(
         name,
         endpoint.destination(),
         endpoint.transport_name(),
         &spec.limits,
         lanes,
         stats,
-    ));
+    );
+    shared.spool = spool.clone();
+    let shared = Arc::new(shared);
     let (stop, stop_rx) = watch::channel(None);
     let mut txs = Vec::with_capacity(lanes);
     let mut handles = Vec::with_capacity(lanes);
-    for runtime in workers.iter().take(lanes) {
+    for (lane, runtime) in workers.iter().take(lanes).enumerate() {
         // The shared reservation bounds all lanes together; each channel could hold them all.
         let (tx, rx) = mpsc::channel(spec.limits.queue_packets);
         let task = task::Task::new(
@@ -245,6 +286,10 @@ pub fn spawn_on(
             Arc::clone(&shared),
             rx,
             stop_rx.clone(),
+            lane,
+            spool
+                .as_ref()
+                .map(|sp| spool::Spool::new(Arc::clone(sp), lane, lanes)),
         );
         txs.push(tx);
         handles.push(runtime.spawn(task.run()));

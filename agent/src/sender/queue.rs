@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::spec::Limits;
+use super::spool::SpoolShared;
 use crate::stats::{Counter, Stats};
 
 /// What became of an offered message.
@@ -42,6 +43,31 @@ pub struct SenderState {
     pub counters: SenderCounters,
     /// The last connection or write error, for operators asking "why is it not sending".
     pub last_error: Option<String>,
+    /// The disk spool, when the destination has one.
+    pub spool: Option<SpoolState>,
+}
+
+/// A destination's disk spool as the MI shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolState {
+    /// The destination's spool directory.
+    pub dir: std::path::PathBuf,
+    /// "idle", "spooling" (the collector is away) or "replaying" (it is back).
+    pub mode: &'static str,
+    /// Bytes of the segment files held.
+    pub bytes: u64,
+    /// Packets spooled and not yet sent.
+    pub records: u64,
+    /// Age of the oldest of them.
+    pub oldest_age: Option<Duration>,
+    /// Packets written to the spool so far.
+    pub spooled: u64,
+    /// Packets sent from the spool so far.
+    pub replayed: u64,
+    /// Packets taken over from segments another process (or an earlier run) left.
+    pub adopted: u64,
+    /// The spool's bound in bytes.
+    pub max_bytes: u64,
 }
 
 /// Why a packet was not delivered; each reason has its counter `dropped_<reason>`.
@@ -55,16 +81,29 @@ pub enum DropReason {
     EncodeError,
     /// Offered after shutdown began, or still queued when the grace period ended.
     Shutdown,
+    /// In a spool segment deleted to keep the spool within `spool_max_bytes`.
+    SpoolFull,
+    /// Spooled longer ago than `spool_max_age`.
+    SpoolExpired,
+    /// In a spool segment found torn or damaged (each damaged place counts once).
+    SpoolCorrupt,
+    /// Could not be written to the spool (disk full or failing).
+    SpoolError,
 }
 
 impl DropReason {
-    /// The counter suffix and log word: `queue_full`, `oversize`, `encode_error`, `shutdown`.
+    /// The counter suffix and log word: `queue_full`, `oversize`, `encode_error`, `shutdown`,
+    /// `spool_full`, `spool_expired`, `spool_corrupt`, `spool_error`.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::Oversize => "oversize",
             DropReason::EncodeError => "encode_error",
             DropReason::Shutdown => "shutdown",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolExpired => "spool_expired",
+            DropReason::SpoolCorrupt => "spool_corrupt",
+            DropReason::SpoolError => "spool_error",
         }
     }
 }
@@ -86,6 +125,14 @@ pub struct SenderCounters {
     pub dropped_encode_error: u64,
     /// Packets refused or abandoned because the destination was shutting down.
     pub dropped_shutdown: u64,
+    /// Spooled packets deleted to keep the spool within its size.
+    pub dropped_spool_full: u64,
+    /// Spooled packets older than the spool's age limit.
+    pub dropped_spool_expired: u64,
+    /// Torn or damaged places found in spool segments.
+    pub dropped_spool_corrupt: u64,
+    /// Packets the spool could not write (disk full or failing).
+    pub dropped_spool_error: u64,
     /// Failed connection attempts and failed writes.
     pub send_errors: u64,
     /// Connections established after the first one.
@@ -103,6 +150,10 @@ impl SenderCounters {
             + self.dropped_oversize
             + self.dropped_encode_error
             + self.dropped_shutdown
+            + self.dropped_spool_full
+            + self.dropped_spool_expired
+            + self.dropped_spool_corrupt
+            + self.dropped_spool_error
     }
 }
 
@@ -123,6 +174,14 @@ pub(crate) struct Counters {
     pub(crate) dropped_encode_error: Counter,
     /// Refused or abandoned by shutdown.
     pub(crate) dropped_shutdown: Counter,
+    /// Deleted from a full spool.
+    pub(crate) dropped_spool_full: Counter,
+    /// Expired in the spool.
+    pub(crate) dropped_spool_expired: Counter,
+    /// Damaged in the spool.
+    pub(crate) dropped_spool_corrupt: Counter,
+    /// Not written to the spool.
+    pub(crate) dropped_spool_error: Counter,
     /// Failed connects and writes, lost connections.
     pub(crate) send_errors: Counter,
     /// Connections after the first.
@@ -148,6 +207,10 @@ impl Counters {
             dropped_oversize: counter("dropped_oversize"),
             dropped_encode_error: counter("dropped_encode_error"),
             dropped_shutdown: counter("dropped_shutdown"),
+            dropped_spool_full: counter("dropped_spool_full"),
+            dropped_spool_expired: counter("dropped_spool_expired"),
+            dropped_spool_corrupt: counter("dropped_spool_corrupt"),
+            dropped_spool_error: counter("dropped_spool_error"),
             send_errors: counter("send_errors"),
             reconnects: counter("reconnects"),
             connected: gauge("connected"),
@@ -162,6 +225,10 @@ impl Counters {
             DropReason::Oversize => &self.dropped_oversize,
             DropReason::EncodeError => &self.dropped_encode_error,
             DropReason::Shutdown => &self.dropped_shutdown,
+            DropReason::SpoolFull => &self.dropped_spool_full,
+            DropReason::SpoolExpired => &self.dropped_spool_expired,
+            DropReason::SpoolCorrupt => &self.dropped_spool_corrupt,
+            DropReason::SpoolError => &self.dropped_spool_error,
         }
     }
 
@@ -174,6 +241,10 @@ impl Counters {
             dropped_oversize: self.dropped_oversize.get(),
             dropped_encode_error: self.dropped_encode_error.get(),
             dropped_shutdown: self.dropped_shutdown.get(),
+            dropped_spool_full: self.dropped_spool_full.get(),
+            dropped_spool_expired: self.dropped_spool_expired.get(),
+            dropped_spool_corrupt: self.dropped_spool_corrupt.get(),
+            dropped_spool_error: self.dropped_spool_error.get(),
             send_errors: self.send_errors.get(),
             reconnects: self.reconnects.get(),
             queue_depth: self.queue_depth.get(),
@@ -258,6 +329,10 @@ impl DropLog {
             oversize = c.dropped_oversize,
             encode_error = c.dropped_encode_error,
             shutdown = c.dropped_shutdown,
+            spool_full = c.dropped_spool_full,
+            spool_expired = c.dropped_spool_expired,
+            spool_corrupt = c.dropped_spool_corrupt,
+            spool_error = c.dropped_spool_error,
             queue_depth = c.queue_depth,
             "Dropping HEP packets"
         );
@@ -295,6 +370,12 @@ pub(crate) struct Shared {
     drop_log: DropLog,
     /// Last connection or write error, shown by the MI.
     last_error: Mutex<Option<String>>,
+    /// The disk spool shared by the lanes, when the destination has one.
+    pub(crate) spool: Option<Arc<SpoolShared>>,
+    /// Held packets (the reservation) at or above which a lane moves its queue to the spool.
+    pub(crate) spool_packets: usize,
+    /// Held bytes at or above which a lane moves its queue to the spool.
+    pub(crate) spool_bytes: usize,
 }
 
 impl Shared {
@@ -321,7 +402,22 @@ impl Shared {
             counters,
             drop_log: DropLog::new(),
             last_error: Mutex::new(None),
+            spool: None,
+            // Half the queue: the other half takes what arrives while the lane writes.
+            spool_packets: (limits.queue_packets / 2).max(1),
+            spool_bytes: (limits.queue_bytes / 2).max(1),
         }
+    }
+
+    /// The destination's lanes.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Whether the held packets reached the point where the lanes spool their queues.
+    pub(crate) fn spool_pressure(&self) -> bool {
+        self.depth.load(Ordering::Relaxed) >= self.spool_packets
+            || self.bytes.load(Ordering::Relaxed) >= self.spool_bytes
     }
 
     /// The body of [`super::Sender::offer`].
@@ -455,6 +551,20 @@ impl Shared {
             connected: self.counters.connected.get() == 1,
             counters: self.counters.snapshot(),
             last_error,
+            spool: self.spool.as_ref().map(|sp| {
+                let c = &sp.counters;
+                SpoolState {
+                    dir: sp.dir.clone(),
+                    mode: sp.mode().as_str(),
+                    bytes: c.bytes.get(),
+                    records: c.records.get(),
+                    oldest_age: sp.oldest_age(super::spool::now_ms()),
+                    spooled: c.spooled.get(),
+                    replayed: c.replayed.get(),
+                    adopted: c.adopted.get(),
+                    max_bytes: sp.settings.max_bytes,
+                }
+            }),
         }
     }
 }

@@ -23,6 +23,7 @@ use super::backoff::Backoff;
 use super::link::{Endpoint, Framing, Link, LinkError, send_datagrams};
 use super::queue::{DropReason, Shared, estimate};
 use super::spec::{DestinationSpec, Limits};
+use super::spool::{Lost, Spool, SpoolMode};
 
 /// What a graceful shutdown achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,10 +32,24 @@ pub struct ShutdownReport {
     pub flushed: u64,
     /// Packets still held when the grace period ended, counted as `dropped_shutdown`.
     pub abandoned: u64,
+    /// Packets held at the end that went to the disk spool instead (for the next process).
+    pub spooled: u64,
 }
 
 /// Most messages taken from the queue at once.
 const BATCH_MESSAGES: usize = 64;
+
+/// Most packets moved from memory to the spool, or read back from it, in one operation.
+const SPOOL_BATCH: usize = 1024;
+
+/// How long a UDP destination with a spool waits, after its first datagram on a new socket, for
+/// an ICMP "port unreachable" before it believes a collector listens: UDP says nothing else, and
+/// without it every reconnection attempt during an outage would lose a datagram.
+const UDP_PROBE_WAIT: Duration = Duration::from_millis(100);
+
+/// A spool write failure is logged as a warning at most this often (the drop counters count
+/// every packet).
+const SPOOL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A connect failure with the same error is logged as a warning at most this often.
 const CONNECT_WARN_INTERVAL: Duration = Duration::from_secs(60);
@@ -44,8 +59,11 @@ const CONNECT_WARN_INTERVAL: Duration = Duration::from_secs(60);
 struct Unit {
     /// Its length in `Pending::buf`.
     len: usize,
-    /// What it reserved in the queue, given back when it is sent or dropped.
+    /// What it reserved in the queue, given back when it is sent or dropped (0 for a unit
+    /// read back from the spool, which never was in the queue).
     est: usize,
+    /// Read back from the spool: it stays there until it is sent.
+    spooled: bool,
 }
 
 /// Encoded units not yet known to be delivered, in queue order.
@@ -155,6 +173,51 @@ enum Wake {
     Tick,
 }
 
+/// Appends one encoded unit for `msg` to `buf`; its length, or why it is dropped.
+fn encode_to(
+    encoder: &Encoder,
+    framing: Framing,
+    max_udp_size: usize,
+    hep: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
+    msg: &TraceMessage,
+) -> Result<usize, DropReason> {
+    let start = buf.len();
+    let refused = |e: EncodeError| match e {
+        EncodeError::TooLarge { .. } => DropReason::Oversize,
+        _ => DropReason::EncodeError,
+    };
+    match framing {
+        Framing::Datagram => {
+            encoder.encode(msg, buf).map_err(refused)?;
+            let len = buf.len() - start;
+            if len > max_udp_size {
+                // Never truncated: a cut HEP packet is garbage to the collector.
+                buf.truncate(start);
+                return Err(DropReason::Oversize);
+            }
+            Ok(len)
+        }
+        Framing::Stream => {
+            encoder.encode(msg, buf).map_err(refused)?;
+            Ok(buf.len() - start)
+        }
+        Framing::JsonLine => {
+            // Through the HEP bytes, so the line is exactly what `heptap hep-dump` prints
+            // for the same packet.
+            hep.clear();
+            encoder.encode(msg, hep).map_err(refused)?;
+            let packet = heptap_hep::decode(hep).map_err(|_| DropReason::EncodeError)?;
+            if serde_json::to_writer(&mut *buf, &packet.to_json()).is_err() {
+                buf.truncate(start);
+                return Err(DropReason::EncodeError);
+            }
+            buf.push(b'\n');
+            Ok(buf.len() - start)
+        }
+    }
+}
+
 /// A destination's task and everything it owns.
 #[derive(Debug)]
 pub(crate) struct Task {
@@ -190,6 +253,72 @@ pub(crate) struct Task {
     last_warned: Option<(String, Instant)>,
     /// Units delivered since shutdown began.
     flushed: u64,
+    /// This lane's number (its place in the spool's names and gauges).
+    lane: usize,
+    /// The lane's disk spool, when the destination has one (taken out while a blocking
+    /// operation runs on it).
+    spool: Option<Spool>,
+    /// The replay's rate limit (this lane's share of `spool_replay_rate`).
+    replay: Bucket,
+    /// A UDP socket not yet known to reach a listening collector (spool only, see
+    /// [`UDP_PROBE_WAIT`]).
+    probe: bool,
+    /// When a spool failure was last logged as a warning.
+    spool_warned: Option<Instant>,
+}
+
+/// A token bucket: how many spooled packets may be replayed now.
+#[derive(Debug)]
+struct Bucket {
+    /// Packets per second; 0: no limit.
+    rate: f64,
+    /// Packets that may go now.
+    tokens: f64,
+    /// The most that may accumulate (a short burst keeps batches efficient).
+    burst: f64,
+    /// When `tokens` was last topped up.
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        // 5 ms worth: batches stay efficient, and a UDP collector's receive buffer sees no
+        // burst larger than that.
+        let burst = (rate / 200.0).clamp(1.0, SPOOL_BATCH as f64);
+        Bucket {
+            rate,
+            tokens: burst,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// How many may go now (at most `max`); the caller spends what it used.
+    fn available(&mut self, max: usize) -> usize {
+        if self.rate <= 0.0 {
+            return max;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        (self.tokens.floor() as usize).min(max)
+    }
+
+    fn spend(&mut self, n: usize) {
+        if self.rate > 0.0 {
+            self.tokens -= n as f64;
+        }
+    }
+
+    /// How long until a batch's worth may go.
+    fn wait(&self) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let want = self.burst.clamp(1.0, 64.0);
+        Duration::from_secs_f64(((want - self.tokens).max(0.0) / self.rate).min(1.0))
+    }
 }
 
 impl Task {
@@ -199,8 +328,19 @@ impl Task {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Arc<TraceMessage>>,
         stop: watch::Receiver<Option<Instant>>,
+        lane: usize,
+        spool: Option<Spool>,
     ) -> Self {
+        // Each lane replays its equal share of the destination's rate.
+        let rate = shared.spool.as_ref().map_or(0.0, |sp| {
+            f64::from(sp.settings.replay_rate) / shared.lanes() as f64
+        });
         Task {
+            lane,
+            spool,
+            replay: Bucket::new(rate),
+            probe: false,
+            spool_warned: None,
             framing: endpoint.framing(),
             backoff: Backoff::new(spec.limits.backoff_initial, spec.limits.backoff_max),
             shared,
@@ -226,6 +366,10 @@ impl Task {
     pub(crate) async fn run(mut self) -> ShutdownReport {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if self.spool.is_some() {
+            // What an earlier process (or a replaced destination) left goes first.
+            self.spool_tick().await;
+        }
         loop {
             if let Some(deadline) = self.stop.deadline {
                 // Later offers are refused; what is queued now is all there is to flush.
@@ -235,24 +379,38 @@ impl Task {
                 if Instant::now() >= deadline {
                     break;
                 }
+                if self.spool.is_some() && (self.link.is_none() || self.backlog()) {
+                    // Nothing to gain by waiting: memory goes to disk, for the next process.
+                    break;
+                }
             }
             let nothing_left = self.pending.is_empty() && self.rx.is_empty();
-            if nothing_left && (self.stop.deadline.is_some() || self.rx.is_closed()) {
+            let replaying = self.link.is_some() && self.backlog() && self.stop.deadline.is_none();
+            if nothing_left && !replaying && (self.stop.deadline.is_some() || self.rx.is_closed()) {
                 break;
             }
             if self.link.is_none() {
-                self.wait_and_connect().await;
+                if self.spool.is_some() {
+                    self.spool_while_down(&mut tick).await;
+                } else {
+                    self.wait_and_connect().await;
+                }
                 continue;
             }
             if self.pending.is_empty() {
-                match self.wait_for_work(&mut tick).await {
-                    Wake::Messages => {
-                        self.gather().await;
-                        self.encode_scratch();
+                if self.backlog() {
+                    self.replay_step(&mut tick).await;
+                } else {
+                    self.set_mode(SpoolMode::Idle);
+                    match self.wait_for_work(&mut tick).await {
+                        Wake::Messages => {
+                            self.gather().await;
+                            self.encode_scratch();
+                        }
+                        Wake::Lost(e) => self.lose_link(e),
+                        Wake::Tick => self.on_tick().await,
+                        Wake::Stop | Wake::QueueDone => {}
                     }
-                    Wake::Lost(e) => self.lose_link(e),
-                    Wake::Tick => self.shared.report_drops(),
-                    Wake::Stop | Wake::QueueDone => {}
                 }
             }
             if !self.pending.is_empty()
@@ -265,8 +423,282 @@ impl Task {
                 }
                 self.lose_link(e);
             }
+            // A collector slower than the traffic: the queue goes to disk before it overflows,
+            // behind what is there (memory is never sent ahead of the spool).
+            if self.spool.is_some()
+                && self.pending.is_empty()
+                && self.stop.deadline.is_none()
+                && self.shared.spool_pressure()
+            {
+                self.spool_queue().await;
+            }
         }
-        self.abandon()
+        self.finish().await
+    }
+
+    // ---- the spool ---------------------------------------------------------------------------
+
+    /// Whether spooled packets wait to be delivered (read or not).
+    fn backlog(&self) -> bool {
+        self.spool.as_ref().is_some_and(Spool::has_backlog)
+    }
+
+    fn set_mode(&self, mode: SpoolMode) {
+        if let Some(sp) = &self.shared.spool {
+            sp.set_mode(self.lane, mode);
+        }
+    }
+
+    /// Runs `op` on the spool on the blocking thread pool: file I/O never runs on a relay
+    /// thread. `None` if the spool is gone (a panic in an earlier operation).
+    async fn on_spool<R: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut Spool) -> R + Send + 'static,
+    ) -> Option<R> {
+        let mut spool = self.spool.take()?;
+        match tokio::task::spawn_blocking(move || {
+            let r = op(&mut spool);
+            (spool, r)
+        })
+        .await
+        {
+            Ok((spool, r)) => {
+                self.spool = Some(spool);
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(hep_id = %self.shared.name, error = %e,
+                    "The spool failed; this lane drops instead of spooling from now on");
+                self.shared.set_last_error(format!("spool failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Counts what a spool operation lost.
+    fn count_lost(&self, lost: Lost) {
+        for (reason, n) in [
+            (DropReason::SpoolFull, lost.full),
+            (DropReason::SpoolExpired, lost.expired),
+            (DropReason::SpoolCorrupt, lost.corrupt),
+            (DropReason::SpoolError, lost.error),
+        ] {
+            if n > 0 {
+                self.shared.dropped(reason, n);
+            }
+        }
+    }
+
+    /// Writes `n` memory packets (`est` reserved bytes in all) to the spool; they leave the
+    /// queue whatever happens (spooled, or dropped and counted).
+    async fn append_to_spool(&mut self, buf: Vec<u8>, lens: Vec<usize>, est: usize) {
+        let n = lens.len();
+        if n == 0 {
+            return;
+        }
+        let result = self.on_spool(move |s| s.append(&buf, &lens)).await;
+        self.shared.release_many(n, est);
+        match result {
+            Some((_, lost, error)) => {
+                self.count_lost(lost);
+                if let Some(error) = error {
+                    let now = Instant::now();
+                    if self
+                        .spool_warned
+                        .is_none_or(|at| now.duration_since(at) >= SPOOL_WARN_INTERVAL)
+                    {
+                        tracing::warn!(hep_id = %self.shared.name, error = %error,
+                            "Cannot spool HEP packets; dropping them");
+                        self.spool_warned = Some(now);
+                    }
+                    self.shared.set_last_error(error);
+                }
+            }
+            None => self.shared.dropped(DropReason::SpoolError, n as u64),
+        }
+    }
+
+    /// Moves the pending units that came from the queue to the spool. (Pending holds either
+    /// units from the queue or units read back from the spool, never both: queue units are
+    /// taken only when no spooled packet waits.)
+    async fn spool_pending_memory(&mut self) {
+        if self.pending.units.iter().all(|u| u.spooled) {
+            return;
+        }
+        let units = std::mem::take(&mut self.pending.units);
+        let buf = self.pending.buf.split_off(self.pending.head);
+        self.pending.buf.clear();
+        self.pending.head = 0;
+        let est = units.iter().map(|u| u.est).sum();
+        let lens = units.iter().map(|u| u.len).collect();
+        self.append_to_spool(buf, lens, est).await;
+    }
+
+    /// Moves up to a batch of queued packets to the spool, encoded as they will be sent.
+    async fn spool_queue(&mut self) {
+        while self.scratch.len() < SPOOL_BATCH {
+            match self.rx.try_recv() {
+                Ok(msg) => self.scratch.push(msg),
+                Err(_) => break,
+            }
+        }
+        self.spool_scratch().await;
+    }
+
+    /// Encodes what is in `scratch` and writes it to the spool.
+    async fn spool_scratch(&mut self) {
+        if self.scratch.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut lens = Vec::with_capacity(self.scratch.len());
+        let mut est_total = 0;
+        let scratch = std::mem::take(&mut self.scratch);
+        for msg in &scratch {
+            let est = estimate(msg);
+            match encode_to(
+                &self.encoder,
+                self.framing,
+                self.limits.max_udp_size,
+                &mut self.hep,
+                &mut buf,
+                msg,
+            ) {
+                Ok(len) => {
+                    lens.push(len);
+                    est_total += est;
+                }
+                Err(reason) => {
+                    self.shared.release_many(1, est);
+                    self.shared.dropped(reason, 1);
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.scratch.clear();
+        self.append_to_spool(buf, lens, est_total).await;
+    }
+
+    /// The collector is away: memory goes to disk while the backoff runs, then one attempt.
+    async fn spool_while_down(&mut self, tick: &mut tokio::time::Interval) {
+        self.set_mode(SpoolMode::Spooling);
+        self.spool_pending_memory().await;
+        if !self.rx.is_empty() {
+            self.spool_queue().await;
+            return;
+        }
+        let at = match self.stop.deadline {
+            Some(deadline) => self.next_attempt.min(deadline),
+            None => self.next_attempt,
+        };
+        if at > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                n = self.rx.recv_many(&mut self.scratch, BATCH_MESSAGES) => {
+                    if n > 0 {
+                        self.spool_queue().await;
+                    } else {
+                        // Every producer is gone: nothing more will come; try the collector.
+                        self.next_attempt = Instant::now();
+                    }
+                    return;
+                }
+                _ = self.stop.arrived() => return,
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                    return;
+                }
+            }
+        }
+        self.attempt_connect().await;
+    }
+
+    /// The collector is back and spooled packets wait: reads the next batch (at the replay
+    /// rate) into `pending`. New packets wait in the queue meanwhile, and go to disk behind the
+    /// backlog when the queue fills.
+    async fn replay_step(&mut self, tick: &mut tokio::time::Interval) {
+        self.set_mode(SpoolMode::Replaying);
+        if self.shared.spool_pressure() {
+            self.spool_queue().await;
+            return;
+        }
+        let n = self.replay.available(SPOOL_BATCH);
+        if n == 0 {
+            // Short waits, so a filling queue is noticed in time.
+            let wait = self.replay.wait().min(Duration::from_millis(10));
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
+            tokio::select! {
+                biased;
+                _ = self.stop.arrived() => {}
+                e = link.closed_by_peer() => self.lose_link(e),
+                () = tokio::time::sleep(wait) => {}
+                _ = tick.tick() => self.on_tick().await,
+            }
+            return;
+        }
+        let read = self
+            .on_spool(move |s| {
+                let mut out = Vec::new();
+                let mut lens = Vec::new();
+                let lost = s.read(n, &mut out, &mut lens);
+                (out, lens, lost)
+            })
+            .await;
+        let Some((out, lens, lost)) = read else {
+            return;
+        };
+        self.count_lost(lost);
+        self.replay.spend(lens.len());
+        self.pending.compact();
+        self.pending.buf.extend_from_slice(&out);
+        for len in lens {
+            self.pending.units.push_back(Unit {
+                len,
+                est: 0,
+                spooled: true,
+            });
+        }
+    }
+
+    /// Once a second: the pending drop warning; with a spool, its age gauge, expiry, and
+    /// taking over what other processes left.
+    async fn on_tick(&mut self) {
+        self.shared.report_drops();
+        if self.spool.is_some() {
+            self.spool_tick().await;
+        }
+    }
+
+    async fn spool_tick(&mut self) {
+        if let Some(lost) = self.on_spool(|s| s.tick(true)).await {
+            self.count_lost(lost);
+        }
+        if let Some(sp) = &self.shared.spool {
+            sp.refresh_age();
+        }
+    }
+
+    /// The end: with a spool, what memory still holds goes to disk instead of being dropped,
+    /// and the segments are closed (left to the next process); then the rest is abandoned.
+    async fn finish(mut self) -> ShutdownReport {
+        let mut spooled = 0;
+        if self.spool.is_some() {
+            self.rx.close();
+            let before = self.shared.counters.queue_depth.get();
+            self.spool_pending_memory().await;
+            while !self.rx.is_empty() {
+                self.spool_queue().await;
+            }
+            spooled = before.saturating_sub(self.shared.counters.queue_depth.get());
+            if let Some(spool) = self.spool.take() {
+                let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+            }
+        }
+        let mut report = self.abandon();
+        report.spooled = spooled;
+        report
     }
 
     /// Waits for the backoff to expire (or for shutdown), then makes one attempt.
@@ -281,6 +713,11 @@ impl Task {
                 _ = self.stop.arrived() => return,
             }
         }
+        self.attempt_connect().await;
+    }
+
+    /// One connection attempt, unless the shutdown deadline passed.
+    async fn attempt_connect(&mut self) {
         if self.stop.deadline.is_some_and(|d| Instant::now() >= d) {
             return;
         }
@@ -303,6 +740,7 @@ impl Task {
         }
         self.ever_connected = true;
         self.shared.link_up();
+        self.probe = self.spool.is_some() && matches!(link, Link::Datagram(_));
         if self.last_warned.take().is_some() {
             tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 "Connected to HEP destination");
@@ -390,7 +828,11 @@ impl Task {
         for msg in scratch.drain(..) {
             let est = estimate(&msg);
             match self.encode(&msg) {
-                Ok(len) => self.pending.units.push_back(Unit { len, est }),
+                Ok(len) => self.pending.units.push_back(Unit {
+                    len,
+                    est,
+                    spooled: false,
+                }),
                 Err(reason) => {
                     self.shared.release_many(1, est);
                     self.shared.dropped(reason, 1);
@@ -402,41 +844,14 @@ impl Task {
 
     /// Appends one unit to `pending.buf`; its length, or why it is dropped.
     fn encode(&mut self, msg: &TraceMessage) -> Result<usize, DropReason> {
-        let buf = &mut self.pending.buf;
-        let start = buf.len();
-        let refused = |e: EncodeError| match e {
-            EncodeError::TooLarge { .. } => DropReason::Oversize,
-            _ => DropReason::EncodeError,
-        };
-        match self.framing {
-            Framing::Datagram => {
-                self.encoder.encode(msg, buf).map_err(refused)?;
-                let len = buf.len() - start;
-                if len > self.limits.max_udp_size {
-                    // Never truncated: a cut HEP packet is garbage to the collector.
-                    buf.truncate(start);
-                    return Err(DropReason::Oversize);
-                }
-                Ok(len)
-            }
-            Framing::Stream => {
-                self.encoder.encode(msg, buf).map_err(refused)?;
-                Ok(buf.len() - start)
-            }
-            Framing::JsonLine => {
-                // Through the HEP bytes, so the line is exactly what `heptap hep-dump` prints
-                // for the same packet.
-                self.hep.clear();
-                self.encoder.encode(msg, &mut self.hep).map_err(refused)?;
-                let packet = heptap_hep::decode(&self.hep).map_err(|_| DropReason::EncodeError)?;
-                if serde_json::to_writer(&mut *buf, &packet.to_json()).is_err() {
-                    buf.truncate(start);
-                    return Err(DropReason::EncodeError);
-                }
-                buf.push(b'\n');
-                Ok(buf.len() - start)
-            }
-        }
+        encode_to(
+            &self.encoder,
+            self.framing,
+            self.limits.max_udp_size,
+            &mut self.hep,
+            &mut self.pending.buf,
+            msg,
+        )
     }
 
     /// Counts the `n` oldest pending units as delivered (counters updated once per batch: the
@@ -445,15 +860,21 @@ impl Task {
         if n == 0 {
             return;
         }
-        let (mut bytes, mut est) = (0usize, 0usize);
+        let (mut bytes, mut est, mut from_spool) = (0usize, 0usize, 0usize);
         for unit in self.pending.units.drain(..n) {
             bytes += unit.len;
             est += unit.est;
+            from_spool += usize::from(unit.spooled);
         }
         self.pending.head += bytes;
         self.shared.counters.sent.add(n as u64);
         self.shared.counters.sent_bytes.add(bytes as u64);
-        self.shared.release_many(n, est);
+        self.shared.release_many(n - from_spool, est);
+        if from_spool > 0
+            && let Some(spool) = self.spool.as_mut()
+        {
+            spool.delivered(from_spool);
+        }
         if self.stop.deadline.is_some() {
             self.flushed += n as u64;
         }
@@ -476,6 +897,9 @@ impl Task {
     }
 
     async fn write_datagrams(&mut self) -> Result<(), LinkError> {
+        if self.probe {
+            self.probe_datagram().await?;
+        }
         let write_timeout = self.limits.write_timeout;
         // Units sent since the last counter update, and the offset of the next one.
         let (mut done, mut offset) = (0usize, self.pending.head);
@@ -519,7 +943,14 @@ impl Task {
                     done = 0;
                     if let Some(unit) = self.pending.units.pop_front() {
                         self.pending.head += unit.len;
-                        self.shared.release_many(1, unit.est);
+                        if unit.spooled {
+                            // Gone from the spool too: it can never be sent.
+                            if let Some(spool) = self.spool.as_mut() {
+                                spool.delivered(1);
+                            }
+                        } else {
+                            self.shared.release_many(1, unit.est);
+                        }
                         self.shared.dropped(DropReason::Oversize, 1);
                     }
                     offset = self.pending.head;
@@ -537,6 +968,40 @@ impl Task {
             }
         }
         self.sent_units(done);
+        if self.pending.units.is_empty() {
+            self.sent_all();
+        }
+        Ok(())
+    }
+
+    /// Sends the first pending datagram alone on a new socket and waits for a "port
+    /// unreachable" before counting it: with a spool, a datagram is kept rather than lost to a
+    /// collector that is not there.
+    async fn probe_datagram(&mut self) -> Result<(), LinkError> {
+        let Some(Link::Datagram(socket)) = self.link.as_ref() else {
+            return Ok(());
+        };
+        let Some(first) = self.pending.units.front().copied() else {
+            return Ok(());
+        };
+        let start = self.pending.head;
+        let datagram = &self.pending.buf[start..start + first.len];
+        match socket.send(datagram) {
+            Ok(_) => {}
+            // Too large for the path: the usual loop drops it as oversize.
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => return Ok(()),
+            Err(e) => return Err(LinkError::Write(e)),
+        }
+        within(&mut self.stop, UDP_PROBE_WAIT, std::future::pending::<()>()).await;
+        let Some(Link::Datagram(socket)) = self.link.as_ref() else {
+            return Ok(());
+        };
+        match socket.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => return Err(LinkError::Write(e)),
+        }
+        self.probe = false;
+        self.sent_units(1);
         if self.pending.units.is_empty() {
             self.sent_all();
         }
@@ -638,8 +1103,11 @@ impl Task {
             abandoned += 1;
         }
         for unit in std::mem::take(&mut self.pending.units) {
-            self.shared.release_many(1, unit.est);
-            abandoned += 1;
+            // A unit read back from the spool is still there, for the next process.
+            if !unit.spooled {
+                self.shared.release_many(1, unit.est);
+                abandoned += 1;
+            }
         }
         if abandoned > 0 {
             self.shared.dropped(DropReason::Shutdown, abandoned);
@@ -652,6 +1120,7 @@ impl Task {
         ShutdownReport {
             flushed: self.flushed,
             abandoned,
+            spooled: 0,
         }
     }
 }
