@@ -64,13 +64,64 @@ impl BoundListener {
         })
     }
 
+    /// Takes over the listening `sockets` another heptap process bound for this listener (a
+    /// hand-over) instead of binding: every one of them is accepted on (a socket of the
+    /// `SO_REUSEPORT` group nobody accepts on would keep getting new connections), and when
+    /// there are fewer than `workers` more are bound on the same address. Needs no runtime.
+    pub fn adopt(
+        spec: ListenerSpec,
+        sockets: Vec<std::net::TcpListener>,
+        workers: usize,
+    ) -> Result<Self, ListenError> {
+        let tap = Tap::new(spec)?;
+        let listen = tap.spec.listen;
+        let cannot = |source| ListenError::Bind {
+            addr: listen,
+            source,
+        };
+        let Some(first) = sockets.first() else {
+            return Err(cannot(std::io::Error::other("no socket was handed over")));
+        };
+        let local = first.local_addr().map_err(cannot)?;
+        for s in &sockets {
+            s.set_nonblocking(true).map_err(cannot)?;
+        }
+        let mut all = sockets;
+        while all.len() < workers {
+            match reuseport_listener(local) {
+                Ok(s) => all.push(s),
+                Err(e) => {
+                    // Only the same user can join a SO_REUSEPORT group (and only a privileged
+                    // one below port 1024): the sockets handed over are spread over the workers.
+                    tracing::warn!(listener = %tap.spec.name, listen = %local, error = %e, sockets = all.len(), workers, "Cannot add a socket for every worker; the workers share the sockets handed over");
+                    break;
+                }
+            }
+        }
+        Ok(Self {
+            spec: tap.spec.clone(),
+            tap: Arc::new(tap),
+            sockets: all,
+            local,
+        })
+    }
+
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// Duplicates of the listening sockets, kept for a hand-over to a new process.
+    pub fn handover_sockets(&self) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+        self.sockets
+            .iter()
+            .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
+            .collect()
+    }
+
     /// Starts one accept loop per socket, each on its worker in `workers` (socket i on worker
-    /// i), until `stop` is cancelled. Every connection runs in `tracker` so a drain can wait for
+    /// i modulo the workers: sockets handed over by a process with more workers are shared out),
+    /// until `stop` is cancelled. Every connection runs in `tracker` so a drain can wait for
     /// them, and is told to stop through `kill`.
     pub fn serve(
         self,
@@ -85,7 +136,10 @@ impl BoundListener {
         let permits = Arc::new(Semaphore::new(spec.max_connections.max(1)));
         let running = Arc::new(AtomicUsize::new(self.sockets.len()));
         tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %self.local, upstream = %spec.upstream, "Listening");
-        for (index, (socket, worker)) in self.sockets.into_iter().zip(workers).enumerate() {
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let Some(worker) = workers.get(index % workers.len().max(1)) else {
+                break;
+            };
             let accept = Accept {
                 spec: spec.clone(),
                 tap: self.tap.clone(),
