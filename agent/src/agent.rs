@@ -395,8 +395,15 @@ pub async fn serve(
                 new.release().await;
                 upgrades.taken_over(new_pid);
                 tracing::info!(new_pid, "Handed over to the new process");
-                crate::handover::drain(running, &mut signals, service.drain_timeout, grace, new_pid)
-                    .await;
+                crate::handover::drain(
+                    running,
+                    &mut signals,
+                    &upgrades,
+                    service.drain_timeout,
+                    grace,
+                    new_pid,
+                )
+                .await;
                 return Ok(());
             }
         };

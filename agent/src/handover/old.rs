@@ -104,6 +104,12 @@ impl Upgrades {
         result
     }
 
+    /// A SIGUSR2 that starts nothing (this process drains).
+    fn refuse(&self, reason: String) {
+        tracing::warn!("SIGUSR2 refused: {reason}");
+        self.teller().tell(Event::Refused { reason });
+    }
+
     /// The new process took over.
     pub fn taken_over(&self, new_pid: u32) {
         self.teller().tell(Event::Ready { pid: new_pid });
@@ -325,6 +331,7 @@ async fn send_offer(
 pub async fn drain(
     running: Running,
     signals: &mut Signals,
+    upgrades: &Upgrades,
     drain_timeout: Duration,
     grace: Duration,
     new_pid: u32,
@@ -348,7 +355,7 @@ pub async fn drain(
                     tracing::info!(new_pid, "SIGHUP ignored: this process is draining; reload the new one");
                 }
                 Signal::Upgrade => {
-                    tracing::warn!(new_pid, "SIGUSR2 refused: this process is draining; signal the new one");
+                    upgrades.refuse(format!("this process is draining; pid {new_pid} serves now"));
                 }
             },
         }
