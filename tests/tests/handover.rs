@@ -484,3 +484,122 @@ async fn after_a_hand_over_the_new_process_answers_the_mi_fifo_and_http_and_hold
         "the new process removes its pid file at exit"
     );
 }
+
+/// `heptap upgrade` with `args`: its exit code, stdout and stderr.
+async fn upgrade(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(heptap_bin())
+        .arg("upgrade")
+        .args(args)
+        .env_remove("HEPTAP_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Puts `script` where heptap was started from (the path a hand-over runs), in one step.
+fn replace_binary(exe: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = exe.with_extension("new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, exe).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heptap_upgrade_exits_0_taken_over_1_failed_2_no_heptap_3_refused_4_no_outcome() {
+    let mut setup = Setup::new().await;
+    setup.write("handover_timeout = \"3s\"\n");
+    // heptap runs as a link, so the test can put another "binary" where a hand-over looks.
+    let exe = setup.scratch.path().join("heptap");
+    std::os::unix::fs::symlink(heptap_bin(), &exe).unwrap();
+    let mut old = setup.start(&exe).await;
+    let pid = |p: u32| p.to_string();
+
+    // 2: not a heptap that takes hand-overs; nothing is signalled (SIGUSR2 would kill it).
+    let mut sleeper = tokio::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let (code, _, err) = upgrade(&["--pid", &pid(sleeper.id().unwrap())]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not take hand-overs"), "{err}");
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the process was signalled"
+    );
+    sleeper.kill().await.unwrap();
+
+    // 0: taken over; the old process drains the connection it holds.
+    let mut held = TcpStream::connect(setup.listen).await.unwrap();
+    exchange(&mut held, "held-1").await.unwrap();
+    let (code, out, err) = upgrade(&["--pid", &pid(old.pid)]).await;
+    assert_eq!(code, 0, "{out}{err}\n{}", old.log());
+    // "heptap: pid <new> took over from pid <old>; ..."
+    let new_pid: u32 = out
+        .lines()
+        .find(|l| l.contains("took over"))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in {out:?}"));
+    assert!(
+        out.contains(&format!("took over from pid {}", old.pid)),
+        "{out}"
+    );
+    old.also_kill(new_pid);
+    old.wait_log(&["heptap is ready", &format!("pid={new_pid}")])
+        .await;
+
+    // 3: the old process drains; it refuses to hand over again.
+    let (code, _, err) = upgrade(&["--pid", &pid(old.pid)]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("draining"), "{err}");
+    exchange(&mut held, "held-2").await.unwrap();
+
+    // 1: the new process of a hand-over fails (a broken config); the running one serves on.
+    std::fs::write(&setup.cfg, "[service]\nworkers = \"many\"\n").unwrap();
+    let (code, _, err) = upgrade(&["--pid", &pid(new_pid)]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("config is refused"), "{err}");
+    old.wait_log(&["Hand-over failed"]).await;
+    relayed_and_traced(setup.listen, &mut setup.col, "after-exit-1").await;
+
+    // 1: a binary that is no heptap: its exit status is the reason.
+    setup.write("handover_timeout = \"3s\"\n");
+    replace_binary(&exe, "#!/bin/sh\necho 'not heptap' >&2\nexit 3\n");
+    let (code, _, err) = upgrade(&["--pid", &pid(new_pid)]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exit status: 3"), "{err}");
+    let failed = old.wait_log(&["Hand-over failed"]).await;
+    assert!(failed.contains("exited before it was ready"), "{failed}");
+
+    // 4: a new process that never gets ready, watched for less than handover_timeout; and 3:
+    // a second upgrade while that one is under way.
+    replace_binary(&exe, "#!/bin/sh\nexec sleep 30\n");
+    let waiting =
+        tokio::spawn(async move { upgrade(&["--pid", &pid(new_pid), "--timeout", "1"]).await });
+    let started = old.wait_log(&["Started the new process"]).await;
+    let stuck: u32 = field(&started, "pid").unwrap().parse().unwrap();
+    old.also_kill(stuck);
+    let (code, _, err) = upgrade(&["--pid", &pid(new_pid)]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("already under way"), "{err}");
+    let (code, _, err) = waiting.await.unwrap();
+    assert_eq!(code, 4, "{err}");
+    // The running process gives up on it after handover_timeout, stops it, and serves on.
+    let failed = old.wait_log(&["Hand-over failed"]).await;
+    assert!(failed.contains("was not ready within 3s"), "{failed}");
+    eventually(WAIT, "the stuck process stopped", || !alive(stuck)).await;
+    relayed_and_traced(setup.listen, &mut setup.col, "after-exit-4").await;
+
+    drop(held);
+    assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
+    signal_pid(new_pid, Signal::SIGTERM);
+    eventually(WAIT, "the new process to exit on SIGTERM", || {
+        !alive(new_pid)
+    })
+    .await;
+}

@@ -110,6 +110,9 @@ pub fn upgrade(target: &Target, timeout: Duration) -> Outcome {
     if let Err(e) = nix::sys::signal::kill(target_pid, nix::sys::signal::Signal::SIGUSR2) {
         return Outcome::NotFound(format!("cannot signal pid {pid}: {e}"));
     }
+    // A refusal heard after a start is another client's SIGUSR2 refused during the hand-over
+    // this one watches: its outcome is this one's too.
+    let mut started = false;
     for line in lines {
         let line = match line {
             Ok(l) => l,
@@ -121,7 +124,11 @@ pub fn upgrade(target: &Target, timeout: Duration) -> Outcome {
         };
         let (word, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         match word {
-            "started" => println!("heptap: pid {pid} started pid {rest}"),
+            "started" => {
+                started = true;
+                println!("heptap: pid {pid} started pid {rest}");
+            }
+            "refused" if started => {}
             "ready" => match rest.parse() {
                 Ok(new) => return Outcome::Ready { old: pid, new },
                 Err(_) => return Outcome::NoAnswer(format!("pid {pid} said {line:?}")),
