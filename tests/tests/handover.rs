@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use heptap_testkit::{described, eventually};
+use heptap_testkit::eventually;
 use heptap_tests::collector::{Scratch, UdpCollector, correlation};
 use heptap_tests::heptap_bin;
 use heptap_tests::process::{HeptapProcess, WAIT, alive, field, signal_pid};
@@ -598,6 +598,160 @@ async fn heptap_upgrade_exits_0_taken_over_1_failed_2_no_heptap_3_refused_4_no_o
     drop(held);
     assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
     signal_pid(new_pid, Signal::SIGTERM);
+    eventually(WAIT, "the new process to exit on SIGTERM", || {
+        !alive(new_pid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_old_process_cuts_what_is_open_after_drain_timeout_and_says_how_many() {
+    let setup = Setup::new().await;
+    setup.write("drain_timeout = \"1s\"\n");
+    let mut old = setup.start(&heptap_bin()).await;
+    let mut held: Vec<TcpStream> = Vec::new();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(setup.listen).await.unwrap();
+        exchange(&mut s, &format!("held-{i}")).await.unwrap();
+        held.push(s);
+    }
+    let new_pid = hand_over(&mut old).await;
+    let over = old.wait_log(&["Drain over"]).await;
+    assert!(over.contains("cut=3"), "{over}");
+    assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
+    for mut s in held {
+        assert!(
+            read_message(&mut s).await.is_none(),
+            "cut by the old process"
+        );
+    }
+    let mut s = TcpStream::connect(setup.listen).await.unwrap();
+    exchange(&mut s, "after-the-drain").await.unwrap();
+    signal_pid(new_pid, Signal::SIGTERM);
+    eventually(WAIT, "the new process to exit on SIGTERM", || {
+        !alive(new_pid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_to_a_draining_old_process_ends_its_drain_within_shutdown_grace() {
+    let setup = Setup::new().await;
+    // shutdown_grace is 2s (Setup); the drain would last an hour.
+    setup.write("");
+    let mut old = setup.start(&heptap_bin()).await;
+    let mut held = TcpStream::connect(setup.listen).await.unwrap();
+    exchange(&mut held, "held").await.unwrap();
+    let new_pid = hand_over(&mut old).await;
+    // What systemctl stop does with KillMode=control-group: SIGTERM to both processes.
+    let sent = Instant::now();
+    old.signal(Signal::SIGTERM);
+    signal_pid(new_pid, Signal::SIGTERM);
+    let over = old.wait_log(&["Drain over"]).await;
+    assert!(over.contains("cut=1"), "{over}");
+    assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "the old process took {took:?} to stop, its grace is 2s"
+    );
+    assert!(
+        read_message(&mut held).await.is_none(),
+        "cut at the end of the grace"
+    );
+    eventually(WAIT, "the new process to exit on SIGTERM", || {
+        !alive(new_pid)
+    })
+    .await;
+}
+
+/// systemd's notify socket: each datagram with the pid that sent it (`SO_PASSCRED`), as
+/// systemd checks it against `NotifyAccess=main`.
+struct NotifySocket {
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> Arc<Self> {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        rustix::net::sockopt::set_socket_passcred(&sock, true).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        Arc::new(Self { sock })
+    }
+
+    /// The next datagram and its sender's pid (at most [`WAIT`]).
+    async fn next(self: &Arc<Self>) -> (String, u32) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.recv())
+            .await
+            .unwrap()
+    }
+
+    fn recv(&self) -> (String, u32) {
+        use std::mem::MaybeUninit;
+        let mut buf = [0u8; 4096];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let msg = rustix::net::recvmsg(
+            &self.sock,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            rustix::net::RecvFlags::empty(),
+        )
+        .expect("an sd_notify datagram");
+        let pid = control
+            .drain()
+            .find_map(|m| match m {
+                rustix::net::RecvAncillaryMessage::ScmCredentials(c) => {
+                    Some(c.pid.as_raw_nonzero().get() as u32)
+                }
+                _ => None,
+            })
+            .expect("the sender's credentials");
+        (String::from_utf8_lossy(&buf[..msg.bytes]).into_owned(), pid)
+    }
+}
+
+#[tokio::test]
+async fn systemd_hears_mainpid_from_the_old_process_then_ready_from_the_new_one() {
+    let setup = Setup::new().await;
+    setup.write("");
+    let path = setup.scratch.path().join("notify");
+    let notify = NotifySocket::bind(&path);
+    let mut old = HeptapProcess::start(
+        &heptap_bin(),
+        &setup.cfg,
+        &[("NOTIFY_SOCKET", path.as_os_str())],
+    );
+    let (ready, from) = notify.next().await;
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+    assert_eq!(from, old.pid);
+    old.wait_log(&["heptap is ready"]).await;
+
+    let new_pid = hand_over(&mut old).await;
+    // With NotifyAccess=main systemd hears the main pid only: the old process moves it first...
+    let (main_pid, from) = notify.next().await;
+    assert_eq!(
+        main_pid,
+        format!("MAINPID={new_pid}\nSTATUS=Handed over to pid {new_pid}")
+    );
+    assert_eq!(from, old.pid);
+    // ... then the new one, the main process now, says it is ready; the old one says nothing
+    // more (a STOPPING=1 from it would stop the unit).
+    let (ready, from) = notify.next().await;
+    assert_eq!(
+        ready,
+        format!(
+            "READY=1\nSTATUS=Relaying on 1 listener(s); took over from pid {}",
+            old.pid
+        )
+    );
+    assert_eq!(from, new_pid);
+    assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
+    signal_pid(new_pid, Signal::SIGTERM);
+    let (stopping, from) = notify.next().await;
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
+    assert_eq!(from, new_pid, "the old process never says STOPPING=1");
     eventually(WAIT, "the new process to exit on SIGTERM", || {
         !alive(new_pid)
     })
