@@ -145,7 +145,8 @@ pub fn upgrade(target: &Target, timeout: Duration) -> Outcome {
 /// `MainPID` of the unit.
 fn find(target: &Target) -> Result<u32, String> {
     if let Some(pid) = target.pid {
-        return Ok(pid);
+        // 0 and -1 would signal a process group, 1 is init: never heptap.
+        return parse_pid(&pid.to_string()).ok_or_else(|| format!("--pid {pid} names no heptap"));
     }
     if let Some(file) = target.pid_file.as_ref().or(target.config_pid_file.as_ref()) {
         return read_pid_file(file);
