@@ -85,12 +85,19 @@ impl Setup {
     }
 }
 
-/// Sends SIGUSR2 to `old` and waits until the new process says it is ready; its pid.
+/// Sends SIGUSR2 to `heptap` and waits until the new process says it is ready; its pid.
 async fn hand_over(heptap: &mut HeptapProcess) -> u32 {
-    heptap.signal(Signal::SIGUSR2);
+    let pid = heptap.pid;
+    hand_over_from(heptap, pid).await
+}
+
+/// Sends SIGUSR2 to `old`, `heptap` or a process it led to (whose log comes to `heptap`'s), and
+/// waits until the new process says it is ready; its pid.
+async fn hand_over_from(heptap: &mut HeptapProcess, old: u32) -> u32 {
+    signal_pid(old, Signal::SIGUSR2);
     let ready = heptap.wait_log(&["heptap is ready"]).await;
     let pid: u32 = field(&ready, "pid").unwrap().parse().unwrap();
-    assert_ne!(pid, heptap.pid, "{ready}");
+    assert_ne!(pid, old, "{ready}");
     heptap.also_kill(pid);
     pid
 }
@@ -268,20 +275,37 @@ async fn across_a_sigusr2_no_exchange_fails_no_connection_is_cut_or_refused_and_
     };
     eventually(WAIT, "traffic through the old process", progress(60, 10)).await;
 
-    setup.write("workers = 2\n");
-    let new_pid = hand_over(&mut old).await;
-    let (live_at, new_at) = (
-        tally.live_ok.load(Ordering::Relaxed),
-        tally.new_ok.load(Ordering::Relaxed),
-    );
-    // Half a second more of both kinds of traffic: the live connections still on the old
-    // process, the new ones on the new process.
-    eventually(
-        WAIT,
-        "traffic after the hand-over",
-        progress(live_at + 100, new_at + 25),
-    )
-    .await;
+    // Three hand-overs in a row, each new process with another worker count (3 sockets handed
+    // to 2 workers, then 2 to 1, then 1 joined by a second), each followed by half a second of
+    // both kinds of traffic: the live connections still on the first process, the new ones
+    // on the newest.
+    let mut serving = old.pid;
+    let mut switches = Vec::new();
+    for workers in [2, 1, 2] {
+        setup.write(&format!("workers = {workers}\n"));
+        let (live_at, new_at) = (
+            tally.live_ok.load(Ordering::Relaxed),
+            tally.new_ok.load(Ordering::Relaxed),
+        );
+        let signalled = Instant::now();
+        let next = hand_over_from(&mut old, serving).await;
+        switches.push(signalled.elapsed());
+        eventually(
+            WAIT,
+            "traffic after the hand-over",
+            progress(live_at + 100, new_at + 25),
+        )
+        .await;
+        if serving != old.pid {
+            // A process in between held only short connections: it is gone once they are.
+            eventually(WAIT, "a drained process in between to exit", || {
+                !alive(serving)
+            })
+            .await;
+        }
+        serving = next;
+    }
+    let new_pid = serving;
     stop_new.cancel();
     churn.await.unwrap();
     assert!(
@@ -337,7 +361,7 @@ async fn across_a_sigusr2_no_exchange_fails_no_connection_is_cut_or_refused_and_
     println!(
         "hand-over under load: {live_ok} exchanges on 20 live connections, {new_ok} new connections, \
          0 failed, 0 cut, 0 refused, {} SIP messages traced once each; old pid {} gone {gone_after:?} \
-         after its last connection closed; new pid {new_pid}",
+         after its last connection closed; 3 hand-overs, each new process ready {switches:?} after SIGUSR2",
         2 * ids.len(),
         old.pid
     );
