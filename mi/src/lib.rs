@@ -6,7 +6,8 @@
 //! the FIFO server speaking both framings (`fifo`), JSON-RPC over HTTP (`http`, served by
 //! hyper-util behind its gate and lock-out limits), the HTTP bearer token (`token`), MI tracing
 //! (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to the proxy's MI
-//! (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
+//! (`upstream`), the clients behind `heptap fifo` / `heptap mi` (`client`), and what a new
+//! heptap process takes over at a hand-over (`handover`: the HTTP socket, the FIFO's inode).
 //!
 //! It does not own heptap's state: every command reads or switches it through the [`Control`]
 //! trait, which the agent implements. It does not read config files ([`MiSettings`] is filled
