@@ -284,6 +284,53 @@ impl Running {
         self.mi_stop.cancel();
     }
 
+    /// After a hand-over: relays and traces the live connections until they close, or until
+    /// `drain_timeout`; a SIGTERM shortens that to `grace` from then, a SIGINT ends it now.
+    /// Then cuts what is left (logging how many), delivers the HEP queues and stops.
+    pub(crate) async fn drain_after_handover(
+        self,
+        signals: &mut Signals,
+        upgrades: &crate::handover::Upgrades,
+        drain_timeout: Duration,
+        grace: Duration,
+        new_pid: u32,
+    ) {
+        use tokio::time::Instant;
+        let mut deadline = Instant::now() + drain_timeout;
+        tracing::info!(drain_timeout = ?drain_timeout, new_pid, "Draining: relaying the live connections until they close");
+        let closed = loop {
+            tokio::select! {
+                () = self.connections_closed() => break true,
+                () = tokio::time::sleep_until(deadline) => break false,
+                signal = signals.recv() => match signal {
+                    Signal::Terminate => {
+                        deadline = deadline.min(Instant::now() + grace);
+                        tracing::info!(grace = ?grace, "SIGTERM while draining: the drain ends within the grace period");
+                    }
+                    Signal::Interrupt => {
+                        tracing::info!("SIGINT while draining: stopping now");
+                        break false;
+                    }
+                    Signal::Reload => {
+                        tracing::info!(new_pid, "SIGHUP ignored: this process is draining; reload the new one");
+                    }
+                    Signal::Upgrade => {
+                        upgrades.refuse(format!("this process is draining; pid {new_pid} serves now"));
+                    }
+                },
+            }
+        };
+        if closed {
+            tracing::info!("Drain over: every relayed connection closed; none cut");
+        } else {
+            tracing::warn!(
+                cut = self.connections(),
+                "Drain over: cutting the connections still open"
+            );
+        }
+        self.finish(grace).await;
+    }
+
     /// Ends what is left: cuts the connections still open, stops the MI, delivers the HEP
     /// queues (within `flush`, at least 200 ms) and stops the workers.
     pub(crate) async fn finish(self, flush: Duration) {
@@ -395,20 +442,14 @@ pub async fn serve(
                 new.release().await;
                 upgrades.taken_over(new_pid);
                 tracing::info!(new_pid, "Handed over to the new process");
-                crate::handover::drain(
-                    running,
-                    &mut signals,
-                    &upgrades,
-                    service.drain_timeout,
-                    grace,
-                    new_pid,
-                )
-                .await;
+                running
+                    .drain_after_handover(&mut signals, &upgrades, service.drain_timeout, grace, new_pid)
+                    .await;
                 return Ok(());
             }
         };
         match signal {
-            Signal::Upgrade => upgrades.begin(&running),
+            Signal::Upgrade => upgrades.begin(|| running.handover_offer()),
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the config");
                 notify.reloading();

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::channel::Channel;
-use super::{HandoverError, Inherited, Message, Offer, PROTOCOL};
+use super::protocol::{ENV, HandoverError, Inherited, Message, Offer, PROTOCOL};
 
 /// How long the old process may take to send its offer, and to release the new process once it
 /// is ready: it does both at once, without waiting for anything.
@@ -25,7 +25,7 @@ pub struct Incoming {
 impl Incoming {
     /// The channel named by `$HEPTAP_HANDOVER`, if this process was started for a hand-over.
     pub fn channel_name() -> Option<String> {
-        std::env::var(super::ENV).ok().filter(|n| !n.is_empty())
+        std::env::var(ENV).ok().filter(|n| !n.is_empty())
     }
 
     /// Connects to the old process's channel `name`, checks it is this process's parent, and

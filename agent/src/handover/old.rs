@@ -1,21 +1,19 @@
 //! The old process's side: start the new process, offer it the sockets, wait until it is ready
-//! (or has failed), then, once it has taken over, drain.
+//! (or has failed), and release it. The drain that follows is the agent's
+//! (`Running::drain_after_handover`).
 
+use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use std::future::Future;
-use std::pin::Pin;
-
-use super::channel::{Channel, ChannelListener, MAX_FDS};
+use super::channel::{Channel, ChannelError, ChannelListener, MAX_FDS};
+use super::protocol::{ENV, HandoverError, Image, Message, Offer};
 use super::watch::{Event, Teller, Watch};
-use super::{ENV, HandoverError, Image, Message, Offer};
-use crate::agent::Running;
-use crate::signals::{Signal, Signals};
 
 /// A hand-over under way.
 type Attempt = Pin<Box<dyn Future<Output = Result<NewProcess, HandoverError>> + Send>>;
@@ -58,15 +56,14 @@ impl Upgrades {
         self.watch.as_ref().map(Watch::teller).unwrap_or_default()
     }
 
-    /// SIGUSR2: starts a hand-over of `running`'s sockets, unless one is under way.
-    pub fn begin(&mut self, running: &Running) {
+    /// SIGUSR2: starts a hand-over of the sockets `offer()` gives (the running agent's),
+    /// unless one is under way.
+    pub fn begin(&mut self, offer: impl FnOnce() -> std::io::Result<(Offer, Vec<OwnedFd>)>) {
         if self.attempt.is_some() {
-            let reason = "a hand-over is already under way".to_owned();
-            tracing::warn!("SIGUSR2 refused: {reason}");
-            self.teller().tell(Event::Refused { reason });
+            self.refuse("a hand-over is already under way".to_owned());
             return;
         }
-        let (offer, fds) = match running.handover_offer() {
+        let (offer, fds) = match offer() {
             Ok(offered) => offered,
             Err(e) => {
                 let e = HandoverError::Offer(e);
@@ -104,8 +101,8 @@ impl Upgrades {
         result
     }
 
-    /// A SIGUSR2 that starts nothing (this process drains).
-    fn refuse(&self, reason: String) {
+    /// A SIGUSR2 that starts nothing: one is under way, or this process drains.
+    pub fn refuse(&self, reason: String) {
         tracing::warn!("SIGUSR2 refused: {reason}");
         self.teller().tell(Event::Refused { reason });
     }
@@ -265,10 +262,10 @@ async fn launch(
             )));
         }
         // Closed without a word: its exit status says more.
-        Err(super::ChannelError::Closed) => {
+        Err(ChannelError::Closed) => {
             return match tokio::time::timeout(Duration::from_secs(1), child.child.wait()).await {
                 Ok(status) => Err(exited(pid, status)),
-                Err(_) => Err(super::ChannelError::Closed.into()),
+                Err(_) => Err(ChannelError::Closed.into()),
             };
         }
         Err(e) => return Err(e.into()),
@@ -323,48 +320,4 @@ async fn send_offer(
         channel.send(&Message::MoreFds, batch).await?;
     }
     Ok(())
-}
-
-/// After the hand-over: relays and traces the live connections until they close, or until
-/// `drain_timeout`; a SIGTERM shortens that to `grace` from then, a SIGINT ends it now. Then
-/// cuts what is left (logging how many), delivers the HEP queues and stops.
-pub async fn drain(
-    running: Running,
-    signals: &mut Signals,
-    upgrades: &Upgrades,
-    drain_timeout: Duration,
-    grace: Duration,
-    new_pid: u32,
-) {
-    let mut deadline = Instant::now() + drain_timeout;
-    tracing::info!(drain_timeout = ?drain_timeout, new_pid, "Draining: relaying the live connections until they close");
-    let closed = loop {
-        tokio::select! {
-            () = running.connections_closed() => break true,
-            () = tokio::time::sleep_until(deadline) => break false,
-            signal = signals.recv() => match signal {
-                Signal::Terminate => {
-                    deadline = deadline.min(Instant::now() + grace);
-                    tracing::info!(grace = ?grace, "SIGTERM while draining: the drain ends within the grace period");
-                }
-                Signal::Interrupt => {
-                    tracing::info!("SIGINT while draining: stopping now");
-                    break false;
-                }
-                Signal::Reload => {
-                    tracing::info!(new_pid, "SIGHUP ignored: this process is draining; reload the new one");
-                }
-                Signal::Upgrade => {
-                    upgrades.refuse(format!("this process is draining; pid {new_pid} serves now"));
-                }
-            },
-        }
-    };
-    if closed {
-        tracing::info!("Drain over: every relayed connection closed; none cut");
-    } else {
-        let cut = running.connections();
-        tracing::warn!(cut, "Drain over: cutting the connections still open");
-    }
-    running.finish(grace).await;
 }
