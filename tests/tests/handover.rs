@@ -781,3 +781,20 @@ async fn systemd_hears_mainpid_from_the_old_process_then_ready_from_the_new_one(
     })
     .await;
 }
+
+#[tokio::test]
+async fn sigterm_drains_for_shutdown_grace_and_logs_how_many_connections_it_cut() {
+    let setup = Setup::new().await;
+    setup.write("");
+    let mut heptap = setup.start(&heptap_bin()).await;
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(setup.listen).await.unwrap();
+        exchange(&mut s, &format!("held-{i}")).await.unwrap();
+        held.push(s);
+    }
+    heptap.signal(Signal::SIGTERM);
+    let over = heptap.wait_log(&["Grace period over"]).await;
+    assert!(over.contains("cut=2"), "{over}");
+    assert_eq!(heptap.exit_within(WAIT).await.code(), Some(0));
+}
