@@ -15,15 +15,18 @@ use heptap_mi::{Mi, MiRunning};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use heptap_mi::ReloadReport;
+
 use crate::build::{self, BuildError};
 use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
-use crate::handover::{Incoming, Inherited, ListenerSockets};
+use crate::handover::{Incoming, Inherited};
+use crate::listeners::Listeners;
 use crate::logging::LogHandle;
-use crate::shared::{ReloadError, Shared, State};
+use crate::shared::{ReloadError, Shared, StartOnly, State, level_of};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
-use crate::tap::{BoundListener, ListenError, TapContext};
+use crate::tap::{ListenError, TapContext};
 use crate::tracer::Tracer;
 use crate::workers::Workers;
 
@@ -50,8 +53,6 @@ pub enum StartError {
 pub struct Running {
     /// What the MI shares.
     shared: Arc<Shared>,
-    /// The bound address of each `[[listener]]`, in config order.
-    listen_addrs: Vec<SocketAddr>,
     /// Cancelled to stop accepting.
     stop: CancellationToken,
     /// Cancelled to end relayed connections now.
@@ -64,8 +65,6 @@ pub struct Running {
     mi: MiRunning,
     /// The relay workers; stopped last.
     workers: Workers,
-    /// Duplicates of every listening socket, for a hand-over; dropped once handed over.
-    handoff: Mutex<Vec<ListenerSockets>>,
 }
 
 /// Builds everything from `config`, binds every listener and the MI, and starts serving. A
@@ -100,61 +99,54 @@ pub(crate) async fn start_taking_over(
         ids: ConnIds::new(),
         stats: stats.clone(),
     });
-    let mut bound = Vec::new();
-    for spec in build::listener_specs(&config) {
-        let n = workers.handles().len();
-        bound.push(match inherited.take_listener(&spec.name, spec.listen) {
-            Some(sockets) => BoundListener::adopt(spec, sockets, n)?,
-            None => BoundListener::bind(spec, n).await?,
-        });
-    }
+    // At a hand-over, the old process's sockets for the listeners the config still has.
+    let bound = Listeners::bind(&config, workers.handles().len(), |name, listen| {
+        inherited.take_listener(name, listen)
+    })?;
     inherited.close_the_rest();
-    let listeners = bound
-        .iter()
-        .map(|l| (l.spec.name.clone(), l.spec.proto.name(), l.local_addr()))
-        .collect();
     let mi_settings = crate::mi_settings::mi_settings(&config)?;
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let listeners = Listeners::new(
+        ctx,
+        tracker.clone(),
+        stop.clone(),
+        kill.clone(),
+        workers.handles().clone(),
+    );
     let shared = Arc::new(Shared {
         tracer: tracer.clone(),
         stats: stats.clone(),
         log,
+        level: Mutex::new(level_of(&config.log.level)),
         source,
         state: Mutex::new(State {
+            started: StartOnly::of(&config),
             config,
             built: Some(built),
+            listeners,
         }),
-        listeners,
         workers: workers.handles().clone(),
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
         .start_with(mi_stop.clone(), inherited.mi)
         .await?;
-    let stop = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut listen_addrs = Vec::new();
-    let mut handoff = Vec::new();
-    for l in bound {
-        listen_addrs.push(l.local_addr());
-        handoff.push(ListenerSockets {
-            name: l.spec.name.clone(),
-            listen: l.spec.listen,
-            local: l.local_addr(),
-            sockets: l.handover_sockets()?,
-        });
-        l.serve(&ctx, &tracker, &stop, &kill, workers.handles());
-    }
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .listeners
+        .start(bound);
     Ok(Running {
         shared,
-        listen_addrs,
         stop,
         kill,
         mi_stop,
         tracker,
         mi,
         workers,
-        handoff: Mutex::new(handoff),
     })
 }
 
@@ -168,9 +160,10 @@ pub enum Stop {
 }
 
 impl Running {
-    /// The bound address of each `[[listener]]`, in config order.
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.listen_addrs
+    /// The bound address of each `[[listener]]` that serves, in config order (a reload
+    /// changes them: listeners added, removed, or not applied).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listen_addrs()
     }
 
     /// Where the MI's JSON-RPC over HTTP listens, if it does.
@@ -199,8 +192,7 @@ impl Running {
     }
 
     /// The agent's [`heptap_mi::Control`], the seam an operator's MI command goes through: the
-    /// same switches, statistics and reload the MI's own control reaches (only the log level
-    /// last set is this control's own).
+    /// same switches, statistics, log level and reload the MI's own control reaches.
     pub fn control(&self) -> Arc<dyn heptap_mi::Control> {
         Arc::new(AgentControl::new(self.shared.clone()))
     }
@@ -210,14 +202,20 @@ impl Running {
         &self.shared
     }
 
-    /// Swaps in a new config; see [`Shared::reload`].
-    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+    /// Applies a new config as far as it can and says what it applied and what not; see
+    /// [`Shared::reload`].
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, ReloadError> {
         self.shared.reload(config)
     }
 
-    /// Re-reads the config from its source and swaps it in (SIGHUP).
-    pub fn reload_from_source(&self) -> Result<(), ReloadError> {
+    /// Re-reads the config from its source and applies it (SIGHUP, MI `reload`).
+    pub fn reload_from_source(&self) -> Result<ReloadReport, ReloadError> {
         self.shared.reload_from_source()
+    }
+
+    /// Re-reads every listener's and destination's TLS files (MI `tls_reload`).
+    pub fn tls_reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.shared.tls_reload()
     }
 
     /// Makes the MI check its FIFO now and re-create it if it was deleted.
@@ -251,10 +249,6 @@ impl Running {
     pub(crate) fn stop_accepting(&self) {
         self.stop.cancel();
         self.tracker.close();
-        self.handoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 
     /// Relayed connections still open (and, until [`Running::stop_accepting`] has taken
@@ -268,11 +262,18 @@ impl Running {
         self.tracker.wait().await;
     }
 
-    /// What a new process takes over: every listener's sockets and the MI's, duplicated.
+    /// What a new process takes over: every serving listener's sockets and the MI's,
+    /// duplicated.
     pub(crate) fn handover_offer(
         &self,
     ) -> std::io::Result<(crate::handover::Offer, Vec<std::os::fd::OwnedFd>)> {
-        let listeners = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        let listeners = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners
+            .handover()?;
         crate::handover::offer(&listeners, self.mi.handover()?)
     }
 
@@ -366,8 +367,7 @@ pub async fn serve(
     // What SIGUSR2 starts again: taken now, before a package upgrade can replace the binary.
     let image = crate::handover::Image::of_this_process();
     let mut signals = Signals::install()?;
-    let service = config.service.clone();
-    let grace = service.shutdown_grace;
+    let pid_file = config.service.pid_file.clone();
     // -- service (packaging): who heptap becomes, and systemd's notify socket; see service.rs.
     let privileges = crate::service::Privileges::plan(&config).map_err(std::io::Error::from)?;
     crate::service::raise_open_file_limit();
@@ -410,8 +410,7 @@ pub async fn serve(
         "heptap is ready"
     );
     let _pid_file =
-        service
-            .pid_file
+        pid_file
             .as_deref()
             .and_then(|path| match crate::pid_file::PidFile::write(path) {
                 Ok(file) => Some(file),
@@ -427,7 +426,7 @@ pub async fn serve(
         ),
         None => format!("Relaying on {} listener(s)", running.listen_addrs().len()),
     });
-    let mut upgrades = crate::handover::Upgrades::new(image, service.handover_timeout);
+    let mut upgrades = crate::handover::Upgrades::new(image);
     loop {
         let signal = tokio::select! {
             signal = signals.recv() => signal,
@@ -442,24 +441,44 @@ pub async fn serve(
                 new.release().await;
                 upgrades.taken_over(new_pid);
                 tracing::info!(new_pid, "Handed over to the new process");
+                // The timeouts as last applied (a reload changes them).
+                let service = running.shared().service();
                 running
-                    .drain_after_handover(&mut signals, &upgrades, service.drain_timeout, grace, new_pid)
+                    .drain_after_handover(
+                        &mut signals,
+                        &upgrades,
+                        service.drain_timeout,
+                        service.shutdown_grace,
+                        new_pid,
+                    )
                     .await;
                 return Ok(());
             }
         };
         match signal {
-            Signal::Upgrade => upgrades.begin(|| running.handover_offer()),
+            Signal::Upgrade => {
+                let timeout = running.shared().service().handover_timeout;
+                upgrades.begin(|| running.handover_offer(), timeout);
+            }
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the config");
                 notify.reloading();
                 running.recheck_fifo();
                 let shared = running.shared().clone();
                 let result = tokio::task::spawn_blocking(move || shared.reload_from_source()).await;
+                // Each item was logged on its own line by the reload.
                 match result {
-                    Ok(Ok(())) => {
-                        tracing::info!("Config reloaded");
+                    Ok(Ok(report)) if report.is_complete() => {
+                        tracing::info!(applied = report.applied.len(), "Config reloaded");
                         notify.ready("Config reloaded");
+                    }
+                    Ok(Ok(report)) => {
+                        tracing::warn!(
+                            applied = report.applied.len(),
+                            not_applied = report.not_applied.len(),
+                            "Config reloaded in part: what was not applied goes on as it was"
+                        );
+                        notify.ready("Config reloaded in part; the log says what was not applied");
                     }
                     Ok(Err(e)) => {
                         tracing::error!("Reload refused, the old config keeps running:\n{e}");
@@ -475,6 +494,7 @@ pub async fn serve(
             }
             Signal::Terminate => {
                 upgrades.give_up();
+                let grace = running.shared().shutdown_grace();
                 tracing::info!(grace = ?grace, "SIGTERM: draining");
                 notify.stopping("Draining");
                 running.shutdown(Stop::Graceful(grace)).await;

@@ -1,9 +1,11 @@
 //! From a validated config to the things that run: destinations (senders), compiled routes,
 //! the tracer's pipeline with its switches, and the listener specs.
 //!
-//! A reload builds a new set next to the running one and reuses what did not change: a sender
-//! whose destination spec is identical keeps its task, queue and connection; a switch that still
-//! exists keeps its run-time state (an MI `sip_trace tid off` survives a reload).
+//! A reload builds a new set next to the running one ([`rebuild`]) and reuses what did not
+//! change: a sender whose destination spec is identical keeps its task, queue and connection
+//! (its TLS files are read again); a switch that still exists keeps its run-time state (an MI
+//! `sip_trace tid off` survives a reload). A destination that cannot be built at a reload is
+//! reported and left as it was, without stopping the rest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use std::sync::Arc;
 use heptap_config::{Config, Destination};
 use heptap_filters::{AddressGroups, Routes};
 use heptap_hep::{Encoder, NetProto, PayloadMode, Version};
+use heptap_mi::ReloadReport;
+use serde_json::Value;
 
 use crate::sender::{self, DestinationSpec, FanOut, Limits, Sender, SenderTask};
 use crate::sip::Limits as FramerLimits;
@@ -85,6 +89,17 @@ pub struct Built {
 }
 
 impl Built {
+    /// Reads the certificate, key and CA files of every TLS destination again (`tls_reload`,
+    /// and every reload for the destinations it keeps): a destination whose files changed uses
+    /// them from its next connection; one whose files cannot be used goes on with the old ones.
+    pub fn renew_tls(&self, report: &mut ReloadReport) {
+        for (name, (spec, _)) in &self.tasks {
+            if let Some(sender) = self.pipeline.destinations.get(name) {
+                renew_tls(sender, spec, report);
+            }
+        }
+    }
+
     /// After a successful reload build: takes over the running tasks of the destinations that
     /// `self` reuses from `old`, so they are flushed at shutdown like any other.
     pub fn adopt(&mut self, old: &mut Built) {
@@ -221,6 +236,32 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
     Ok(routes)
 }
 
+/// What a reload checks before it changes anything, so that a config that cannot run is refused
+/// as a whole: routes, destinations (but their TLS files), `[mi]`. Listeners and TLS files are
+/// taken one by one at the reload: one that cannot be used is reported and left as it was.
+pub fn check_reload(config: &Config) -> Result<(), BuildError> {
+    let mut errors = Vec::new();
+    if let Err(e) = compile_routes(config) {
+        errors.extend(e.0);
+    }
+    for spec in destination_specs(config) {
+        if let Err(source) = sender::check_except_tls_files(&spec) {
+            errors.push(BuildProblem::Destination {
+                name: spec.name,
+                source,
+            });
+        }
+    }
+    if let Err(e) = crate::mi_settings::check(config) {
+        errors.push(BuildProblem::Mi(e));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError(errors))
+    }
+}
+
 /// Checks everything `start` would build, without binding or spawning: routes, TLS material,
 /// `[mi]`.
 pub fn check(config: &Config) -> Result<(), BuildError> {
@@ -252,42 +293,139 @@ pub fn check(config: &Config) -> Result<(), BuildError> {
 }
 
 /// Builds destinations (one lane per runtime in `workers`), routes and the pipeline. With
-/// `previous`, unchanged destinations and existing switches are carried over.
+/// `previous`, unchanged destinations and existing switches are carried over. Every destination
+/// must start: one that cannot is an error.
 pub fn build(
     config: &Config,
     stats: &Stats,
     previous: Option<&Built>,
     workers: &[tokio::runtime::Handle],
 ) -> Result<Built, BuildError> {
+    assemble(config, stats, previous, workers, None)
+}
+
+/// [`build`] for a reload over `previous`: what changed is reported in `report`, and a
+/// destination that cannot start is reported there too and left as it was (the old one goes
+/// on; a new one is not started), so one bad `hep_id` does not stop the rest. Only routes that
+/// do not compile are an error.
+pub fn rebuild(
+    config: &Config,
+    stats: &Stats,
+    previous: &Built,
+    workers: &[tokio::runtime::Handle],
+    report: &mut ReloadReport,
+) -> Result<Built, BuildError> {
+    assemble(config, stats, Some(previous), workers, Some(report))
+}
+
+/// How a destination is named in a reload's report (its errors start the same way).
+fn destination_item(name: &str) -> String {
+    format!("hep_id {name}")
+}
+
+/// `text` without the `prefix: ` it starts with, when it does: a report item names its subject
+/// once.
+pub fn without_prefix(text: String, prefix: &str) -> String {
+    match text.strip_prefix(prefix).and_then(|t| t.strip_prefix(": ")) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
+/// Reads a kept destination's TLS files again and reports what became of them.
+fn renew_tls(sender: &Sender, spec: &DestinationSpec, report: &mut ReloadReport) {
+    let item = destination_item(&spec.name);
+    match sender.renew_tls(spec) {
+        Ok(true) => report.applied(
+            item,
+            "TLS files reloaded: its next connections use them, the one up goes on",
+        ),
+        Ok(false) => {}
+        Err(e) => report.not_applied(
+            &item,
+            format!(
+                "{}; it goes on with the files it had",
+                without_prefix(e.to_string(), &item)
+            ),
+        ),
+    }
+}
+
+fn assemble(
+    config: &Config,
+    stats: &Stats,
+    previous: Option<&Built>,
+    workers: &[tokio::runtime::Handle],
+    mut report: Option<&mut ReloadReport>,
+) -> Result<Built, BuildError> {
     let routes = compile_routes(config)?;
     let mut errors = Vec::new();
     let mut senders: BTreeMap<String, Sender> = BTreeMap::new();
     let mut tasks = BTreeMap::new();
     for spec in destination_specs(config) {
-        let reuse = previous.and_then(|p| {
+        let old = previous.and_then(|p| {
             let (old, _) = p.tasks.get(&spec.name)?;
             let sender = p.pipeline.destinations.get(&spec.name)?;
-            (old == &spec).then(|| sender.clone())
+            Some((old, sender))
         });
-        match reuse {
-            Some(sender) => {
-                senders.insert(spec.name.clone(), sender);
-                tasks.insert(spec.name.clone(), (spec, None));
+        if let Some((old_spec, sender)) = old
+            && old_spec == &spec
+        {
+            if let Some(report) = report.as_deref_mut() {
+                renew_tls(sender, &spec, report);
             }
-            None => match sender::spawn_on(spec.clone(), stats, workers) {
-                Ok((sender, task)) => {
-                    senders.insert(spec.name.clone(), sender);
-                    tasks.insert(spec.name.clone(), (spec, Some(task)));
+            senders.insert(spec.name.clone(), sender.clone());
+            tasks.insert(spec.name.clone(), (spec, None));
+            continue;
+        }
+        let item = destination_item(&spec.name);
+        match sender::spawn_on(spec.clone(), stats, workers) {
+            Ok((sender, task)) => {
+                if let Some(report) = report.as_deref_mut() {
+                    let what = match old {
+                        Some(_) => {
+                            "changed: restarted with the new settings (a new queue and connection)"
+                        }
+                        None => "added",
+                    };
+                    report.applied(item, what);
                 }
-                Err(source) => errors.push(BuildProblem::Destination {
+                senders.insert(spec.name.clone(), sender);
+                tasks.insert(spec.name.clone(), (spec, Some(task)));
+            }
+            Err(source) => match report.as_deref_mut() {
+                None => errors.push(BuildProblem::Destination {
                     name: spec.name.clone(),
                     source,
                 }),
+                Some(report) => {
+                    let why = without_prefix(source.to_string(), &item);
+                    match old {
+                        // The running one goes on: its old spec stays, so the next reload
+                        // tries the new one again.
+                        Some((old_spec, sender)) => {
+                            report.not_applied(item, format!("{why}; it goes on as it was"));
+                            senders.insert(spec.name.clone(), sender.clone());
+                            tasks.insert(spec.name.clone(), (old_spec.clone(), None));
+                        }
+                        None => report.not_applied(item, format!("{why}; not started")),
+                    }
+                }
             },
         }
     }
     if !errors.is_empty() {
         return Err(BuildError(errors));
+    }
+    if let (Some(report), Some(previous)) = (report, previous) {
+        for name in previous.tasks.keys() {
+            if !tasks.contains_key(name) {
+                report.applied(
+                    destination_item(name),
+                    "removed: what it had queued is sent for 2 s, then it stops",
+                );
+            }
+        }
     }
     let old = previous.map(|p| &p.pipeline);
     let net = NetProto::ALL.map(|p| {
@@ -334,6 +472,22 @@ pub fn build(
         destinations: senders,
     };
     Ok(Built { pipeline, tasks })
+}
+
+/// The keys of two serialized config sections whose values differ, in key order: what a
+/// reload reports as changed.
+pub fn changed_keys<T: serde::Serialize>(old: &T, new: &T) -> Vec<String> {
+    match (serde_json::to_value(old), serde_json::to_value(new)) {
+        (Ok(Value::Object(old)), Ok(Value::Object(new))) => {
+            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            keys.into_iter()
+                .filter(|k| old.get(*k) != new.get(*k))
+                .cloned()
+                .collect()
+        }
+        (old, new) if old.as_ref().ok() == new.as_ref().ok() => Vec::new(),
+        _ => vec!["(all)".to_owned()],
+    }
 }
 
 /// A switch carried over from the previous pipeline, or a new one in state `initial`.

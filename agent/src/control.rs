@@ -1,12 +1,13 @@
 //! The agent's side of the MI: [`AgentControl`] implements `heptap_mi::Control` over the
 //! tracer's switches, the statistics, the log level and reload.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadRefused, ReloadReport, Statistic,
+    TraceIdInfo, UnknownTraceId,
 };
 use serde_json::{Value, json};
 
@@ -17,26 +18,12 @@ use crate::shared::Shared;
 pub struct AgentControl {
     /// The agent's shared state.
     shared: Arc<Shared>,
-    /// The level last set (the config's until `log_level` changes it).
-    level: Mutex<LogLevel>,
 }
 
 impl AgentControl {
     /// The control of a running agent.
     pub fn new(shared: Arc<Shared>) -> Self {
-        let configured = shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config
-            .log
-            .level
-            .clone();
-        let level = LogLevel::parse(&configured).unwrap_or(LogLevel::Info);
-        Self {
-            shared,
-            level: Mutex::new(level),
-        }
+        Self { shared }
     }
 
     fn config(&self) -> Config {
@@ -186,12 +173,20 @@ impl Control for AgentControl {
         json!({ "hep_ids": rows })
     }
 
-    fn reload(&self) -> Result<(), Vec<String>> {
-        self.shared.reload_from_source().map_err(|e| e.lines())
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        self.shared
+            .reload_from_source()
+            .map_err(|e| ReloadRefused { errors: e.lines() })
+    }
+
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        self.shared
+            .tls_reload()
+            .map_err(|e| ReloadRefused { errors: e.lines() })
     }
 
     fn log_level(&self) -> LogLevel {
-        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+        *self.shared.level.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
@@ -199,7 +194,7 @@ impl Control for AgentControl {
             .log
             .set(level.name())
             .map_err(|e| e.to_string())?;
-        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
+        *self.shared.level.lock().unwrap_or_else(|e| e.into_inner()) = level;
         Ok(())
     }
 
@@ -212,12 +207,7 @@ impl Control for AgentControl {
         for i in 0..self.shared.workers.len() {
             rows.push(format!("relay worker {i}"));
         }
-        for (name, p, addr) in &self.shared.listeners {
-            rows.push(format!(
-                "{} listener {name} on {addr}",
-                p.to_ascii_uppercase()
-            ));
-        }
+        rows.extend(self.shared.listener_rows());
         for name in self.shared.tracer.load().destinations.keys() {
             rows.push(format!("HEP sender {name}"));
         }

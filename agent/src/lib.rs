@@ -12,9 +12,10 @@
 //! benchmarks and fuzz targets ([`sender`], [`sip`]).
 //!
 //! Inside (docs/architecture.md draws it): `agent` (start, run, stop, `serve`), `shared` (what
-//! the agent and its MI share, reload), `build` (config -> destinations, routes, switches,
-//! listener specs), `tap` (listeners, one session per connection, the byte and message relays,
-//! the events), `tracer` (the published pipeline snapshot and the run-time switches: it decides
+//! the agent and its MI share, reload and `tls_reload`), `build` (config -> destinations,
+//! routes, switches, listener specs), `listeners` (the listeners as a set: started, changed and
+//! stopped one by one at a reload, removed ones draining), `tap` (a listener, one session per
+//! connection, the byte and message relays, the events), `tracer` (the published pipeline snapshot and the run-time switches: it decides
 //! what is traced and where), `sender` (one task per destination behind a bounded queue; UDP,
 //! TCP, TLS, stdout, file), `sip` (SIP framing on streams and the header values a trace needs),
 //! `handover` (SIGUSR2: a new process takes the listening sockets over while this one drains;
@@ -35,6 +36,7 @@ mod control;
 mod dump_text;
 mod handover;
 mod hep_dump;
+mod listeners;
 mod logging;
 mod mi_settings;
 mod pid_file;

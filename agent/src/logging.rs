@@ -9,12 +9,15 @@ pub struct LogHandle {
     /// The reload handle of the installed filter layer; `None` when another subscriber was
     /// already installed (tests that run several agents in one process).
     inner: Option<reload::Handle<EnvFilter, tracing_subscriber::Registry>>,
+    /// `RUST_LOG` was set at start: it wins over `[log] level`, a reload included.
+    from_env: bool,
 }
 
 impl std::fmt::Debug for LogHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogHandle")
             .field("installed", &self.inner.is_some())
+            .field("from_env", &self.from_env)
             .finish()
     }
 }
@@ -39,7 +42,8 @@ fn filter(level: &str) -> Result<EnvFilter, BadLevel> {
 /// Installs the global subscriber at `level` (`RUST_LOG`, when set, wins: it is the developer's
 /// override). Falls back to `info` on a bad level, saying so.
 pub fn init(level: &str) -> LogHandle {
-    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    let from_env = std::env::var("RUST_LOG").ok();
+    let wanted = from_env.clone().unwrap_or_else(|| level.to_owned());
     let (f, bad) = match filter(&wanted) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
@@ -59,13 +63,22 @@ pub fn init(level: &str) -> LogHandle {
     }
     LogHandle {
         inner: installed.then_some(handle),
+        from_env: from_env.is_some(),
     }
 }
 
 impl LogHandle {
     /// A handle that changes nothing (for agents started inside tests).
     pub fn detached() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            from_env: false,
+        }
+    }
+
+    /// Whether `RUST_LOG` chose the level at start (a reload then leaves `[log] level` alone).
+    pub fn overridden_by_env(&self) -> bool {
+        self.from_env
     }
 
     /// Sets a new level or directive string.

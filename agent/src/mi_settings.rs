@@ -7,8 +7,8 @@ use std::sync::Arc;
 use heptap_config::Config;
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    BearerToken, Control, LogLevel, MiSettings, ProcessInfo, Statistic, TraceIdInfo,
-    UnknownTraceId, UpstreamSettings, UpstreamTarget,
+    BearerToken, Control, LogLevel, MiSettings, ProcessInfo, ReloadRefused, ReloadReport,
+    Statistic, TraceIdInfo, UnknownTraceId, UpstreamSettings, UpstreamTarget,
 };
 use serde_json::Value;
 
@@ -139,8 +139,11 @@ impl Control for NullControl {
     fn hep_ids(&self) -> Value {
         Value::Null
     }
-    fn reload(&self) -> Result<(), Vec<String>> {
-        Ok(())
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        Ok(ReloadReport::default())
+    }
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        Ok(ReloadReport::default())
     }
     fn log_level(&self) -> LogLevel {
         LogLevel::Info

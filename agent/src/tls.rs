@@ -1,7 +1,9 @@
 //! TLS material shared by the taps (both legs) and the HEP senders: the one crypto provider
-//! (ring), PEM files, the system roots, and the verifier behind `tls_verify = false`. Each user
-//! wraps the plain error texts here into its own error type, naming its config key.
+//! (ring), PEM files, the system roots, the verifier behind `tls_verify = false`, and the
+//! [`Digest`] a reload compares to tell renewed material from the same files read again. Each
+//! user wraps the plain error texts here into its own error type, naming its config key.
 
+use std::hash::{DefaultHasher, Hasher as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +33,49 @@ pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| e.to_string())
+}
+
+/// What TLS material was loaded (certificates, key, CA bundle), so a reload can tell renewed
+/// files from the same ones read again and say so. Not a cryptographic hash: it only answers
+/// "did the files change", inside one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest(u64);
+
+impl Digest {
+    /// The digest of `parts`, in order (each part's length counts, so parts cannot run into
+    /// each other).
+    pub fn of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut h = DefaultHasher::new();
+        for part in parts {
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        Digest(h.finish())
+    }
+
+    /// The digest of `self` followed by `other` (one listener's two sides).
+    pub fn and(self, other: Digest) -> Self {
+        Digest::of([self.0.to_le_bytes().as_slice(), &other.0.to_le_bytes()])
+    }
+}
+
+/// The digest of a certificate store: each trust anchor's name and key.
+pub fn roots_digest(roots: &RootCertStore) -> Digest {
+    Digest::of(roots.roots.iter().flat_map(|anchor| {
+        [
+            anchor.subject.as_ref(),
+            anchor.subject_public_key_info.as_ref(),
+        ]
+    }))
+}
+
+/// Whether rustls refused a certificate and key because the key is not the certificate's
+/// (`CertifiedKey::keys_match`, which rustls runs when a certificate is installed).
+pub fn is_key_mismatch(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)
+    )
 }
 
 /// The system's CA certificates (what `ca_file` defaults to); `who` names the user in logs.

@@ -785,6 +785,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A TLS collector serving a certificate for `names` from `pki`; with `client_ca`, it demands
 /// a client certificate signed by that CA.
 async fn tls_collector(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> TcpCollector {
+    TcpCollector::start_with(Some(tls_acceptor(pki, names, client_ca))).await
+}
+
+/// The server side of [`tls_collector`].
+fn tls_acceptor(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let (cert, key) = pki.issue(names);
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
@@ -809,7 +814,7 @@ async fn tls_collector(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> Tc
         }
     };
     let config = builder.with_single_cert(chain, key).unwrap();
-    TcpCollector::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn verified(ca_file: PathBuf) -> HepTls {
@@ -885,6 +890,71 @@ async fn tls_collector_signed_by_the_configured_ca_is_verified_and_receives_pack
     let report = task.shutdown(Duration::from_secs(2)).await;
     assert_eq!(report.abandoned, 0);
     assert_eq!(sender.state().counters.sent, 20);
+}
+
+/// A collector whose certificate moves to another CA (a renewal): the destination trusts it
+/// once its `ca_file` holds that CA and is read again (`tls_reload`, a reload), from its next
+/// connection; a `ca_file` that cannot be used changes nothing.
+#[tokio::test]
+async fn a_renewed_ca_file_is_used_from_the_next_connection_and_a_bad_one_changes_nothing() {
+    let (old_ca, new_ca) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::copy(old_ca.ca_file(), &ca_file).unwrap();
+    let mut collector = tls_collector(&old_ca, &["localhost"], None).await;
+    let spec = tls_spec(
+        "secure",
+        "localhost",
+        collector.addr.port(),
+        verified(ca_file.clone()),
+    );
+    let (sender, task) = sender::spawn(spec.clone(), &Stats::new()).unwrap();
+    sender.offer(&message(0));
+    assert_eq!(seqs(&collector.recv(1).await), [0]);
+
+    // Read again, the same: nothing changes.
+    assert!(!sender.renew_tls(&spec).unwrap());
+    // A file that cannot be used is refused with its path; the destination goes on.
+    std::fs::write(&ca_file, "not PEM").unwrap();
+    let e = sender.renew_tls(&spec).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "hep_id secure: cannot load ca_file from {}: no PEM certificate in the file",
+            ca_file.display()
+        )
+    );
+    sender.offer(&message(1));
+    assert_eq!(seqs(&collector.recv(1).await), [1]);
+
+    // The collector comes back with a certificate of another CA: refused with the old one...
+    collector.stop().await;
+    collector.tls = Some(tls_acceptor(&new_ca, &["localhost"], None));
+    collector.restart();
+    let errors = sender.state().counters.send_errors;
+    eventually(Duration::from_secs(10), "a refused handshake", || {
+        sender.offer(&message(2));
+        sender
+            .state()
+            .last_error
+            .is_some_and(|e| e.contains("UnknownIssuer"))
+            && sender.state().counters.send_errors > errors
+    })
+    .await;
+    // ... and trusted once the renewed CA file is read.
+    std::fs::copy(new_ca.ca_file(), &ca_file).unwrap();
+    assert!(sender.renew_tls(&spec).unwrap());
+    eventually(
+        Duration::from_secs(10),
+        "a packet over the renewed trust",
+        || {
+            sender.offer(&message(3));
+            collector.packets.try_recv().is_ok()
+        },
+    )
+    .await;
+    assert!(sender.state().connected);
+    task.shutdown(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub(crate) enum Cmd {
     ListStatistics,
     ResetStatistics,
     Reload,
+    TlsReload,
     HepIds,
     SipTrace,
     Trace,
@@ -110,6 +111,13 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         recipes: &[NONE],
         named_only: false,
         cmd: Cmd::Reload,
+    },
+    CommandSpec {
+        name: "tls_reload",
+        aliases: &[],
+        recipes: &[NONE],
+        named_only: false,
+        cmd: Cmd::TlsReload,
     },
     CommandSpec {
         name: "hep_ids",

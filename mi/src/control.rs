@@ -2,7 +2,8 @@
 //!
 //! The agent implements [`Control`] over its switches, statistics and config; the MI never sees
 //! the agent's types. Every method is synchronous and cheap (atomics, snapshots), except
-//! [`Control::reload`], which the MI runs on a blocking thread.
+//! [`Control::reload`] and [`Control::tls_reload`], which the MI runs on a blocking thread and
+//! which answer with a [`ReloadReport`]: the MI replies `"OK"` only when nothing was left out.
 
 use heptap_hep::{NetProto, TraceMessage};
 
@@ -117,6 +118,73 @@ impl LogLevel {
     }
 }
 
+/// One thing a reload (`reload`, `tls_reload`, SIGHUP) changed, or could not change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadItem {
+    /// What it is about, named as the config names it: `listener edge`, `hep.ids.homer`,
+    /// `service.workers`.
+    pub item: String,
+    /// What was done, or why it was not.
+    pub detail: String,
+}
+
+impl std::fmt::Display for ReloadItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.item, self.detail)
+    }
+}
+
+/// What a reload did: every change it applied and every one it could not apply (and why). The
+/// MI answers `"OK"` only when [`ReloadReport::is_complete`]; otherwise 500 "Reload incomplete"
+/// with every item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// What now runs as the config says.
+    pub applied: Vec<ReloadItem>,
+    /// What the config asks for and does not run (the old state goes on), with the reason.
+    pub not_applied: Vec<ReloadItem>,
+}
+
+impl ReloadReport {
+    /// Records a change that was applied.
+    pub fn applied(&mut self, item: impl Into<String>, detail: impl Into<String>) {
+        self.applied.push(ReloadItem {
+            item: item.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Records a change that was not applied, and why.
+    pub fn not_applied(&mut self, item: impl Into<String>, detail: impl Into<String>) {
+        self.not_applied.push(ReloadItem {
+            item: item.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Whether everything asked for was applied (nothing at all counts too).
+    pub fn is_complete(&self) -> bool {
+        self.not_applied.is_empty()
+    }
+
+    /// One line per item, what was not applied first: `not applied: <item>: <why>`, then
+    /// `applied: <item>: <what>`. The MI's error data joins them with `; `; SIGHUP logs each.
+    pub fn lines(&self) -> Vec<String> {
+        let not = self.not_applied.iter().map(|i| format!("not applied: {i}"));
+        let done = self.applied.iter().map(|i| format!("applied: {i}"));
+        not.chain(done).collect()
+    }
+}
+
+/// A reload refused as a whole (the config does not load, or names something that cannot be
+/// built): nothing changed. Every reason, one per entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .errors.join("; "))]
+pub struct ReloadRefused {
+    /// Each reason, as the agent words it (key path and why).
+    pub errors: Vec<String>,
+}
+
 /// `set_trace_id_on` was given a name no trace id has.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown trace id {0:?}")]
@@ -147,9 +215,14 @@ pub trait Control: Send + Sync + 'static {
     fn reset_statistic(&self, group: &str, name: &str);
     /// The `hep_ids` reply: every destination with its state and counters, already shaped.
     fn hep_ids(&self) -> serde_json::Value;
-    /// Re-reads and re-validates the config and swaps it in; `Err` carries every error text and
-    /// means the old config stays. Runs on a blocking thread.
-    fn reload(&self) -> Result<(), Vec<String>>;
+    /// Re-reads and re-validates the config and applies what it can: `Ok` lists what was
+    /// applied and what was not (and why); `Err` means nothing changed. Runs on a blocking
+    /// thread.
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused>;
+    /// Re-reads the certificate, key and CA files of every listener and destination (OpenSIPS
+    /// tls_mgm's `tls_reload`), and nothing else; new handshakes use what loaded. Runs on a
+    /// blocking thread.
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused>;
     /// The current log level.
     fn log_level(&self) -> LogLevel;
     /// Changes the log level; `Err` is shown to the client.

@@ -36,7 +36,8 @@ pub(crate) async fn run(
         Cmd::GetStatistics => get_statistics(c.as_ref(), &args),
         Cmd::ListStatistics => list_statistics(c.as_ref(), &args),
         Cmd::ResetStatistics => reset_statistics(c.as_ref(), &args),
-        Cmd::Reload => reload(c).await,
+        Cmd::Reload => reload(c, Reload::Config).await,
+        Cmd::TlsReload => reload(c, Reload::Tls).await,
         Cmd::HepIds => Ok(c.hep_ids()),
         Cmd::SipTrace => sip_trace(c.as_ref(), &args),
         Cmd::Trace => trace(c.as_ref(), &args),
@@ -236,11 +237,31 @@ fn reset_statistics(c: &dyn Control, args: &Args) -> Result<Value, RpcError> {
     Ok(ok())
 }
 
-async fn reload(c: &Arc<dyn Control>) -> Result<Value, RpcError> {
+/// Which reload: the whole config (`reload`) or only the TLS files (`tls_reload`).
+#[derive(Clone, Copy)]
+enum Reload {
+    Config,
+    Tls,
+}
+
+/// `reload` and `tls_reload`: `"OK"` (OpenSIPS's reply to its reload commands) only when
+/// everything asked for now runs; 500 "Reload incomplete" when something was left as it was,
+/// every item in `data` (what was not applied and why first, then what was); 500 "Reload
+/// failed" when nothing changed.
+async fn reload(c: &Arc<dyn Control>, which: Reload) -> Result<Value, RpcError> {
     let c = Arc::clone(c);
-    match tokio::task::spawn_blocking(move || c.reload()).await {
-        Ok(Ok(())) => Ok(ok()),
-        Ok(Err(errors)) => Err(RpcError::new(500, "Reload failed").with_data(errors.join("; "))),
+    let done = tokio::task::spawn_blocking(move || match which {
+        Reload::Config => c.reload(),
+        Reload::Tls => c.tls_reload(),
+    });
+    match done.await {
+        Ok(Ok(report)) if report.is_complete() => Ok(ok()),
+        Ok(Ok(report)) => {
+            Err(RpcError::new(500, "Reload incomplete").with_data(report.lines().join("; ")))
+        }
+        Ok(Err(refused)) => {
+            Err(RpcError::new(500, "Reload failed").with_data(refused.errors.join("; ")))
+        }
         Err(_) => Err(RpcError::server_error("Command handler returned null")),
     }
 }

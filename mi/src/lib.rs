@@ -48,7 +48,8 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
+    Statistic, TraceIdInfo, UnknownTraceId,
 };
 pub use error::MiError;
 pub use handover::{FifoId, Handover, Inherited};

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use common::TestControl;
 use heptap_hep::NetProto;
-use heptap_mi::{LogLevel, Mi, MiSettings, Origin};
+use heptap_mi::{LogLevel, Mi, MiSettings, Origin, ReloadReport};
 use serde_json::{Value, json};
 
 fn mi_with(control: TestControl, settings: MiSettings) -> (Mi, Arc<TestControl>) {
@@ -144,6 +144,7 @@ async fn which_lists_commands_and_recipes() {
         "reset_statistics",
         "list_statistics",
         "reload",
+        "tls_reload",
         "hep_ids",
         "log_level",
         "sip_trace",
@@ -258,6 +259,85 @@ async fn reload_reports_every_error_and_keeps_going() {
             "data": "tracer.trace_id[0]: unknown hep_id \"nope\"; listener[1].listen: address in use"}})
     );
     assert_eq!(c.reloads.load(Ordering::SeqCst), 2);
+}
+
+/// A reload that applied part of the file is not "OK": every item the agent reported is in the
+/// error's data, what was not applied (and why) first, so a client (opensips-cli prints
+/// `500: Reload incomplete (<data>)`) and a script testing for "OK" both see it.
+#[tokio::test]
+async fn a_reload_that_left_something_out_is_an_error_listing_every_item() {
+    let (mi, c) = mi();
+    let mut report = ReloadReport::default();
+    report.applied("listener edge2", "listening on 127.0.0.1:5070");
+    report.not_applied(
+        "service.workers",
+        "4 asked, 2 running; it takes effect at the next restart",
+    );
+    report.not_applied(
+        "listener edge3",
+        "cannot listen on 127.0.0.1:5071: Address in use",
+    );
+    *c.reload_result.lock().unwrap() = Ok(report);
+    assert_eq!(
+        rpc(&mi, "reload", json!([])).await,
+        json!({"error": {"code": 500, "message": "Reload incomplete",
+            "data": "not applied: service.workers: 4 asked, 2 running; it takes effect at the next restart; \
+                     not applied: listener edge3: cannot listen on 127.0.0.1:5071: Address in use; \
+                     applied: listener edge2: listening on 127.0.0.1:5070"}})
+    );
+    // Everything applied: OpenSIPS's plain "OK", whatever was applied.
+    let mut report = ReloadReport::default();
+    report.applied("listener edge2", "listening on 127.0.0.1:5070");
+    *c.reload_result.lock().unwrap() = Ok(report);
+    assert_eq!(rpc(&mi, "reload", json!([])).await, json!("OK"));
+    // The 2.x framing says the same in its status line.
+    *c.reload_result.lock().unwrap() = Ok({
+        let mut r = ReloadReport::default();
+        r.not_applied("mi.fifo_name", "it takes effect at the next restart");
+        r
+    });
+    let reply = mi.handle_text("reload", &[]).await;
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (
+            500,
+            "Reload incomplete: not applied: mi.fifo_name: it takes effect at the next restart"
+        )
+    );
+}
+
+#[tokio::test]
+async fn tls_reload_answers_ok_or_lists_what_it_could_not_reload() {
+    let (mi, c) = mi();
+    assert_eq!(rpc(&mi, "tls_reload", json!([])).await, json!("OK"));
+    assert_eq!(c.tls_reloads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        c.reloads.load(Ordering::SeqCst),
+        0,
+        "tls_reload is not reload"
+    );
+    let mut report = ReloadReport::default();
+    report.applied("listener edge", "certificate /CN=sip.example.com");
+    report.not_applied(
+        "listener wss",
+        "listener wss: tls.cert_file /etc/heptap/wss.pem: No such file or directory",
+    );
+    *c.tls_reload_result.lock().unwrap() = report;
+    assert_eq!(
+        rpc(&mi, "tls_reload", json!({})).await,
+        json!({"error": {"code": 500, "message": "Reload incomplete",
+            "data": "not applied: listener wss: listener wss: tls.cert_file /etc/heptap/wss.pem: No such file or directory; \
+                     applied: listener edge: certificate /CN=sip.example.com"}})
+    );
+    assert_eq!(
+        rpc(&mi, "tls_reload", json!(["now"])).await["error"]["code"],
+        json!(-32602),
+        "no parameters, as OpenSIPS"
+    );
+    assert_eq!(
+        rpc(&mi, "which", json!({"command": "tls_reload"})).await,
+        json!([[]])
+    );
 }
 
 #[tokio::test]

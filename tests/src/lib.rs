@@ -14,6 +14,7 @@ pub mod collector;
 mod heptap_bin;
 pub mod interop;
 pub mod kamailio;
+pub mod mi_cli;
 pub mod sip;
 
 pub use heptap_bin::{HEPTAP_BIN_ENV, heptap_bin};

@@ -85,11 +85,54 @@ pub struct Pki {
     pub rogue_ca_file: PathBuf,
     /// A client certificate of the rogue CA.
     pub rogue_client: Issued,
+    /// The CA, to issue more certificates ([`Pki::issue_server`]).
+    root: Ca,
 }
 
 struct Ca {
     cert: Certificate,
     key: KeyPair,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+/// A certificate for `localhost` and 127.0.0.1 (server) or a client one, named `cn`, issued by
+/// `by`, written as `<name>.pem` and `<name>.key` in `dir`.
+fn issue(dir: &Scratch, name: &str, cn: &str, by: &Ca, server: bool) -> Issued {
+    let write = |file: String, text: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write PEM");
+        path
+    };
+    let key = KeyPair::generate().expect("key");
+    let sans = if server {
+        vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let mut p = CertificateParams::new(sans).expect("params");
+    p.distinguished_name = dn(cn);
+    p.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let cert = p.signed_by(&key, &by.cert, &by.key).expect("sign");
+    Issued {
+        cert: cert.der().clone(),
+        key: key.serialize_der(),
+        cert_file: write(format!("{name}.pem"), &cert.pem()),
+        key_file: write(format!("{name}.key"), &key.serialize_pem()),
+    }
+}
+
+/// `X509_NAME_oneline` of a certificate [`Pki::issue_server`] made with `cn`.
+pub fn subject_of(cn: &str) -> String {
+    format!("/C=RO/O=heptap tests/CN={cn}")
 }
 
 fn ca(cn: &str) -> Ca {
@@ -119,28 +162,7 @@ impl Pki {
             std::fs::write(&path, text).expect("write PEM");
             path
         };
-        let issue = |name: &str, cn: &str, by: &Ca, server: bool| {
-            let key = KeyPair::generate().expect("key");
-            let sans = if server {
-                vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
-            } else {
-                Vec::new()
-            };
-            let mut p = CertificateParams::new(sans).expect("params");
-            p.distinguished_name = dn(cn);
-            p.extended_key_usages = vec![if server {
-                ExtendedKeyUsagePurpose::ServerAuth
-            } else {
-                ExtendedKeyUsagePurpose::ClientAuth
-            }];
-            let cert = p.signed_by(&key, &by.cert, &by.key).expect("sign");
-            Issued {
-                cert: cert.der().clone(),
-                key: key.serialize_der(),
-                cert_file: write(&format!("{name}.pem"), &cert.pem()),
-                key_file: write(&format!("{name}.key"), &key.serialize_pem()),
-            }
-        };
+        let issue = |name: &str, cn: &str, by: &Ca, server: bool| issue(&dir, name, cn, by, server);
         Self {
             ca_file: write("ca.pem", &root.cert.pem()),
             ca: root.cert.der().clone(),
@@ -150,8 +172,15 @@ impl Pki {
             heptap_client: issue("heptap-client", "heptap", &root, false),
             rogue_ca_file: write("rogue-ca.pem", &rogue.cert.pem()),
             rogue_client: issue("rogue-client", "alice", &rogue, false),
+            root,
             dir,
         }
+    }
+
+    /// Another server certificate of the CA (`localhost`, 127.0.0.1) with common name `cn`,
+    /// written as `<name>.pem` / `<name>.key`: a renewal, to the clients that trust the CA.
+    pub fn issue_server(&self, name: &str, cn: &str) -> Issued {
+        issue(&self.dir, name, cn, &self.root, true)
     }
 
     /// A client trusting the CA, without a certificate, connected to `addr` over TLS; panics

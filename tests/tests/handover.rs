@@ -798,3 +798,38 @@ async fn sigterm_drains_for_shutdown_grace_and_logs_how_many_connections_it_cut(
     assert!(over.contains("cut=2"), "{over}");
     assert_eq!(heptap.exit_within(WAIT).await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_listener_a_reload_added_is_handed_over_and_one_it_removed_is_not() {
+    let mut setup = Setup::new().await;
+    setup.write("");
+    let mut old = setup.start(&heptap_bin()).await;
+    // A second listener, added by a reload; the first one removed by the same reload.
+    let second = free_port();
+    let text = std::fs::read_to_string(&setup.cfg).unwrap().replacen(
+        &format!("listen = \"{}\"", setup.listen),
+        &format!("listen = \"{second}\""),
+        1,
+    );
+    std::fs::write(&setup.cfg, text).unwrap();
+    old.signal(Signal::SIGHUP);
+    old.wait_log(&["Config reloaded"]).await;
+    relayed_and_traced(second, &mut setup.col, "added-by-reload").await;
+
+    let new_pid = hand_over(&mut old).await;
+    assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
+    let log = old.log();
+    let taken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Taking the listening sockets over"))
+        .collect();
+    assert_eq!(taken.len(), 1, "{log}");
+    assert!(taken[0].contains(&second.to_string()), "{log}");
+    relayed_and_traced(second, &mut setup.col, "after-hand-over").await;
+    assert!(
+        TcpStream::connect(setup.listen).await.is_err(),
+        "the listener the reload removed is not served again"
+    );
+    signal_pid(new_pid, Signal::SIGTERM);
+    eventually(WAIT, "the new process to exit on SIGTERM", || !alive(new_pid)).await;
+}

@@ -9,15 +9,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use heptap::LogHandle;
 use heptap::{Running, Stop, start, start_with_source};
 use heptap_config::{Config, Source};
 use heptap_hep::Packet;
-use heptap_testkit::opensips_cli;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of, payload_json};
 use heptap_tests::heptap_bin;
+use heptap_tests::mi_cli::opensips_cli as cli;
 use heptap_tests::sip::{SipUpstream, options, read_message};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -54,44 +53,6 @@ async fn run(text: &str) -> Running {
     start(config, LogHandle::detached())
         .await
         .expect("heptap starts")
-}
-
-/// Runs opensips-cli with a config for `via` ("fifo" or "http"); returns (exit code, stdout).
-async fn cli(h: &Running, dir: &Scratch, via: &str, args: &[&str]) -> (i32, String) {
-    let comm = match via {
-        "fifo" => format!(
-            "communication_type: fifo\nfifo_file: {0}\nfifo_file_fallback: {0}\nfifo_reply_dir: {1}\n",
-            h.mi_fifo().unwrap().display(),
-            dir.path().display()
-        ),
-        _ => format!(
-            "communication_type: http\nurl: http://{}/mi\n",
-            h.mi_http_addr().unwrap()
-        ),
-    };
-    let cfg = dir.path().join(format!("cli-{via}.cfg"));
-    std::fs::write(
-        &cfg,
-        format!("[default]\nlog_level: WARNING\noutput_type: pretty-print\n{comm}"),
-    )
-    .unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(opensips_cli())
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-x")
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("opensips-cli finishes")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 fn is_sip(p: &Packet) -> bool {

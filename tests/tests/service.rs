@@ -16,6 +16,7 @@ use heptap_hep::{Packet, decode};
 use heptap_testkit::eventually_blocking;
 use heptap_tests::collector::{Scratch, event_of};
 use heptap_tests::heptap_bin;
+use heptap_tests::tls::Pki;
 
 /// How long a test waits for something that should happen at once.
 const WAIT: Duration = Duration::from_secs(20);
@@ -368,12 +369,21 @@ fn sighup_rereads_the_file_and_a_broken_file_is_refused_while_the_old_config_kee
     first.event_from(c1.local_addr().unwrap(), "ACCEPTED");
 
     // The destination moves to the second collector; the thread count cannot change while
-    // running, and the log says so.
-    let moved = format!("{}\n[service]\nworkers = 1\n", traced_to(second.addr()));
+    // running: the rest applies, and the log says what did not, one line per item, and that
+    // the config is reloaded only in part.
+    let workers = std::thread::available_parallelism().unwrap().get() + 1;
+    let moved = format!(
+        "{}\n[service]\nworkers = {workers}\n",
+        traced_to(second.addr())
+    );
     std::fs::write(&cfg, config_text(&scratch, listen, up_addr, &moved)).unwrap();
     heptap.signal("HUP");
-    heptap.wait_log("service.workers changed; it takes effect at the next restart");
-    heptap.wait_log("Config reloaded");
+    heptap.wait_log(&format!(
+        "Reload: not applied: service.workers: {workers} asked, {} running; it takes effect at the next restart",
+        workers - 1
+    ));
+    heptap.wait_log("Reload: applied: hep_id homer: changed");
+    heptap.wait_log("Config reloaded in part");
     let (c2, u2) = relayed(listen, &upstream);
     second.event_from(c2.local_addr().unwrap(), "ACCEPTED");
 
@@ -388,6 +398,127 @@ fn sighup_rereads_the_file_and_a_broken_file_is_refused_while_the_old_config_kee
     second.event_from(c3.local_addr().unwrap(), "ACCEPTED");
 
     drop((c1, u1, c2, u2, c3, u3));
+    heptap.signal("TERM");
+    heptap.exits_0();
+}
+
+/// `openssl s_client` to heptap's TLS listener at `listen` as `localhost`, trusting `ca`.
+fn s_client(listen: SocketAddr, ca: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &listen.to_string(),
+        "-servername",
+        "localhost",
+    ])
+    .arg("-CAfile")
+    .arg(ca)
+    .args(extra);
+    cmd
+}
+
+/// The subject of the certificate a new `openssl s_client` handshake gets (verified against
+/// `ca`), blanks removed: `subject=C=RO,O=heptaptests,CN=localhost`.
+fn served_subject(listen: SocketAddr, ca: &Path) -> String {
+    let out = s_client(listen, ca, &["-verify_return_error"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no subject in:\n{text}"))
+        .replace(' ', "")
+}
+
+/// An upstream that echoes every connection, each in a thread of its own.
+fn echo_upstream() -> SocketAddr {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in upstream.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                if let Ok(mut r) = s.try_clone() {
+                    let mut w = s;
+                    let _ = std::io::copy(&mut r, &mut w);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn sighup_serves_a_renewed_certificate_to_the_next_openssl_s_client_while_a_live_one_keeps_exchanging()
+ {
+    let scratch = Scratch::new();
+    let pki = Pki::new();
+    let (cert, key) = (
+        scratch.path().join("edge.pem"),
+        scratch.path().join("edge.key"),
+    );
+    std::fs::copy(&pki.server.cert_file, &cert).unwrap();
+    std::fs::copy(&pki.server.key_file, &key).unwrap();
+    let listen = free_port();
+    let cfg = scratch.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\nname = \"edge\"\nproto = \"tls\"\nlisten = \"{listen}\"\nupstream = \"{}\"\n\
+             [listener.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n{}",
+            echo_upstream(),
+            cert.display(),
+            key.display(),
+            scratch.mi_toml(false)
+        ),
+    )
+    .unwrap();
+    let mut heptap = Heptap::start(&cfg, &[]);
+    heptap.wait_log("heptap is ready");
+    assert!(served_subject(listen, &pki.ca_file).ends_with(",CN=localhost"));
+
+    // A call in progress over TLS: openssl s_client relays its stdin and prints what comes back.
+    let mut live = s_client(listen, &pki.ca_file, &["-quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_live = live.stdin.take().unwrap();
+    let from_live = BufReader::new(live.stdout.take().unwrap());
+    let (tx, echoed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in from_live.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let exchange = |to: &mut std::process::ChildStdin, line: &str| {
+        to.write_all(format!("{line}\n").as_bytes()).unwrap();
+        to.flush().unwrap();
+        assert_eq!(echoed.recv_timeout(WAIT).unwrap(), line);
+    };
+    exchange(&mut to_live, "INVITE before the renewal");
+
+    // The renewal lands (renamed into place, as a deploy hook does) and heptap gets SIGHUP.
+    let renewed = pki.issue_server("renewed", "renewed");
+    for (from, to) in [(&renewed.cert_file, &cert), (&renewed.key_file, &key)] {
+        std::fs::copy(from, to.with_extension("new")).unwrap();
+        std::fs::rename(to.with_extension("new"), to).unwrap();
+    }
+    heptap.signal("HUP");
+    heptap.wait_log(
+        "Reload: applied: listener edge: TLS files reloaded: new handshakes get the certificate \
+         /C=RO/O=heptap tests/CN=renewed, live connections go on",
+    );
+    heptap.wait_log("Config reloaded");
+    assert!(served_subject(listen, &pki.ca_file).ends_with(",CN=renewed"));
+    exchange(&mut to_live, "BYE after the renewal");
+
+    let _ = live.kill();
+    let _ = live.wait();
     heptap.signal("TERM");
     heptap.exits_0();
 }

@@ -23,8 +23,6 @@ type Attempt = Pin<Box<dyn Future<Output = Result<NewProcess, HandoverError>> + 
 pub struct Upgrades {
     /// What to start.
     image: Image,
-    /// `handover_timeout`.
-    timeout: Duration,
     /// `heptap upgrade`'s watchers.
     watch: Option<Watch>,
     /// The attempt under way, if any.
@@ -41,12 +39,11 @@ impl std::fmt::Debug for AttemptBox {
 }
 
 impl Upgrades {
-    /// Ready for SIGUSR2: `image` is what to start, `timeout` how long it may take. Starts the
-    /// watch socket of `heptap upgrade`.
-    pub fn new(image: Image, timeout: Duration) -> Self {
+    /// Ready for SIGUSR2: `image` is what to start. Starts the watch socket of
+    /// `heptap upgrade`.
+    pub fn new(image: Image) -> Self {
         Self {
             image,
-            timeout,
             watch: Watch::start(),
             attempt: None,
         }
@@ -56,9 +53,13 @@ impl Upgrades {
         self.watch.as_ref().map(Watch::teller).unwrap_or_default()
     }
 
-    /// SIGUSR2: starts a hand-over of the sockets `offer()` gives (the running agent's),
-    /// unless one is under way.
-    pub fn begin(&mut self, offer: impl FnOnce() -> std::io::Result<(Offer, Vec<OwnedFd>)>) {
+    /// SIGUSR2: starts a hand-over of the sockets `offer()` gives (the running agent's), the
+    /// new process given `timeout` (`handover_timeout`) to be ready, unless one is under way.
+    pub fn begin(
+        &mut self,
+        offer: impl FnOnce() -> std::io::Result<(Offer, Vec<OwnedFd>)>,
+        timeout: Duration,
+    ) {
         if self.attempt.is_some() {
             self.refuse("a hand-over is already under way".to_owned());
             return;
@@ -75,7 +76,7 @@ impl Upgrades {
             }
         };
         tracing::info!(exe = %self.image.exe.display(), sockets = fds.len(), "SIGUSR2: handing over to a new process");
-        let (image, timeout, teller) = (self.image.clone(), self.timeout, self.teller());
+        let (image, teller) = (self.image.clone(), self.teller());
         let attempt = async move {
             launch(&image, offer, fds, timeout, |pid| {
                 teller.tell(Event::Started { pid });

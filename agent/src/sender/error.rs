@@ -33,7 +33,21 @@ pub enum SenderError {
         /// The destination.
         name: String,
     },
-    /// rustls refused the configuration (for example a key that does not match the certificate).
+    /// `key_file` is not the key of `cert_file`.
+    #[error(
+        "hep_id {name}: key_file {} does not match cert_file {}: it is not the key of that certificate",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch {
+        /// The destination.
+        name: String,
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls refused the configuration.
     #[error("hep_id {name}: TLS configuration refused: {source}")]
     Tls {
         /// The destination.

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use heptap_config::{Destination, HepId, Transport};
 use heptap_hep::Version;
 use nix::sys::socket::MsgFlags;
-use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
@@ -51,8 +49,9 @@ pub(crate) enum Endpoint {
         port: u16,
         /// UDP, TCP or TLS.
         transport: Transport,
-        /// For TLS: the client configuration and the SNI name.
-        tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+        /// For TLS: the client configuration and the SNI name, shared by every lane and
+        /// swapped when the files are read again.
+        tls: Option<Arc<tls::ClientTls>>,
     },
     /// Standard output.
     Stdout,
@@ -69,6 +68,12 @@ impl Endpoint {
     /// Checks the destination and loads its files; a `file:` output is opened (created if
     /// missing) and checked.
     pub(crate) fn prepare(spec: &DestinationSpec) -> Result<Self, SenderError> {
+        Self::prepare_with(spec, true)
+    }
+
+    /// [`Endpoint::prepare`]; without `tls_files`, a TLS destination's certificate, key and CA
+    /// files are not read (and the endpoint has no TLS configuration: only for checks).
+    fn prepare_with(spec: &DestinationSpec, tls_files: bool) -> Result<Self, SenderError> {
         let name = spec.name.as_str();
         match &spec.destination {
             Destination::Hep(HepId {
@@ -89,8 +94,10 @@ impl Endpoint {
                     });
                 }
                 let tls = match transport {
-                    Transport::Tls => Some(tls::client_config(name, &host, settings)?),
-                    Transport::Udp | Transport::Tcp => None,
+                    Transport::Tls if tls_files => {
+                        Some(Arc::new(tls::ClientTls::load(name, &host, settings)?))
+                    }
+                    Transport::Tls | Transport::Udp | Transport::Tcp => None,
                 };
                 Ok(Endpoint::Hep {
                     host,
@@ -117,7 +124,9 @@ impl Endpoint {
 
     /// The checks of [`Endpoint::prepare`] without its side effect: a missing output file is not
     /// created, only its directory is looked at; an existing one is checked as `prepare` would.
-    pub(crate) fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
+    /// Without `tls_files`, TLS certificate, key and CA files are not read (a reload reads them
+    /// per destination, so one bad file does not stop the rest).
+    pub(crate) fn check(spec: &DestinationSpec, tls_files: bool) -> Result<(), SenderError> {
         match &spec.destination {
             Destination::File(path) => {
                 file::check(path, spec.file_owner).map_err(|source| SenderError::File {
@@ -126,7 +135,17 @@ impl Endpoint {
                     source,
                 })
             }
-            Destination::Hep(_) | Destination::Stdout => Self::prepare(spec).map(drop),
+            Destination::Hep(_) | Destination::Stdout => {
+                Self::prepare_with(spec, tls_files).map(drop)
+            }
+        }
+    }
+
+    /// The TLS configuration shared by the lanes, for TLS destinations.
+    pub(crate) fn tls(&self) -> Option<&Arc<tls::ClientTls>> {
+        match self {
+            Endpoint::Hep { tls, .. } => tls.as_ref(),
+            Endpoint::Stdout | Endpoint::File { .. } => None,
         }
     }
 
@@ -177,12 +196,14 @@ impl Endpoint {
                         let (stream, peer) = connect_tcp(&addrs).await?;
                         Ok(Link::stream(stream, peer, true))
                     }
-                    (_, Some((config, server_name))) => {
+                    (_, Some(tls)) => {
                         let (tcp, peer) = connect_tcp(&addrs).await?;
                         let fd = tcp.as_raw_fd();
-                        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                        // The files as last read: a renewal applies from the next connect.
+                        let loaded = tls.current();
+                        let connector = tokio_rustls::TlsConnector::from(loaded.config.clone());
                         let stream = connector
-                            .connect(server_name.clone(), tcp)
+                            .connect(loaded.server_name.clone(), tcp)
                             .await
                             .map_err(|source| LinkError::Tls { addr: peer, source })?;
                         Ok(Link::Stream(StreamLink::new(

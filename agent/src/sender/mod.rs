@@ -50,6 +50,8 @@ pub struct Sender {
     lanes: Arc<[mpsc::Sender<Arc<TraceMessage>>]>,
     /// Reservation, counters and state shared with the destination's task.
     shared: Arc<queue::Shared>,
+    /// A TLS destination's client configuration, shared with its lanes: renewed in place.
+    tls: Option<Arc<tls::ClientTls>>,
 }
 
 impl fmt::Debug for Sender {
@@ -80,6 +82,18 @@ impl Sender {
     /// Destination text, transport, connection state and counters, for the MI's `hep_ids`.
     pub fn state(&self) -> SenderState {
         self.shared.state()
+    }
+
+    /// Reads a TLS destination's certificate, key and CA files (those `spec` names) again:
+    /// `Ok(true)` when they changed, and its lanes' next connections use them (connections up
+    /// keep theirs); `Ok(false)` when they hold the same, or the destination is not TLS. On
+    /// error it goes on with what it had.
+    pub fn renew_tls(&self, spec: &DestinationSpec) -> Result<bool, SenderError> {
+        let (Some(tls), Destination::Hep(id)) = (&self.tls, &spec.destination) else {
+            return Ok(false);
+        };
+        let host = id.host.trim_start_matches('[').trim_end_matches(']');
+        tls.renew(&spec.name, host, &id.tls)
     }
 }
 
@@ -169,7 +183,15 @@ impl FanOut {
 /// creating files; for `heptap check-config` and for validating a reload before applying it.
 pub fn check(spec: &DestinationSpec) -> Result<(), SenderError> {
     spec.limits.check(&spec.name)?;
-    link::Endpoint::check(spec)
+    link::Endpoint::check(spec, true)
+}
+
+/// [`check`] without reading TLS certificate, key and CA files: what a reload checks before it
+/// changes anything (it reads those files per destination, so one that cannot be used leaves
+/// that destination as it was and does not stop the others).
+pub fn check_except_tls_files(spec: &DestinationSpec) -> Result<(), SenderError> {
+    spec.limits.check(&spec.name)?;
+    link::Endpoint::check(spec, false)
 }
 
 /// Starts the destination's task on the current runtime and returns the producers' handle and
@@ -231,6 +253,7 @@ pub fn spawn_on(
         Sender {
             lanes: txs.into(),
             shared: Arc::clone(&shared),
+            tls: endpoint.tls().cloned(),
         },
         SenderTask {
             stop,

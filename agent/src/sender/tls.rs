@@ -7,20 +7,67 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use heptap_config::HepTls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::tls::{AcceptAnyServerCertificate, provider};
+use crate::tls::{AcceptAnyServerCertificate, Digest, is_key_mismatch, provider, roots_digest};
 
 use super::error::SenderError;
 
+/// A TLS destination's client side as its files were when last read: every lane's next
+/// connection takes the one in force, and a reload (`reload`, `tls_reload`, SIGHUP) swaps in
+/// a new one; connections already up keep theirs.
+#[derive(Debug)]
+pub(crate) struct ClientTls {
+    /// The configuration in force.
+    current: ArcSwap<Loaded>,
+}
+
+/// What the files held when read.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The rustls configuration.
+    pub config: Arc<ClientConfig>,
+    /// SNI and the name the collector's certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// The CA certificates, client certificate and key read.
+    digest: Digest,
+}
+
+impl ClientTls {
+    /// Loads the files of destination `name` at `host`.
+    pub(crate) fn load(name: &str, host: &str, settings: &HepTls) -> Result<Self, SenderError> {
+        Ok(Self {
+            current: ArcSwap::from_pointee(client_config(name, host, settings)?),
+        })
+    }
+
+    /// The configuration for the next connection.
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Reads the files again: `Ok(true)` when what they hold changed (and is now in force),
+    /// `Ok(false)` when it is the same; on error the old configuration stays.
+    pub(crate) fn renew(
+        &self,
+        name: &str,
+        host: &str,
+        settings: &HepTls,
+    ) -> Result<bool, SenderError> {
+        let loaded = client_config(name, host, settings)?;
+        let changed = loaded.digest != self.current.load().digest;
+        if changed {
+            self.current.store(Arc::new(loaded));
+        }
+        Ok(changed)
+    }
+}
+
 /// Builds the client configuration and the SNI name of destination `name` at `host`.
-pub(crate) fn client_config(
-    name: &str,
-    host: &str,
-    settings: &HepTls,
-) -> Result<(Arc<ClientConfig>, ServerName<'static>), SenderError> {
+fn client_config(name: &str, host: &str, settings: &HepTls) -> Result<Loaded, SenderError> {
     let tls_err = |source| SenderError::Tls {
         name: name.to_owned(),
         source,
@@ -37,8 +84,11 @@ pub(crate) fn client_config(
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;
+    let mut digest = Digest::default();
     let builder = if settings.tls_verify {
-        builder.with_root_certificates(root_store(name, settings.ca_file.as_deref())?)
+        let roots = root_store(name, settings.ca_file.as_deref())?;
+        digest = roots_digest(&roots);
+        builder.with_root_certificates(roots)
     } else {
         tracing::warn!(
             hep_id = %name,
@@ -49,10 +99,23 @@ pub(crate) fn client_config(
             .with_custom_certificate_verifier(AcceptAnyServerCertificate::new())
     };
     let config = match (&settings.cert_file, &settings.key_file) {
-        (Some(cert), Some(key)) => {
+        (Some(cert), Some(key_file)) => {
             let chain = load_certs(name, "cert_file", cert)?;
-            let key = load_key(name, key)?;
-            builder.with_client_auth_cert(chain, key).map_err(tls_err)?
+            let key = load_key(name, key_file)?;
+            digest = digest.and(Digest::of(
+                chain.iter().map(|c| c.as_ref()).chain([key.secret_der()]),
+            ));
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                if is_key_mismatch(&e) {
+                    SenderError::KeyMismatch {
+                        name: name.to_owned(),
+                        cert: cert.clone(),
+                        key: key_file.clone(),
+                    }
+                } else {
+                    tls_err(e)
+                }
+            })?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => {
@@ -61,7 +124,11 @@ pub(crate) fn client_config(
             });
         }
     };
-    Ok((Arc::new(config), server_name))
+    Ok(Loaded {
+        config: Arc::new(config),
+        server_name,
+        digest,
+    })
 }
 
 fn root_store(name: &str, ca_file: Option<&Path>) -> Result<RootCertStore, SenderError> {

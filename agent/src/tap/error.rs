@@ -20,7 +20,25 @@ pub enum TapError {
         /// What is wrong with it.
         reason: String,
     },
-    /// rustls refused the material (a key that does not match the certificate...).
+    /// The private key is not the certificate's.
+    #[error(
+        "listener {listener}: {key_what} {} does not match {cert_what} {}: it is not the key of that certificate",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch {
+        /// The listener's name.
+        listener: String,
+        /// Which key names the certificate (`tls.cert_file`, `upstream_tls.cert_file`).
+        cert_what: &'static str,
+        /// The certificate file.
+        cert: PathBuf,
+        /// Which key names the private key.
+        key_what: &'static str,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// rustls refused the material.
     #[error("listener {listener}: TLS: {source}")]
     Tls {
         /// The listener's name.

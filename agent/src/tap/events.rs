@@ -18,7 +18,7 @@ use heptap_hep::{NetProto, Part, TraceMessage, proto_type};
 
 use super::certs::CertNames;
 use super::transport::{ConnectTcpError, TlsInfo};
-use super::upgrade::WsHeads;
+use super::upgrade::{BadRequest, BadUpstreamUpgrade, WsHeads};
 use crate::clock::{FlowClock, now_micros};
 use crate::sip::LostReason;
 use crate::tracer::{LegVerdict, Tracer};
@@ -144,7 +144,7 @@ pub enum EndKind {
     /// The client's TLS handshake failed.
     Tls(io::Error),
     /// The client's WebSocket upgrade request was refused (and answered with a 400).
-    UpgradeRefused(String),
+    UpgradeRefused(BadRequest),
     /// The upstream leg could not be opened.
     Unreachable(Unreachable),
     /// heptap stopped this direction: the other one ended.
@@ -308,7 +308,10 @@ pub enum Unreachable {
     HandshakeTimeout(TimedOut),
     /// The upstream refused the WebSocket upgrade, or its reply was not one.
     #[error("WebSocket upgrade failed: {0}")]
-    Upgrade(String),
+    Upgrade(BadUpstreamUpgrade),
+    /// The upstream's upgrade reply did not come within the connect timeout.
+    #[error("WebSocket upgrade failed: {0}")]
+    UpgradeTimeout(TimedOut),
 }
 
 /// How both directions of a relay ended.
@@ -690,7 +693,7 @@ mod tests {
             "Handshake timeout"
         );
         assert_eq!(
-            client(EndKind::UpgradeRefused("no Upgrade: websocket".into())),
+            client(EndKind::UpgradeRefused(BadRequest::NoUpgrade)),
             "WebSocket upgrade refused: no Upgrade: websocket"
         );
         assert_eq!(client(EndKind::Idle), "Timeout on no traffic");
@@ -740,7 +743,7 @@ mod tests {
             Some("boom")
         );
         assert_eq!(
-            detail(Side::Client, EndKind::UpgradeRefused("no".into())),
+            detail(Side::Client, EndKind::UpgradeRefused(BadRequest::NoKey)),
             None
         );
         let unreachable = |e| detail(Side::Upstream, EndKind::Unreachable(e));
@@ -753,7 +756,16 @@ mod tests {
             Some("TLS: boom")
         );
         assert_eq!(
-            unreachable(Unreachable::Upgrade("upgrade refused: 404".into())),
+            unreachable(Unreachable::Upgrade(BadUpstreamUpgrade::Refused {
+                code: 404,
+                reason: "Not Found".into()
+            })),
+            None
+        );
+        assert_eq!(
+            unreachable(Unreachable::UpgradeTimeout(TimedOut(Duration::from_secs(
+                5
+            )))),
             None
         );
         let refused = ConnectTcpError::Failed {

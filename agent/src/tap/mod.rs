@@ -5,7 +5,7 @@
 //! One job per file, and no file imports a file that imports it back:
 //!
 //! - `listener`: binding (one `SO_REUSEPORT` socket per worker), the accept loops, the
-//!   connection limit.
+//!   connection limit; a running listener changed or stopped on its own (reload).
 //! - `session`: per connection, accept -> open upstream -> relay -> close.
 //! - `transport` (with `certs`): TCP or TLS, server and client side.
 //! - `upgrade` and `proxy_protocol`: the handshakes on top of the transport (the WebSocket
@@ -35,5 +35,5 @@ mod ws_frames;
 mod ws_relay;
 
 pub use error::{ListenError, TapError};
-pub use listener::BoundListener;
-pub use spec::{ListenerSpec, TapContext, check};
+pub use listener::{BoundListener, Listener};
+pub use spec::{ListenerSpec, Tap, TapContext, check};

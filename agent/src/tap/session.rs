@@ -317,11 +317,18 @@ impl Session<'_> {
                 return (leg, Ok(opened));
             }
             Ok(Err(refused)) => refused,
-            Err(_) => upgrade::ConnectError {
-                request: Vec::new(),
-                reply: None,
-                reason: timed_out.to_string(),
-            },
+            Err(_) => {
+                let heads = WsHeads {
+                    request: &[],
+                    reply: None,
+                };
+                return failed(
+                    leg,
+                    Unreachable::UpgradeTimeout(timed_out),
+                    tls,
+                    Some(heads),
+                );
+            }
         };
         let upgrade::ConnectError {
             request,

@@ -15,6 +15,7 @@ use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
 use crate::stats::{Counter, Stats};
+use crate::tls::Digest;
 use crate::tracer::Tracer;
 
 /// One `[[listener]]`, resolved.
@@ -109,6 +110,19 @@ impl Tap {
     /// Whether clients upgrade to WebSocket (ws and wss listeners).
     pub fn is_websocket(&self) -> bool {
         matches!(self.spec.proto, NetProto::Ws | NetProto::Wss)
+    }
+
+    /// The TLS material read for both sides: equal when a reload read the same files again.
+    pub fn tls_digest(&self) -> Digest {
+        let server = self.tls_server.as_ref().map(TlsServer::digest);
+        let client = self.tls_client.as_ref().map(TlsClient::digest);
+        server.unwrap_or_default().and(client.unwrap_or_default())
+    }
+
+    /// The subject of the certificate clients are shown (tls and wss listeners).
+    pub fn subject(&self) -> Option<&str> {
+        let names = self.tls_server.as_ref()?.names()?;
+        Some(&names.subject)
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use super::certs::{CertNames, load_certs, load_key};
 use super::error::TapError;
-use crate::tls::{AcceptAnyServerCertificate, provider};
+use crate::tls::{AcceptAnyServerCertificate, Digest, is_key_mismatch, provider, roots_digest};
 
 /// A leg's connection.
 #[derive(Debug)]
@@ -267,13 +267,16 @@ impl Capture {
     }
 }
 
-/// The server side of a tls/wss listener.
+/// The server side of a tls/wss listener: what its files held when they were read. A reload
+/// builds a new one (the listener's next handshakes use it); connections keep theirs.
 #[derive(Debug)]
 pub struct TlsServer {
     /// Shared by every connection that does not capture secrets.
     config: Arc<ServerConfig>,
     /// Our certificate's names, for `server-subject`/`server-issuer`.
     own: Option<Arc<CertNames>>,
+    /// The certificates, key and client CA read, to tell renewed files from the same ones.
+    digest: Digest,
 }
 
 impl TlsServer {
@@ -286,6 +289,8 @@ impl TlsServer {
         let chain = load_certs(name, "tls.cert_file", &tls.cert_file)?;
         let key = load_key(name, "tls.key_file", &tls.key_file)?;
         let own = chain.first().and_then(|c| CertNames::of(c)).map(Arc::new);
+        let mut material: Vec<Vec<u8>> = chain.iter().map(|c| c.to_vec()).collect();
+        material.push(key.secret_der().to_vec());
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?;
@@ -302,6 +307,7 @@ impl TlsServer {
                 };
                 let mut roots = RootCertStore::empty();
                 for cert in load_certs(name, "tls.client_ca_file", ca)? {
+                    material.push(cert.to_vec());
                     roots.add(cert).map_err(tls_err)?;
                 }
                 let verifier =
@@ -314,11 +320,34 @@ impl TlsServer {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder.with_single_cert(chain, key).map_err(tls_err)?;
+        let config = builder.with_single_cert(chain, key).map_err(|e| {
+            if is_key_mismatch(&e) {
+                TapError::KeyMismatch {
+                    listener: name.to_owned(),
+                    cert_what: "tls.cert_file",
+                    cert: tls.cert_file.clone(),
+                    key_what: "tls.key_file",
+                    key: tls.key_file.clone(),
+                }
+            } else {
+                tls_err(e)
+            }
+        })?;
         Ok(Self {
             config: Arc::new(config),
             own,
+            digest: Digest::of(material.iter().map(Vec::as_slice)),
         })
+    }
+
+    /// What was read: compares equal for the same certificate, key and client CA.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Our certificate's names (its subject is what a reload reports).
+    pub fn names(&self) -> Option<&CertNames> {
+        self.own.as_deref()
     }
 
     /// Runs the server handshake on an accepted connection. With `capture`, the session
@@ -356,6 +385,8 @@ pub struct TlsClient {
     server_name: ServerName<'static>,
     /// Our client certificate's names, when we present one.
     own: Option<Arc<CertNames>>,
+    /// The CA certificates, client certificate and key read.
+    digest: Digest,
 }
 
 impl TlsClient {
@@ -375,8 +406,11 @@ impl TlsClient {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?;
+        let mut digest = Digest::default();
         let builder = if tls.tls_verify {
-            builder.with_root_certificates(root_store(name, tls)?)
+            let roots = root_store(name, tls)?;
+            digest = roots_digest(&roots);
+            builder.with_root_certificates(roots)
         } else {
             tracing::warn!(
                 listener = name,
@@ -388,13 +422,27 @@ impl TlsClient {
         };
         let (config, own) = match (&tls.cert_file, &tls.key_file) {
             (Some(cert), Some(key)) => {
+                let key_file = key;
                 let chain = load_certs(name, "upstream_tls.cert_file", cert)?;
-                let key = load_key(name, "upstream_tls.key_file", key)?;
+                let key = load_key(name, "upstream_tls.key_file", key_file)?;
                 let own = chain.first().and_then(|c| CertNames::of(c)).map(Arc::new);
-                (
-                    builder.with_client_auth_cert(chain, key).map_err(tls_err)?,
-                    own,
-                )
+                digest = digest.and(Digest::of(
+                    chain.iter().map(|c| c.as_ref()).chain([key.secret_der()]),
+                ));
+                let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    if is_key_mismatch(&e) {
+                        TapError::KeyMismatch {
+                            listener: name.to_owned(),
+                            cert_what: "upstream_tls.cert_file",
+                            cert: cert.clone(),
+                            key_what: "upstream_tls.key_file",
+                            key: key_file.clone(),
+                        }
+                    } else {
+                        tls_err(e)
+                    }
+                })?;
+                (config, own)
             }
             (None, None) => (builder.with_no_client_auth(), None),
             _ => {
@@ -407,7 +455,13 @@ impl TlsClient {
             config: Arc::new(config),
             server_name,
             own,
+            digest,
         })
+    }
+
+    /// What was read: compares equal for the same CA, client certificate and key.
+    pub fn digest(&self) -> Digest {
+        self.digest
     }
 
     /// Runs the client handshake on a connected socket. With `capture`, the session secrets

@@ -64,10 +64,79 @@ pub enum AcceptError {
         /// The request head as received (or its first [`MAX_HEAD`] bytes).
         request: Vec<u8>,
         /// What was wrong with it.
-        reason: String,
+        reason: BadRequest,
     },
     /// The connection failed or ended before a whole request head arrived.
     Io(io::Error),
+}
+
+/// What was wrong with a client's upgrade request (traced in its CLOSED event as it says).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    /// No empty line within [`MAX_HEAD`] bytes.
+    #[error("request head over {MAX_HEAD} bytes")]
+    TooLarge,
+    /// The head ended early (cannot happen once its empty line was read; kept for httparse).
+    #[error("incomplete request head")]
+    Incomplete,
+    /// Not HTTP.
+    #[error("bad request head: {0}")]
+    Parse(httparse::Error),
+    /// Another method than GET.
+    #[error("method {0}, not GET")]
+    Method(String),
+    /// HTTP/1.0.
+    #[error("not HTTP/1.1")]
+    Version,
+    /// No `Upgrade: websocket`.
+    #[error("no Upgrade: websocket")]
+    NoUpgrade,
+    /// No `Connection: Upgrade`.
+    #[error("no Connection: Upgrade")]
+    NoConnection,
+    /// No `Sec-WebSocket-Version: 13`.
+    #[error("no Sec-WebSocket-Version: 13")]
+    NoVersion,
+    /// No 24-character `Sec-WebSocket-Key`.
+    #[error("no valid Sec-WebSocket-Key")]
+    NoKey,
+}
+
+/// Why the upgrade toward the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BadUpstreamUpgrade {
+    /// The request could not be written.
+    #[error("write: {0}")]
+    Write(io::Error),
+    /// The reply could not be read.
+    #[error("read: {0}")]
+    Read(io::Error),
+    /// No empty line within [`MAX_HEAD`] bytes.
+    #[error("reply head over {MAX_HEAD} bytes")]
+    TooLarge,
+    /// The head ended early (cannot happen once its empty line was read; kept for httparse).
+    #[error("incomplete reply head")]
+    Incomplete,
+    /// Not HTTP.
+    #[error("bad reply head: {0}")]
+    Parse(httparse::Error),
+    /// Not 101.
+    #[error("upgrade refused: {code} {reason}")]
+    Refused {
+        /// The status code (0 if none).
+        code: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// A subprotocol other than the `sip` we asked for.
+    #[error("subprotocol {0} was not asked for")]
+    Subprotocol(String),
+    /// No `Upgrade: websocket` or no `Connection: Upgrade`.
+    #[error("no Upgrade: websocket / Connection: Upgrade in the reply")]
+    NoUpgrade,
+    /// A `Sec-WebSocket-Accept` that does not answer our key.
+    #[error("wrong Sec-WebSocket-Accept")]
+    WrongAccept,
 }
 
 /// Reads the client's upgrade request and answers it: 101 with `Sec-WebSocket-Protocol: sip`
@@ -80,7 +149,7 @@ where
         Ok(head) => head,
         Err(HeadError::Io(e)) => return Err(AcceptError::Io(e)),
         Err(HeadError::TooLarge(partial)) => {
-            return Err(refuse(s, partial, format!("request head over {MAX_HEAD} bytes")).await);
+            return Err(refuse(s, partial, BadRequest::TooLarge).await);
         }
     };
     let checked = match check_request(&request) {
@@ -110,7 +179,7 @@ where
 }
 
 /// Sends the 400 reply (best effort: the client may be gone) and says why.
-async fn refuse<S>(s: &mut S, request: Vec<u8>, reason: String) -> AcceptError
+async fn refuse<S>(s: &mut S, request: Vec<u8>, reason: BadRequest) -> AcceptError
 where
     S: AsyncWrite + Unpin,
 {
@@ -167,19 +236,19 @@ struct Checked {
 /// RFC 6455 §4.2.1: GET, HTTP/1.1, `Upgrade: websocket`, `Connection: Upgrade`, a 24-character
 /// key, version 13. Host, Origin and the subprotocol are not required (OpenSIPS requires them;
 /// heptap leaves that to the upstream).
-fn check_request(head: &[u8]) -> Result<Checked, String> {
+fn check_request(head: &[u8]) -> Result<Checked, BadRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete request head".to_owned()),
-        Err(e) => return Err(format!("bad request head: {e}")),
+        Ok(httparse::Status::Partial) => return Err(BadRequest::Incomplete),
+        Err(e) => return Err(BadRequest::Parse(e)),
     }
     if req.method != Some("GET") {
-        return Err(format!("method {}, not GET", req.method.unwrap_or("")));
+        return Err(BadRequest::Method(req.method.unwrap_or("").to_owned()));
     }
     if req.version != Some(1) {
-        return Err("not HTTP/1.1".to_owned());
+        return Err(BadRequest::Version);
     }
     let target = req.path.unwrap_or("/").to_owned();
     let mut upgrade = false;
@@ -206,16 +275,16 @@ fn check_request(head: &[u8]) -> Result<Checked, String> {
         }
     }
     if !upgrade {
-        return Err("no Upgrade: websocket".to_owned());
+        return Err(BadRequest::NoUpgrade);
     }
     if !connection {
-        return Err("no Connection: Upgrade".to_owned());
+        return Err(BadRequest::NoConnection);
     }
     if !version {
-        return Err("no Sec-WebSocket-Version: 13".to_owned());
+        return Err(BadRequest::NoVersion);
     }
     let Some(key) = key.filter(|k| k.len() == 24) else {
-        return Err("no valid Sec-WebSocket-Key".to_owned());
+        return Err(BadRequest::NoKey);
     };
     Ok(Checked {
         target,
@@ -304,7 +373,7 @@ pub struct ConnectError {
     /// The reply head, when one arrived.
     pub reply: Option<Vec<u8>>,
     /// What went wrong.
-    pub reason: String,
+    pub reason: BadUpstreamUpgrade,
 }
 
 /// What to ask the upstream for.
@@ -337,26 +406,22 @@ where
         request.extend_from_slice(b"Sec-WebSocket-Protocol: sip\r\n");
     }
     request.extend_from_slice(b"\r\n");
-    let fail = |request: Vec<u8>, reply: Option<Vec<u8>>, reason: String| ConnectError {
+    let fail = |request: Vec<u8>, reply: Option<Vec<u8>>, reason| ConnectError {
         request,
         reply,
         reason,
     };
     if let Err(e) = s.write_all(&request).await {
-        return Err(fail(request, None, format!("write: {e}")));
+        return Err(fail(request, None, BadUpstreamUpgrade::Write(e)));
     }
     if let Err(e) = s.flush().await {
-        return Err(fail(request, None, format!("write: {e}")));
+        return Err(fail(request, None, BadUpstreamUpgrade::Write(e)));
     }
     let (reply, leftover) = match read_head(s).await {
         Ok(r) => r,
-        Err(HeadError::Io(e)) => return Err(fail(request, None, format!("read: {e}"))),
+        Err(HeadError::Io(e)) => return Err(fail(request, None, BadUpstreamUpgrade::Read(e))),
         Err(HeadError::TooLarge(partial)) => {
-            return Err(fail(
-                request,
-                Some(partial),
-                format!("reply head over {MAX_HEAD} bytes"),
-            ));
+            return Err(fail(request, Some(partial), BadUpstreamUpgrade::TooLarge));
         }
     };
     match check_reply(&reply, &key, req.sip) {
@@ -371,20 +436,19 @@ where
 
 /// 101, `Upgrade: websocket`, `Connection: Upgrade`, the right `Sec-WebSocket-Accept`, and no
 /// subprotocol we did not ask for.
-fn check_reply(head: &[u8], key: &str, sip: bool) -> Result<(), String> {
+fn check_reply(head: &[u8], key: &str, sip: bool) -> Result<(), BadUpstreamUpgrade> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut rsp = httparse::Response::new(&mut headers);
     match rsp.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete reply head".to_owned()),
-        Err(e) => return Err(format!("bad reply head: {e}")),
+        Ok(httparse::Status::Partial) => return Err(BadUpstreamUpgrade::Incomplete),
+        Err(e) => return Err(BadUpstreamUpgrade::Parse(e)),
     }
     if rsp.code != Some(101) {
-        return Err(format!(
-            "upgrade refused: {} {}",
-            rsp.code.unwrap_or(0),
-            rsp.reason.unwrap_or("")
-        ));
+        return Err(BadUpstreamUpgrade::Refused {
+            code: rsp.code.unwrap_or(0),
+            reason: rsp.reason.unwrap_or("").to_owned(),
+        });
     }
     let expected = derive_accept_key(key.as_bytes());
     let (mut upgrade, mut connection, mut accept) = (false, false, false);
@@ -399,14 +463,14 @@ fn check_reply(head: &[u8], key: &str, sip: bool) -> Result<(), String> {
         } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol")
             && !(sip && value.eq_ignore_ascii_case("sip"))
         {
-            return Err(format!("subprotocol {value} was not asked for"));
+            return Err(BadUpstreamUpgrade::Subprotocol(value.to_owned()));
         }
     }
     if !upgrade || !connection {
-        return Err("no Upgrade: websocket / Connection: Upgrade in the reply".to_owned());
+        return Err(BadUpstreamUpgrade::NoUpgrade);
     }
     if !accept {
-        return Err("wrong Sec-WebSocket-Accept".to_owned());
+        return Err(BadUpstreamUpgrade::WrongAccept);
     }
     Ok(())
 }
@@ -451,7 +515,7 @@ mod tests {
         match accept(&mut server).await {
             Err(AcceptError::Refused { request, reason }) => {
                 assert_eq!(request, req);
-                assert_eq!(reason, "no Upgrade: websocket");
+                assert_eq!(reason.to_string(), "no Upgrade: websocket");
             }
             other => panic!("{other:?}"),
         }
@@ -518,7 +582,7 @@ mod tests {
             e.reply.as_deref(),
             Some(&b"HTTP/1.1 404 Not Found\r\n\r\n"[..])
         );
-        assert_eq!(e.reason, "upgrade refused: 404 Not Found");
+        assert_eq!(e.reason.to_string(), "upgrade refused: 404 Not Found");
         drop(server);
     }
 }

@@ -14,8 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, Mi, MiSettings, Origin, ProcessInfo, Statistic,
-    TextParam, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, Mi, MiSettings, Origin, ProcessInfo, ReloadRefused,
+    ReloadReport, Statistic, TextParam, TraceIdInfo, UnknownTraceId,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
@@ -69,8 +69,16 @@ impl Control for Stub {
     fn hep_ids(&self) -> Value {
         json!({"homer": {"connected": true}})
     }
-    fn reload(&self) -> Result<(), Vec<String>> {
-        Err(vec!["hep.ids.homer: bad".into()])
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        Err(ReloadRefused {
+            errors: vec!["hep.ids.homer: bad".into()],
+        })
+    }
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        let mut report = ReloadReport::default();
+        report.applied("listener edge", "certificate /CN=new");
+        report.not_applied("hep.ids.homer", "ca_file /x: unreadable");
+        Ok(report)
     }
     fn log_level(&self) -> LogLevel {
         LogLevel::Info

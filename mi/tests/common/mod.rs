@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, Mi, MiRunning, MiSettings, ProcessInfo, Statistic,
-    TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, Mi, MiRunning, MiSettings, ProcessInfo, ReloadRefused,
+    ReloadReport, Statistic, TraceIdInfo, UnknownTraceId,
 };
 use nix::sys::stat::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,8 +30,10 @@ pub struct TestControl {
     pub net: Mutex<HashMap<NetProto, bool>>,
     pub stats: Mutex<Vec<Statistic>>,
     pub level: Mutex<LogLevel>,
-    pub reload_result: Mutex<Result<(), Vec<String>>>,
+    pub reload_result: Mutex<Result<ReloadReport, Vec<String>>>,
     pub reloads: AtomicUsize,
+    pub tls_reload_result: Mutex<ReloadReport>,
+    pub tls_reloads: AtomicUsize,
     pub tracing: AtomicBool,
     pub traces: Mutex<Vec<TraceMessage>>,
     pub hep_ids: serde_json::Value,
@@ -77,8 +79,10 @@ impl Default for TestControl {
                 stat("homer", "dropped_queue_full", 2, false),
             ]),
             level: Mutex::new(LogLevel::Info),
-            reload_result: Mutex::new(Ok(())),
+            reload_result: Mutex::new(Ok(ReloadReport::default())),
             reloads: AtomicUsize::new(0),
+            tls_reload_result: Mutex::new(ReloadReport::default()),
+            tls_reloads: AtomicUsize::new(0),
             tracing: AtomicBool::new(false),
             traces: Mutex::new(Vec::new()),
             hep_ids: serde_json::json!({"homer": {"state": "connected", "sent": 40}}),
@@ -154,9 +158,17 @@ impl Control for TestControl {
     fn hep_ids(&self) -> serde_json::Value {
         self.hep_ids.clone()
     }
-    fn reload(&self) -> Result<(), Vec<String>> {
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
         self.reloads.fetch_add(1, Ordering::SeqCst);
-        self.reload_result.lock().unwrap().clone()
+        self.reload_result
+            .lock()
+            .unwrap()
+            .clone()
+            .map_err(|errors| ReloadRefused { errors })
+    }
+    fn tls_reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        self.tls_reloads.fetch_add(1, Ordering::SeqCst);
+        Ok(self.tls_reload_result.lock().unwrap().clone())
     }
     fn log_level(&self) -> LogLevel {
         *self.level.lock().unwrap()
