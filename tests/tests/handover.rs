@@ -831,5 +831,8 @@ async fn a_listener_a_reload_added_is_handed_over_and_one_it_removed_is_not() {
         "the listener the reload removed is not served again"
     );
     signal_pid(new_pid, Signal::SIGTERM);
-    eventually(WAIT, "the new process to exit on SIGTERM", || !alive(new_pid)).await;
+    eventually(WAIT, "the new process to exit on SIGTERM", || {
+        !alive(new_pid)
+    })
+    .await;
 }
