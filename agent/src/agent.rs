@@ -20,6 +20,7 @@ use heptap_mi::ReloadReport;
 use crate::build::{self, BuildError};
 use crate::conn_id::ConnIds;
 use crate::control::AgentControl;
+use crate::handover::{Incoming, Inherited};
 use crate::listeners::Listeners;
 use crate::logging::LogHandle;
 use crate::shared::{ReloadError, Shared, StartOnly, State, level_of};
@@ -78,6 +79,17 @@ pub async fn start_with_source(
     log: LogHandle,
     source: Option<Source>,
 ) -> Result<Running, StartError> {
+    start_taking_over(config, log, source, Inherited::none()).await
+}
+
+/// [`start_with_source`], serving the sockets and the MI FIFO `inherited` from the previous
+/// heptap process (a hand-over) where the config still has them, binding the rest.
+pub(crate) async fn start_taking_over(
+    config: Config,
+    log: LogHandle,
+    source: Option<Source>,
+    mut inherited: Inherited,
+) -> Result<Running, StartError> {
     let stats = Stats::new();
     let workers = Workers::start(crate::workers::count(config.service.workers))?;
     let built = build::build(&config, &stats, None, workers.handles())?;
@@ -87,7 +99,11 @@ pub async fn start_with_source(
         ids: ConnIds::new(),
         stats: stats.clone(),
     });
-    let bound = Listeners::bind(&config, workers.handles().len())?;
+    // At a hand-over, the old process's sockets for the listeners the config still has.
+    let bound = Listeners::bind(&config, workers.handles().len(), |name, listen| {
+        inherited.take_listener(name, listen)
+    })?;
+    inherited.close_the_rest();
     let mi_settings = crate::mi_settings::mi_settings(&config)?;
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
@@ -115,7 +131,7 @@ pub async fn start_with_source(
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
-        .start(mi_stop.clone())
+        .start_with(mi_stop.clone(), inherited.mi)
         .await?;
     shared
         .state
@@ -209,20 +225,116 @@ impl Running {
 
     /// Stops the agent.
     pub async fn shutdown(self, how: Stop) {
-        self.stop.cancel();
-        self.tracker.close();
+        self.stop_accepting();
         let grace = match how {
             Stop::Graceful(grace) => {
-                if tokio::time::timeout(grace, self.tracker.wait())
+                if tokio::time::timeout(grace, self.connections_closed())
                     .await
                     .is_err()
                 {
-                    tracing::info!("Grace period over; closing the remaining connections");
+                    tracing::info!(
+                        cut = self.connections(),
+                        "Grace period over; closing the remaining connections"
+                    );
                 }
                 grace
             }
             Stop::Immediate => Duration::ZERO,
         };
+        self.finish(grace).await;
+    }
+
+    /// Stops accepting (the listening sockets close here; a new process that took them over
+    /// keeps them open). Live connections go on.
+    pub(crate) fn stop_accepting(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+    }
+
+    /// Relayed connections still open (and, until [`Running::stop_accepting`] has taken
+    /// effect, the accept loops).
+    pub(crate) fn connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Returns once every relayed connection has closed (after [`Running::stop_accepting`]).
+    pub(crate) async fn connections_closed(&self) {
+        self.tracker.wait().await;
+    }
+
+    /// What a new process takes over: every serving listener's sockets and the MI's,
+    /// duplicated.
+    pub(crate) fn handover_offer(
+        &self,
+    ) -> std::io::Result<(crate::handover::Offer, Vec<std::os::fd::OwnedFd>)> {
+        let listeners = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners
+            .handover()?;
+        crate::handover::offer(&listeners, self.mi.handover()?)
+    }
+
+    /// A new process serves now: stop accepting and stop the MI, leaving its FIFO and HTTP
+    /// socket to the new process. Relayed connections go on.
+    pub(crate) fn handed_over(&self) {
+        self.stop_accepting();
+        self.mi.handed_over();
+        self.mi_stop.cancel();
+    }
+
+    /// After a hand-over: relays and traces the live connections until they close, or until
+    /// `drain_timeout`; a SIGTERM shortens that to `grace` from then, a SIGINT ends it now.
+    /// Then cuts what is left (logging how many), delivers the HEP queues and stops.
+    pub(crate) async fn drain_after_handover(
+        self,
+        signals: &mut Signals,
+        upgrades: &crate::handover::Upgrades,
+        drain_timeout: Duration,
+        grace: Duration,
+        new_pid: u32,
+    ) {
+        use tokio::time::Instant;
+        let mut deadline = Instant::now() + drain_timeout;
+        tracing::info!(drain_timeout = ?drain_timeout, new_pid, "Draining: relaying the live connections until they close");
+        let closed = loop {
+            tokio::select! {
+                () = self.connections_closed() => break true,
+                () = tokio::time::sleep_until(deadline) => break false,
+                signal = signals.recv() => match signal {
+                    Signal::Terminate => {
+                        deadline = deadline.min(Instant::now() + grace);
+                        tracing::info!(grace = ?grace, "SIGTERM while draining: the drain ends within the grace period");
+                    }
+                    Signal::Interrupt => {
+                        tracing::info!("SIGINT while draining: stopping now");
+                        break false;
+                    }
+                    Signal::Reload => {
+                        tracing::info!(new_pid, "SIGHUP ignored: this process is draining; reload the new one");
+                    }
+                    Signal::Upgrade => {
+                        upgrades.refuse(format!("this process is draining; pid {new_pid} serves now"));
+                    }
+                },
+            }
+        };
+        if closed {
+            tracing::info!("Drain over: every relayed connection closed; none cut");
+        } else {
+            tracing::warn!(
+                cut = self.connections(),
+                "Drain over: cutting the connections still open"
+            );
+        }
+        self.finish(grace).await;
+    }
+
+    /// Ends what is left: cuts the connections still open, stops the MI, delivers the HEP
+    /// queues (within `flush`, at least 200 ms) and stops the workers.
+    pub(crate) async fn finish(self, flush: Duration) {
         self.kill.cancel();
         self.tracker.wait().await;
         self.mi_stop.cancel();
@@ -237,37 +349,117 @@ impl Running {
             .built
             .take();
         if let Some(built) = built {
-            built.shutdown(grace.max(Duration::from_millis(200))).await;
+            built.shutdown(flush.max(Duration::from_millis(200))).await;
         }
         self.workers.stop().await;
     }
 }
 
-/// `heptap serve`: start, report, then act on signals until told to stop.
-pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(), StartError> {
+/// `heptap serve`: start (taking over from the old process when `incoming` is a hand-over),
+/// report, then act on signals until told to stop, or until a new process has taken over
+/// (SIGUSR2) and this one has drained.
+pub async fn serve(
+    config: Config,
+    source: Source,
+    log: LogHandle,
+    mut incoming: Option<Incoming>,
+) -> Result<(), StartError> {
+    // What SIGUSR2 starts again: taken now, before a package upgrade can replace the binary.
+    let image = crate::handover::Image::of_this_process();
     let mut signals = Signals::install()?;
+    let pid_file = config.service.pid_file.clone();
     // -- service (packaging): who heptap becomes, and systemd's notify socket; see service.rs.
     let privileges = crate::service::Privileges::plan(&config).map_err(std::io::Error::from)?;
     crate::service::raise_open_file_limit();
     let notify = crate::service::Notifier::from_env();
     // --
-    let running = start_with_source(config, log, Some(source)).await?;
+    let inherited = incoming
+        .as_mut()
+        .map(Incoming::take_inherited)
+        .unwrap_or_default();
+    let running = match start_taking_over(config, log, Some(source), inherited).await {
+        Ok(running) => running,
+        Err(e) => {
+            if let Some(incoming) = &incoming {
+                incoming.failed(&e.to_string()).await;
+            }
+            return Err(e);
+        }
+    };
     if let Some(fifo) = running.mi_fifo() {
         tracing::info!(fifo = %fifo.display(), "MI FIFO ready");
     }
     // -- service: sockets are bound and the FIFO exists; give up root before reporting ready.
     if let Err(e) = privileges.drop_after_start(running.mi_fifo().map(PathBuf::as_path)) {
+        if let Some(incoming) = &incoming {
+            incoming.failed(&e.to_string()).await;
+        }
         running.shutdown(Stop::Immediate).await;
         return Err(std::io::Error::from(e).into());
     }
     // --
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "heptap is ready");
-    notify.ready(&format!(
-        "Relaying on {} listener(s)",
-        running.listen_addrs().len()
-    ));
+    // A hand-over: the old process stops accepting and gives systemd this pid before this
+    // process says READY=1.
+    let took_over = match incoming.take() {
+        Some(incoming) => Some(crate::handover::Incoming::take_over(incoming).await),
+        None => None,
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "heptap is ready"
+    );
+    let _pid_file =
+        pid_file
+            .as_deref()
+            .and_then(|path| match crate::pid_file::PidFile::write(path) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot write the pid file");
+                    None
+                }
+            });
+    notify.ready(&match took_over {
+        Some(old) => format!(
+            "Relaying on {} listener(s); took over from pid {old}",
+            running.listen_addrs().len()
+        ),
+        None => format!("Relaying on {} listener(s)", running.listen_addrs().len()),
+    });
+    let mut upgrades = crate::handover::Upgrades::new(image);
     loop {
-        match signals.recv().await {
+        let signal = tokio::select! {
+            signal = signals.recv() => signal,
+            outcome = upgrades.outcome() => {
+                let Ok(new) = outcome else { continue };
+                // The new process accepts on every socket: stop accepting here (connections
+                // queued on the sockets are the new process's), stop the MI, move systemd's
+                // main pid, and let the new process report itself ready.
+                let new_pid = new.pid;
+                running.handed_over();
+                notify.main_pid(new_pid, &format!("Handed over to pid {new_pid}"));
+                new.release().await;
+                upgrades.taken_over(new_pid);
+                tracing::info!(new_pid, "Handed over to the new process");
+                // The timeouts as last applied (a reload changes them).
+                let service = running.shared().service();
+                running
+                    .drain_after_handover(
+                        &mut signals,
+                        &upgrades,
+                        service.drain_timeout,
+                        service.shutdown_grace,
+                        new_pid,
+                    )
+                    .await;
+                return Ok(());
+            }
+        };
+        match signal {
+            Signal::Upgrade => {
+                let timeout = running.shared().service().handover_timeout;
+                upgrades.begin(|| running.handover_offer(), timeout);
+            }
             Signal::Reload => {
                 tracing::info!("SIGHUP: reloading the config");
                 notify.reloading();
@@ -301,6 +493,7 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
                 }
             }
             Signal::Terminate => {
+                upgrades.give_up();
                 let grace = running.shared().shutdown_grace();
                 tracing::info!(grace = ?grace, "SIGTERM: draining");
                 notify.stopping("Draining");
@@ -308,6 +501,7 @@ pub async fn serve(config: Config, source: Source, log: LogHandle) -> Result<(),
                 return Ok(());
             }
             Signal::Interrupt => {
+                upgrades.give_up();
                 tracing::info!("SIGINT: stopping");
                 notify.stopping("Stopping");
                 running.shutdown(Stop::Immediate).await;

@@ -1,6 +1,7 @@
-//! The command line: `heptap [serve]`, `heptap check-config`, `heptap hep-dump`, and the MI
-//! clients `heptap fifo` / `heptap mi` (which find heptap's MI in the packaged config, make sure
-//! it is heptap before sending anything, and stop quietly when their reader goes away).
+//! The command line: `heptap [serve]`, `heptap check-config`, `heptap hep-dump`, `heptap
+//! upgrade` (a hand-over to a new process), and the MI clients `heptap fifo` / `heptap mi`
+//! (which find heptap's MI in the packaged config, make sure it is heptap before sending
+//! anything, and stop quietly when their reader goes away).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,31 @@ enum Command {
         #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Hand the running heptap over to a new process started from the binary on disk (as
+    /// SIGUSR2 does) and wait until the new process is ready. Live connections stay with the
+    /// old process until they close (`drain_timeout`). Exits 0 when the new process took over,
+    /// 1 when it failed (the running heptap keeps serving as before), 2 when no heptap that
+    /// takes hand-overs was found (nothing was signalled), 3 when heptap refused (a hand-over
+    /// is under way, or it is draining), 4 when no outcome came within --timeout.
+    Upgrade {
+        /// The running heptap's pid.
+        #[arg(long, value_name = "PID", conflicts_with = "pid_file")]
+        pid: Option<u32>,
+        /// Read the pid from this file (default: the config's `[service] pid_file`, else the
+        /// systemd unit's MainPID).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// The config whose `[service] pid_file` names the pid file (default: the packaged
+        /// /etc/heptap/heptap.toml when it exists).
+        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
+        config: Option<PathBuf>,
+        /// The systemd unit whose MainPID is heptap, when no pid or pid file is given.
+        #[arg(long, default_value = "heptap.service")]
+        unit: String,
+        /// Give up waiting for the outcome after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Receive HEP (v1/v2/v3 on UDP, HEP3 on TCP) and print one JSON line per packet.
     HepDump {
         /// Where to listen: udp:IP:PORT or tcp:IP:PORT; repeat for several.
@@ -155,6 +181,39 @@ pub fn main() -> ExitCode {
                 Ok(serde_json::to_string_pretty(&reply.result).unwrap_or(reply.text))
             })
         }
+        Some(Command::Upgrade {
+            pid,
+            pid_file,
+            config,
+            unit,
+            timeout,
+        }) => {
+            let config = client_config_file(
+                config,
+                pid.is_some() || pid_file.is_some(),
+                Path::new(PACKAGED_CONFIG),
+            );
+            let config_pid_file = match config {
+                Some(file) => match Config::load(&source(Some(file.clone()))) {
+                    Ok(c) => c.service.pid_file,
+                    Err(e) => {
+                        print_err(&format!(
+                            "heptap: the config {} is refused:\n{e}",
+                            file.display()
+                        ));
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
+            let target = crate::handover::client::Target {
+                pid,
+                pid_file,
+                config_pid_file,
+                unit,
+            };
+            crate::handover::client::main(&target, Duration::from_secs(timeout))
+        }
         Some(Command::HepDump { listen, format }) => {
             let rt = match runtime(true) {
                 Ok(rt) => rt,
@@ -186,10 +245,14 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// The config's source: the file and the environment, less the hand-over channel's name (it is
+/// this start's only, and no config key).
 fn source(file: Option<PathBuf>) -> Source {
     Source {
         file,
-        env: std::env::vars().collect(),
+        env: std::env::vars()
+            .filter(|(k, _)| k != crate::handover::ENV)
+            .collect(),
     }
 }
 
@@ -212,19 +275,34 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
 }
 
 fn serve(file: Option<PathBuf>) -> ExitCode {
-    let config = match load(file.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("heptap: the config is refused:\n{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let log = crate::logging::init(&config.log.level);
     let rt = match runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(crate::agent::serve(config, source(file), log)) {
+    // Started by a running heptap for a hand-over: its sockets first, so that whatever fails
+    // from here on (the config too) is told to it, and it keeps serving.
+    let incoming = match crate::handover::Incoming::channel_name() {
+        Some(name) => match rt.block_on(crate::handover::Incoming::connect(&name)) {
+            Ok(incoming) => Some(incoming),
+            Err(e) => {
+                eprintln!("heptap: cannot take over from the running heptap: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let config = match load(file.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("heptap: the config is refused:\n{e}");
+            if let Some(incoming) = &incoming {
+                rt.block_on(incoming.failed(&format!("the config is refused: {e}")));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = crate::logging::init(&config.log.level);
+    match rt.block_on(crate::agent::serve(config, source(file), log, incoming)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "heptap stopped");

@@ -18,11 +18,12 @@
 //! connection, the byte and message relays, the events), `tracer` (the published pipeline snapshot and the run-time switches: it decides
 //! what is traced and where), `sender` (one task per destination behind a bounded queue; UDP,
 //! TCP, TLS, stdout, file), `sip` (SIP framing on streams and the header values a trace needs),
-//! `control` (the MI's view of the agent, `heptap_mi::Control`), `mi_settings` (`[mi]` as the MI
+//! `handover` (SIGUSR2: a new process takes the listening sockets over while this one drains;
+//! `heptap upgrade`), `control` (the MI's view of the agent, `heptap_mi::Control`), `mi_settings` (`[mi]` as the MI
 //! crate wants it), `tls` (TLS material shared by the taps and the senders), `stats` (the one
 //! registry of counters, named `group:name` as OpenSIPS names statistics), `hep_dump` (`heptap
 //! hep-dump`), `workers` (the relay threads), and the process around it: `cli`, `logging`,
-//! `signals`, `service`, `clock`, `conn_id`.
+//! `signals`, `service`, `pid_file`, `clock`, `conn_id`.
 
 #![forbid(unsafe_code)]
 
@@ -33,10 +34,12 @@ mod clock;
 mod conn_id;
 mod control;
 mod dump_text;
+mod handover;
 mod hep_dump;
 mod listeners;
 mod logging;
 mod mi_settings;
+mod pid_file;
 pub mod sender;
 mod service;
 mod shared;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::build::{changed_keys, listener_specs, without_prefix};
+use crate::handover::ListenerSockets;
 use crate::tap::{BoundListener, ListenError, Listener, ListenerSpec, Tap, TapContext};
 
 /// How long a reload waits for a removed listener's sockets to close (its accept loops end on
@@ -90,15 +91,40 @@ impl Listeners {
     }
 
     /// Binds the listeners of `config` on every worker, without serving them yet: at start,
-    /// before privileges are dropped. Any that cannot be bound is an error.
+    /// before privileges are dropped. Any that cannot be bound is an error. At a hand-over,
+    /// `inherited(name, listen)` gives the old process's sockets for a listener, which is then
+    /// served on them instead.
     pub fn bind(
         config: &Config,
         workers: usize,
+        mut inherited: impl FnMut(&str, SocketAddr) -> Option<Vec<std::net::TcpListener>>,
     ) -> Result<Vec<(heptap_config::Listener, BoundListener)>, ListenError> {
         listener_specs(config)
             .into_iter()
             .zip(&config.listener)
-            .map(|(spec, c)| Ok((c.clone(), BoundListener::bind(spec, workers)?)))
+            .map(|(spec, c)| {
+                let bound = match inherited(&spec.name, spec.listen) {
+                    Some(sockets) => BoundListener::adopt(spec, sockets, workers)?,
+                    None => BoundListener::bind(spec, workers)?,
+                };
+                Ok((c.clone(), bound))
+            })
+            .collect()
+    }
+
+    /// Every serving listener's sockets, duplicated, for a hand-over to a new process (the
+    /// removed ones still draining are not offered: they no longer accept).
+    pub fn handover(&self) -> std::io::Result<Vec<ListenerSockets>> {
+        self.serving
+            .iter()
+            .map(|e| {
+                Ok(ListenerSockets {
+                    name: e.listener.tap().spec.name.clone(),
+                    listen: e.config.listen,
+                    local: e.listener.local_addr(),
+                    sockets: e.listener.handover_sockets()?,
+                })
+            })
             .collect()
     }
 

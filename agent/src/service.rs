@@ -447,6 +447,14 @@ impl Notifier {
         self.log(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
+    /// MAINPID=: the process that accepts is `pid` now (a hand-over). Sent by the old process,
+    /// which systemd still takes for the main one, so the unit keeps `NotifyAccess=main`; the
+    /// datagram is queued before the old process can exit, so systemd never sees the service's
+    /// main process gone.
+    pub fn main_pid(&self, pid: u32, status: &str) {
+        self.log(&format!("MAINPID={pid}\nSTATUS={}", one_line(status)));
+    }
+
     /// RELOADING=1: a reload (SIGHUP) started; [`Notifier::ready`] ends it.
     pub fn reloading(&self) {
         self.log("RELOADING=1\nSTATUS=Reloading the config");
@@ -521,6 +529,8 @@ mod tests {
         assert_eq!(recv(&sock), "RELOADING=1\nSTATUS=Reloading the config");
         n.stopping("Draining");
         assert_eq!(recv(&sock), "STOPPING=1\nSTATUS=Draining");
+        n.main_pid(4242, "Handed over\nto 4242");
+        assert_eq!(recv(&sock), "MAINPID=4242\nSTATUS=Handed over to 4242");
     }
 
     #[test]

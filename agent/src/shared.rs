@@ -173,6 +173,11 @@ impl Shared {
         self.lock().config.service.shutdown_grace
     }
 
+    /// `[service]` as last applied (its timeouts are read when they are needed).
+    pub fn service(&self) -> heptap_config::Service {
+        self.lock().config.service.clone()
+    }
+
     /// Reports (and applies where a reload can) what changed in the sections that are not
     /// destinations, listeners or switches.
     fn sections(&self, old: &Config, new: &Config, started: &StartOnly, report: &mut ReloadReport) {
@@ -194,8 +199,9 @@ impl Shared {
         }
         for key in changed_keys(&started.service, &new.service) {
             match key.as_str() {
-                // Compared with what runs, below and in `shutdown_grace`.
-                "workers" | "shutdown_grace" => {}
+                // Compared with what runs, below and in `shutdown_grace`; the hand-over's
+                // timeouts are read at the next SIGUSR2.
+                "workers" | "shutdown_grace" | "drain_timeout" | "handover_timeout" => {}
                 _ => report.not_applied(format!("service.{key}"), restart),
             }
         }
@@ -211,6 +217,25 @@ impl Shared {
                 "service.shutdown_grace",
                 format!("{:?}, for the next SIGTERM", new.service.shutdown_grace),
             );
+        }
+        for (key, old_value, new_value) in [
+            (
+                "service.drain_timeout",
+                old.service.drain_timeout,
+                new.service.drain_timeout,
+            ),
+            (
+                "service.handover_timeout",
+                old.service.handover_timeout,
+                new.service.handover_timeout,
+            ),
+        ] {
+            if old_value != new_value {
+                report.applied(
+                    key,
+                    format!("{new_value:?}, for the next hand-over (SIGUSR2)"),
+                );
+            }
         }
         for key in changed_keys(&old.hep, &new.hep) {
             // Each hep_id reports itself.

@@ -1,4 +1,5 @@
-//! Process signals, each with one meaning: TERM drains, INT stops at once, HUP reloads.
+//! Process signals, each with one meaning: TERM drains, INT stops at once, HUP reloads, USR2
+//! hands over to a new process (see `handover`).
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -11,6 +12,8 @@ pub enum Signal {
     Interrupt,
     /// SIGHUP: re-read the config and swap what can be swapped.
     Reload,
+    /// SIGUSR2: start a new heptap from the binary on disk and hand it the listening sockets.
+    Upgrade,
 }
 
 /// A stream of the signals heptap acts on.
@@ -22,6 +25,8 @@ pub struct Signals {
     int: tokio::signal::unix::Signal,
     /// SIGHUP.
     hup: tokio::signal::unix::Signal,
+    /// SIGUSR2.
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -31,6 +36,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
@@ -40,6 +46,7 @@ impl Signals {
             _ = self.term.recv() => Signal::Terminate,
             _ = self.int.recv() => Signal::Interrupt,
             _ = self.hup.recv() => Signal::Reload,
+            _ = self.usr2.recv() => Signal::Upgrade,
         }
     }
 }

@@ -107,6 +107,19 @@ pub struct Service {
     /// Threads that run the relay and the tracing (HAProxy's `nbthread`); 0: one per core the
     /// process may use. Read at start only.
     pub workers: usize,
+    /// After a hand-over (SIGUSR2), how long the old process keeps relaying the connections it
+    /// has before it cuts those still open and exits (HAProxy's `hard-stop-after`): SIP
+    /// connections live as long as their calls and registrations.
+    #[serde(with = "units::duration")]
+    pub drain_timeout: Duration,
+    /// How long the new process of a hand-over may take to say it is ready before the old one
+    /// gives up on it (and keeps serving).
+    #[serde(with = "units::duration")]
+    pub handover_timeout: Duration,
+    /// Where heptap writes its pid (the process that accepts: a hand-over rewrites it), for
+    /// `heptap upgrade` and init scripts. None: no pid file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for Service {
@@ -116,6 +129,9 @@ impl Default for Service {
             group: None,
             shutdown_grace: Duration::from_secs(10),
             workers: 0,
+            drain_timeout: Duration::from_secs(3600),
+            handover_timeout: Duration::from_secs(30),
+            pid_file: None,
         }
     }
 }

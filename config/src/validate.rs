@@ -109,6 +109,17 @@ impl Config {
                 ),
             );
         }
+        check_positive(errs, "service.drain_timeout", self.service.drain_timeout);
+        check_positive(
+            errs,
+            "service.handover_timeout",
+            self.service.handover_timeout,
+        );
+        if let Some(pid_file) = &self.service.pid_file
+            && (pid_file.as_os_str().is_empty() || pid_file.file_name().is_none())
+        {
+            errs.push("service.pid_file", "must name a file");
+        }
     }
 
     fn check_hep(&self, errs: &mut ConfigErrors) {

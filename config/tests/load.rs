@@ -1300,6 +1300,7 @@ fn every_key_is_documented_and_in_the_example() {
     full.hep.node_name = Some("n".into());
     full.service.user = Some("u".into());
     full.service.group = Some("g".into());
+    full.service.pid_file = Some("/p".into());
     full.routes.inline = Some("r".into());
     full.net.tcp.trace_destination = Some("d".into());
     full.net.tcp.trace_filter_route = Some("r".into());

@@ -6,7 +6,8 @@
 //! the FIFO server speaking both framings (`fifo`), JSON-RPC over HTTP (`http`, served by
 //! hyper-util behind its gate and lock-out limits), the HTTP bearer token (`token`), MI tracing
 //! (`trace`: proto type 87, `MICORR` ids, `trace_bwlist`), forwarding to the proxy's MI
-//! (`upstream`) and the clients behind `heptap fifo` / `heptap mi` (`client`).
+//! (`upstream`), the clients behind `heptap fifo` / `heptap mi` (`client`), and what a new
+//! heptap process takes over at a hand-over (`handover`: the HTTP socket, the FIFO's inode).
 //!
 //! It does not own heptap's state: every command reads or switches it through the [`Control`]
 //! trait, which the agent implements. It does not read config files ([`MiSettings`] is filled
@@ -22,6 +23,7 @@ mod core;
 mod error;
 mod fifo;
 mod handlers;
+mod handover;
 mod http;
 pub mod jsonrpc;
 pub mod settings;
@@ -31,8 +33,9 @@ pub mod trace;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
@@ -49,6 +52,7 @@ pub use control::{
     Statistic, TraceIdInfo, UnknownTraceId,
 };
 pub use error::MiError;
+pub use handover::{FifoId, Handover, Inherited};
 pub use jsonrpc::{Id, Params, Request, RpcError};
 pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};
 pub use text::{TextParam, TextReply};
@@ -152,8 +156,19 @@ impl Mi {
     /// Creates the FIFO and binds the HTTP listener (errors come back here), then serves both
     /// in background tasks until `shutdown` is cancelled.
     pub async fn start(self, shutdown: CancellationToken) -> Result<MiRunning, MiError> {
+        self.start_with(shutdown, Inherited::default()).await
+    }
+
+    /// [`Mi::start`], serving the FIFO and HTTP socket of the previous heptap process
+    /// (`inherited`, at a hand-over) where they still fit the settings.
+    pub async fn start_with(
+        self,
+        shutdown: CancellationToken,
+        inherited: Inherited,
+    ) -> Result<MiRunning, MiError> {
         let settings = &self.core.settings;
         let recheck = Arc::new(Notify::new());
+        let fifo_state = Arc::new(handover::FifoState::default());
         let mut tasks = Vec::new();
         let fifo_server = match &settings.fifo_name {
             Some(path) => {
@@ -165,15 +180,34 @@ impl Mi {
                     path.clone(),
                     settings.fifo_mode,
                     self.owner,
+                    inherited.fifo,
+                    Arc::clone(&fifo_state),
                 )?)
             }
             None => None,
         };
         let listener = match settings.http_listen {
-            Some(addr) => Some(http::bind(addr).await?),
+            Some(addr) => match inherited.http.and_then(|l| http::take_over(l, addr)) {
+                Some(taken) => Some(taken),
+                None => Some(http::bind(addr).await?),
+            },
             None => None,
         };
         let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        // Kept for a hand-over: the next process gets a duplicate of this socket.
+        let http_socket = match &listener {
+            Some(l) => {
+                Some(
+                    l.as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|source| MiError::HttpBind {
+                            addr: http_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         if let Some(server) = fifo_server {
             tasks.push(tokio::spawn(
                 server.run(shutdown.clone(), Arc::clone(&recheck)),
@@ -200,6 +234,8 @@ impl Mi {
             http_addr,
             recheck,
             tasks,
+            http_socket: Mutex::new(http_socket),
+            fifo_state,
         })
     }
 }
@@ -215,6 +251,10 @@ pub struct MiRunning {
     recheck: Arc<Notify>,
     /// The server tasks, awaited by `join`.
     tasks: Vec<JoinHandle<()>>,
+    /// A duplicate of the HTTP listening socket, for a hand-over; dropped once handed over.
+    http_socket: Mutex<Option<OwnedFd>>,
+    /// Which FIFO is served, for a hand-over.
+    fifo_state: Arc<handover::FifoState>,
 }
 
 impl MiRunning {
@@ -223,8 +263,32 @@ impl MiRunning {
         self.recheck.notify_one();
     }
 
+    /// What the next heptap process takes over: a duplicate of the HTTP listening socket, and
+    /// the FIFO being served.
+    pub fn handover(&self) -> std::io::Result<Handover> {
+        let http = self
+            .http_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(OwnedFd::try_clone)
+            .transpose()?;
+        let fifo = self.fifo_path.clone().zip(self.fifo_state.get());
+        Ok(Handover { http, fifo })
+    }
+
+    /// The next process serves the MI now: once stopped, this one leaves the FIFO in place and
+    /// keeps no copy of the HTTP socket (it stays open as long as the next process has it).
+    pub fn handed_over(&self) {
+        self.fifo_state.hand_over();
+        self.http_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// Waits until the servers have stopped (after the shutdown token was cancelled); the FIFO
-    /// is removed by then.
+    /// is removed by then, unless it was handed over.
     pub async fn join(self) {
         for t in self.tasks {
             let _ = t.await;

@@ -8,7 +8,7 @@
 //! with; [`Listener::stop_accepting`] closes its sockets while its connections go on.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -71,6 +71,47 @@ impl BoundListener {
         })
     }
 
+    /// Takes over the listening `sockets` another heptap process bound for this listener (a
+    /// hand-over) instead of binding: every one of them is accepted on (a socket of the
+    /// `SO_REUSEPORT` group nobody accepts on would keep getting new connections), and when
+    /// there are fewer than `workers` more are bound on the same address. Needs no runtime.
+    pub fn adopt(
+        spec: ListenerSpec,
+        sockets: Vec<std::net::TcpListener>,
+        workers: usize,
+    ) -> Result<Self, ListenError> {
+        let tap = Tap::new(spec)?;
+        let listen = tap.spec.listen;
+        let cannot = |source| ListenError::Bind {
+            addr: listen,
+            source,
+        };
+        let Some(first) = sockets.first() else {
+            return Err(cannot(std::io::Error::other("no socket was handed over")));
+        };
+        let local = first.local_addr().map_err(cannot)?;
+        for s in &sockets {
+            s.set_nonblocking(true).map_err(cannot)?;
+        }
+        let mut all = sockets;
+        while all.len() < workers {
+            match reuseport_listener(local) {
+                Ok(s) => all.push(s),
+                Err(e) => {
+                    // Only the same user can join a SO_REUSEPORT group (and only a privileged
+                    // one below port 1024): the sockets handed over are spread over the workers.
+                    tracing::warn!(listener = %tap.spec.name, listen = %local, error = %e, sockets = all.len(), workers, "Cannot add a socket for every worker; the workers share the sockets handed over");
+                    break;
+                }
+            }
+        }
+        Ok(Self {
+            tap,
+            sockets: all,
+            local,
+        })
+    }
+
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
@@ -82,9 +123,10 @@ impl BoundListener {
     }
 
     /// Starts one accept loop per socket, each on its worker in `workers` (socket i on worker
-    /// i), until `stop` (or the listener's own [`Listener::stop_accepting`]) stops them. Every
-    /// connection runs in `tracker` so a drain can wait for them, and is told to stop through
-    /// `kill`.
+    /// i modulo the workers: sockets handed over by a process with more workers are shared
+    /// out), until `stop` (or the listener's own [`Listener::stop_accepting`]) stops them.
+    /// Every connection runs in `tracker` so a drain can wait for them, and is told to stop
+    /// through `kill`.
     pub fn serve(
         self,
         ctx: &Arc<TapContext>,
@@ -94,6 +136,16 @@ impl BoundListener {
         workers: &[tokio::runtime::Handle],
     ) -> Listener {
         let spec = self.tap.spec.clone();
+        // Kept for a hand-over to a new process until the listener stops accepting.
+        let kept = self
+            .sockets
+            .iter()
+            .map(|s| s.try_clone().map(OwnedFd::from))
+            .collect::<std::io::Result<Vec<_>>>()
+            .unwrap_or_else(|e| {
+                tracing::warn!(listener = %spec.name, error = %e, "Cannot keep the sockets for a hand-over; SIGUSR2 will be refused");
+                Vec::new()
+            });
         let serving = Serving {
             stats: ListenerStats::new(&ctx.stats, &spec.name),
             tap: Arc::new(self.tap),
@@ -103,12 +155,15 @@ impl BoundListener {
             limit: Arc::new(ConnectionLimit::new(spec.max_connections.max(1))),
             stop: stop.child_token(),
             connections: TaskTracker::new(),
-            stopped: Arc::default(),
+            stopped: Arc::new(Stopped::keeping(kept)),
             local: self.local,
         };
         let running = Arc::new(AtomicUsize::new(self.sockets.len()));
         tracing::info!(listener = %spec.name, proto = spec.proto.name(), listen = %self.local, upstream = %spec.upstream, "Listening");
-        for (index, (socket, worker)) in self.sockets.into_iter().zip(workers).enumerate() {
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let Some(worker) = workers.get(index % workers.len().max(1)) else {
+                break;
+            };
             let accept = Accept {
                 current: listener.current.clone(),
                 ctx: ctx.clone(),
@@ -157,15 +212,27 @@ pub struct Listener {
 }
 
 /// A latch set once a listener's last accept loop has ended, for a reload (on the control
-/// thread, not a runtime) that must bind where the listener was.
+/// thread, not a runtime) that must bind where the listener was. Until then it keeps
+/// duplicates of the listening sockets for a hand-over; setting it closes them, so the sockets
+/// are closed when it is set.
 #[derive(Debug, Default)]
 struct Stopped {
     done: std::sync::Mutex<bool>,
     changed: std::sync::Condvar,
+    /// Duplicates of the listening sockets, for a hand-over to a new process.
+    kept: std::sync::Mutex<Vec<OwnedFd>>,
 }
 
 impl Stopped {
+    fn keeping(sockets: Vec<OwnedFd>) -> Self {
+        Self {
+            kept: std::sync::Mutex::new(sockets),
+            ..Self::default()
+        }
+    }
+
     fn set(&self) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clear();
         *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.changed.notify_all();
     }
@@ -194,6 +261,18 @@ impl Listener {
     /// Connections accepted by this listener and not yet closed.
     pub fn connections(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Duplicates of its listening sockets, one per worker, for a hand-over to a new process.
+    pub fn handover_sockets(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let kept = self.stopped.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "listener {}: its sockets were not kept",
+                self.tap().spec.name
+            )));
+        }
+        kept.iter().map(OwnedFd::try_clone).collect()
     }
 
     /// New connections are accepted with `tap` from now on (its spec, its TLS material, the

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::Core;
 use crate::error::MiError;
+use crate::handover::{FifoId, FifoState};
 use crate::jsonrpc::{self, Id, RpcError};
 use crate::settings::MiSettings;
 use crate::text::TextReply;
@@ -112,6 +113,38 @@ fn create(path: &Path, mode: u32, owner: &Owner) -> Result<Created, MiError> {
     })
 }
 
+/// Opens the FIFO another heptap process serves at `path` (a hand-over), read-write and
+/// non-blocking, if it still is the inode `id`; `None` (with the reason logged) otherwise.
+fn adopt(path: &Path, id: FifoId) -> Option<Created> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .and_then(|file| Ok((file.metadata()?, file)));
+    let why = match opened {
+        Ok((meta, file))
+            if meta.file_type().is_fifo() && meta.dev() == id.dev && meta.ino() == id.ino =>
+        {
+            match pipe::Receiver::from_file(file) {
+                Ok(receiver) => {
+                    return Some(Created {
+                        receiver,
+                        dev: id.dev,
+                        ino: id.ino,
+                    });
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+        Ok(_) => "it is no longer the FIFO the previous process served".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(fifo = %path.display(), reason = %why, "Cannot take the MI FIFO over; creating a new one");
+    None
+}
+
 /// Whether the FIFO at `path` is still the one we created.
 fn still_ours(path: &Path, created: &Created) -> bool {
     std::fs::symlink_metadata(path)
@@ -130,24 +163,43 @@ pub(crate) struct FifoServer {
     owner: Owner,
     /// The FIFO currently served.
     created: Created,
+    /// Which FIFO is served, for a hand-over; and whether it was handed over.
+    state: Arc<FifoState>,
 }
 
 impl FifoServer {
-    /// Creates the FIFO; errors here fail `Mi::start`.
+    /// Creates the FIFO, or takes over `inherited` (the FIFO the previous process served at a
+    /// hand-over) when the path still is that FIFO; errors here fail `Mi::start`.
     pub fn create(
         core: Arc<Core>,
         path: PathBuf,
         mode: u32,
         owner: Owner,
+        inherited: Option<FifoId>,
+        state: Arc<FifoState>,
     ) -> Result<Self, MiError> {
-        let created = create(&path, mode, &owner)?;
-        tracing::info!(fifo = %path.display(), mode = format!("{mode:o}"), "MI FIFO created");
+        let created = match inherited.and_then(|id| adopt(&path, id)) {
+            Some(created) => {
+                tracing::info!(fifo = %path.display(), "MI FIFO taken over");
+                created
+            }
+            None => {
+                let created = create(&path, mode, &owner)?;
+                tracing::info!(fifo = %path.display(), mode = format!("{mode:o}"), "MI FIFO created");
+                created
+            }
+        };
+        state.set(FifoId {
+            dev: created.dev,
+            ino: created.ino,
+        });
         Ok(FifoServer {
             core,
             path,
             mode,
             owner,
             created,
+            state,
         })
     }
 
@@ -211,7 +263,8 @@ impl FifoServer {
                 since = None;
             }
         }
-        if still_ours(&self.path, &self.created) {
+        // Handed over, the FIFO is the next process's now: it stays.
+        if !self.state.is_handed_over() && still_ours(&self.path, &self.created) {
             let _ = std::fs::remove_file(&self.path);
         }
         tracker.close();
@@ -219,7 +272,8 @@ impl FifoServer {
     }
 
     fn check(&mut self, parser: &mut FrameParser) {
-        if !still_ours(&self.path, &self.created) {
+        // Handed over, the FIFO at the path is the next process's business.
+        if !self.state.is_handed_over() && !still_ours(&self.path, &self.created) {
             tracing::warn!(fifo = %self.path.display(), "MI FIFO removed or replaced; re-creating it");
             self.recreate(parser);
         }
@@ -228,6 +282,10 @@ impl FifoServer {
     fn recreate(&mut self, parser: &mut FrameParser) {
         match create(&self.path, self.mode, &self.owner) {
             Ok(created) => {
+                self.state.set(FifoId {
+                    dev: created.dev,
+                    ino: created.ino,
+                });
                 self.created = created;
                 *parser = FrameParser::new(self.core.settings.max_request_size);
                 tracing::info!(fifo = %self.path.display(), "MI FIFO re-created");

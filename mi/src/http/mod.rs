@@ -332,6 +332,27 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
         .map_err(|source| MiError::HttpBind { addr, source })
 }
 
+/// Serves the previous process's listening socket (a hand-over) when it is bound where `addr`
+/// says (port 0: any port); `None` (the socket closed, the reason logged) otherwise.
+pub(crate) fn take_over(socket: std::net::TcpListener, addr: SocketAddr) -> Option<TcpListener> {
+    let taken = socket.local_addr().and_then(|local| {
+        if local.ip() != addr.ip() || (addr.port() != 0 && local.port() != addr.port()) {
+            return Err(std::io::Error::other(format!(
+                "it listens on {local}, not on {addr}"
+            )));
+        }
+        socket.set_nonblocking(true)?;
+        TcpListener::from_std(socket)
+    });
+    match taken {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(http.addr = %addr, reason = %e, "Cannot take the MI HTTP socket over; binding a new one");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
