@@ -504,12 +504,5 @@ async fn a_full_disk_drops_and_counts_without_holding_the_producer() {
         slowest < Duration::from_millis(50),
         "an offer took {slowest:?}"
     );
-    assert!(
-        sender
-            .state()
-            .last_error
-            .unwrap_or_default()
-            .contains("spool")
-    );
     task.shutdown(Duration::from_secs(1)).await;
 }
