@@ -155,7 +155,12 @@ pub struct TcpCollector {
 impl TcpCollector {
     /// Binds 127.0.0.1:0 and starts accepting.
     pub async fn bind() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::bind_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` (a collector coming back where heptap was told it is) and starts accepting.
+    pub async fn bind_at(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heptap_testkit::eventually;
-use heptap_tests::collector::{Scratch, UdpCollector, correlation};
+use heptap_tests::collector::{Scratch, TcpCollector, UdpCollector, correlation};
 use heptap_tests::heptap_bin;
 use heptap_tests::process::{HeptapProcess, WAIT, alive, field, signal_pid};
 use heptap_tests::sip::{SipUpstream, is_sip, read_message};
@@ -835,4 +835,76 @@ async fn a_listener_a_reload_added_is_handed_over_and_one_it_removed_is_not() {
         !alive(new_pid)
     })
     .await;
+}
+
+/// The disk spool across a hand-over (issue 20): with the collector down, what the old process
+/// traced before and during its drain is spooled, the new process spools its own and takes the
+/// old one's segments over once they are closed, and when the collector comes back every message
+/// of both processes arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_old_process_spooled_is_delivered_by_the_new_one() {
+    let setup = Setup::new().await;
+    // Nothing listens here until the end: the collector is down for the whole hand-over.
+    let hep = free_port();
+    let dir = setup.scratch.path().display();
+    let text = format!(
+        "[[listener]]\nproto = \"tcp\"\nlisten = \"{}\"\nupstream = \"{}\"\nsip_trace_id = \"tid\"\n\n\
+         [hep]\nspool_dir = \"{dir}/spool\"\nspool_replay_rate = 0\n\n\
+         [hep.ids]\ncol = \"[col] {hep}; transport=tcp\"\n\n\
+         [tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n\n\
+         [net.tcp]\ntrace_on = false\n\n\
+         [service]\nshutdown_grace = \"2s\"\n\n\
+         [mi]\nfifo_name = \"{dir}/fifo\"\nreply_dir = \"{dir}\"\nhttp_listen = \"{}\"\n",
+        setup.listen, setup.upstream.addr, setup.http
+    );
+    std::fs::write(&setup.cfg, text).unwrap();
+    let mut heptap = setup.start(&heptap_bin()).await;
+    let old = heptap.pid;
+
+    let mut held = TcpStream::connect(setup.listen).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = format!("before-{i}");
+        exchange(&mut held, &id).await.unwrap();
+        ids.push(id);
+    }
+    let new = hand_over(&mut heptap).await;
+    // The old process drains the held connection (and spools its traces); the new one serves
+    // new connections.
+    for i in 0..5 {
+        let id = format!("during-{i}");
+        exchange(&mut held, &id).await.unwrap();
+        ids.push(id);
+        let id = format!("after-{i}");
+        let mut s = TcpStream::connect(setup.listen).await.unwrap();
+        exchange(&mut s, &id).await.unwrap();
+        ids.push(id);
+    }
+    drop(held);
+    eventually(WAIT, "the old process to be gone", || !alive(old)).await;
+    assert!(alive(new));
+
+    // The collector comes back: the new process replays its own spool and the old one's.
+    let mut col = TcpCollector::bind_at(hep).await;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT * 2;
+    while traced(&got).len() < ids.len() || traced(&got).values().any(|&(q, r)| q < 1 || r < 1) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "not all traced: {:?}", traced(&got));
+        if let Some(p) = col.next(left).await {
+            got.push(p);
+        }
+    }
+    let by_id = traced(&got);
+    for id in &ids {
+        assert_eq!(by_id.get(id), Some(&(1, 1)), "{id}: {by_id:?}");
+    }
+    assert_eq!(by_id.len(), ids.len(), "{by_id:?}");
+    assert!(
+        heptap.logged("Taking over a spool segment"),
+        "{}",
+        heptap.log()
+    );
+    signal_pid(new, Signal::SIGTERM);
+    eventually(WAIT, "the new process to be gone", || !alive(new)).await;
 }
