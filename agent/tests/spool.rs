@@ -506,3 +506,45 @@ async fn a_full_disk_drops_and_counts_without_holding_the_producer() {
     );
     task.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Started as root with `[service] user` set, the spool is the service user's: heptap writes it
+/// after the privilege drop and a later run (as that user) must be able to take it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (gives the spool to another user); .ci/run runs it as root"]
+async fn started_as_root_the_spool_belongs_to_the_service_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: only root gives files to other users"
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let owner = FileOwner {
+        uid: nobody.uid.as_raw(),
+        gid: nobody.gid.as_raw(),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_port().await;
+    let mut spec = spool_spec("homer", addr, Transport::Tcp, tmp.path(), 0);
+    spec.file_owner = owner;
+    let stats = Stats::new();
+    let (sender, task) = sender::spawn(spec, &stats).unwrap();
+    offer_all(&sender, 0..100).await;
+    eventually(LOAD_LIMIT, "all spooled", || {
+        sender.state().spool.is_some_and(|s| s.records == 100)
+    })
+    .await;
+    task.shutdown(Duration::from_secs(2)).await;
+    let dir = tmp.path().join("homer");
+    let owned = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owned(&dir), (owner.uid, owner.gid), "{}", dir.display());
+    let segs = segments(&dir);
+    assert!(!segs.is_empty());
+    for seg in segs {
+        assert_eq!(owned(&seg), (owner.uid, owner.gid), "{}", seg.display());
+    }
+}
