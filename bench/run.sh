@@ -14,7 +14,7 @@
 #   heptap-spool (rr --max only) heptap-tcp's config with its collector down (nothing listens on
 #               its port) and the disk spool on ([hep] spool_dir in the work directory): the
 #               relay's max rate while every HEP packet goes to disk, against heptap-tcp's
-#   haproxy     HAProxy from the Debian package, mode tcp, nbthread 1
+#   haproxy     HAProxy from the Debian package, mode tcp, nbthread RELAY_THREADS
 #   direct      the responder itself (no relay)
 # over plain TCP and over TLS (terminated by the relay with a self-signed ECDSA certificate, the
 # upstream leg plain TCP; the client offers TLS 1.3 AES-128-GCM only, no resumption).
@@ -52,6 +52,11 @@ DURATION=${DURATION:-3}
 ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 NICE=${NICE:--10}
+# Every relay gets the same threads on the same cores, so rates and CPU compare at equal CPU:
+# heptap `[service] workers` and HAProxy `nbthread` are RELAY_THREADS, each relay is pinned to
+# RELAY_CPUS with taskset.
+RELAY_THREADS=${RELAY_THREADS:-$(nproc)}
+RELAY_CPUS=${RELAY_CPUS:-0-$(($(nproc) - 1))}
 PORT_BASE=${PORT_BASE:-17000}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -145,6 +150,9 @@ heptap_config() { # name trace_on hep_transport [hep_port [extra [hep] keys]]
 [log]
 level = "error"
 
+[service]
+workers = $RELAY_THREADS
+
 [hep]
 $hep_extra
 
@@ -190,7 +198,7 @@ EOF
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $RELAY_THREADS
     maxconn $HAPROXY_MAXCONN
     # no logging: heptap runs at level error and logs nothing either
 
@@ -214,13 +222,13 @@ backend responder
 EOF
 
 start_relays() {
-    "$HEPTAP" serve -c "$WORK/heptap-on.toml" >>"$WORK/heptap-on.log" 2>&1 &
+    taskset -c "$RELAY_CPUS" "$HEPTAP" serve -c "$WORK/heptap-on.toml" >>"$WORK/heptap-on.log" 2>&1 &
     PID[heptap-on]=$!
-    "$HEPTAP" serve -c "$WORK/heptap-tcp.toml" >>"$WORK/heptap-tcp.log" 2>&1 &
+    taskset -c "$RELAY_CPUS" "$HEPTAP" serve -c "$WORK/heptap-tcp.toml" >>"$WORK/heptap-tcp.log" 2>&1 &
     PID[heptap-tcp]=$!
-    "$HEPTAP" serve -c "$WORK/heptap-off.toml" >>"$WORK/heptap-off.log" 2>&1 &
+    taskset -c "$RELAY_CPUS" "$HEPTAP" serve -c "$WORK/heptap-off.toml" >>"$WORK/heptap-off.log" 2>&1 &
     PID[heptap-off]=$!
-    haproxy -f "$WORK/haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
+    taskset -c "$RELAY_CPUS" haproxy -f "$WORK/haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
     PID[haproxy]=$!
     local t
     for t in "${RELAYS[@]}"; do
@@ -230,7 +238,7 @@ start_relays() {
 }
 
 start_spool_relay() {
-    "$HEPTAP" serve -c "$WORK/$SPOOL_RELAY.toml" >>"$WORK/$SPOOL_RELAY.log" 2>&1 &
+    taskset -c "$RELAY_CPUS" "$HEPTAP" serve -c "$WORK/$SPOOL_RELAY.toml" >>"$WORK/$SPOOL_RELAY.log" 2>&1 &
     PID[$SPOOL_RELAY]=$!
     wait_port "${PORT_tcp[$SPOOL_RELAY]}"
     wait_port "${PORT_tls[$SPOOL_RELAY]}"
@@ -379,8 +387,8 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')).
 **The machine is shared with other jobs and noisy** (load average $START_LOAD at the start,
 $END_LOAD at the end): absolute figures move from run to run, the ratios taken within the run
 are what to compare. Everything ran on these $(nproc) cores at once: the load tool (2 threads), the
-responder (1 thread), the relay (heptap: one worker thread per core, each with its own runtime;
-HAProxy: \`nbthread 1\`) and, for the heptap targets that trace, the HEP sink, all at niceness $NICE to keep other
+responder (1 thread), the relay at equal CPU ($RELAY_THREADS threads pinned to cores $RELAY_CPUS for each:
+heptap \`workers = $RELAY_THREADS\`, one runtime per worker; HAProxy \`nbthread $RELAY_THREADS\`) and, for the heptap targets that trace, the HEP sink, all at niceness $NICE to keep other
 jobs' compilers (niceness 0 and 10) from stealing most of the CPU.
 
 Memory per idle connection: $IDLE_CONNS connections held$([[ $IDLE_CONNS != "$IDLE_ASKED" ]] && echo " (not $IDLE_ASKED: the open-file hard limit here is $NOFILE, and a relay holds two sockets per connection)" || true), one

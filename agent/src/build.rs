@@ -240,42 +240,43 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
 /// as a whole: routes, destinations (but their TLS files), `[mi]`. Listeners and TLS files are
 /// taken one by one at the reload: one that cannot be used is reported and left as it was.
 pub fn check_reload(config: &Config) -> Result<(), BuildError> {
-    let mut errors = Vec::new();
-    if let Err(e) = compile_routes(config) {
-        errors.extend(e.0);
-    }
-    for spec in destination_specs(config) {
-        if let Err(source) = sender::check_except_tls_files(&spec) {
-            errors.push(BuildProblem::Destination {
-                name: spec.name,
-                source,
-            });
-        }
-    }
-    if let Err(e) = crate::mi_settings::check(config) {
-        errors.push(BuildProblem::Mi(e));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(BuildError(errors))
-    }
+    check_parts(config, Parts::ForReload)
 }
 
 /// Checks everything `start` would build, without binding or spawning: routes, TLS material,
 /// `[mi]`.
 pub fn check(config: &Config) -> Result<(), BuildError> {
+    check_parts(config, Parts::All)
+}
+
+/// What a check covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// Everything, listeners and TLS files included (start, `check-config`).
+    All,
+    /// All but the listeners and the TLS files, which a reload takes one by one.
+    ForReload,
+}
+
+/// Every problem of `config` in `parts`, at once.
+fn check_parts(config: &Config, parts: Parts) -> Result<(), BuildError> {
     let mut errors = Vec::new();
     if let Err(e) = compile_routes(config) {
         errors.extend(e.0);
     }
-    for (index, spec) in listener_specs(config).iter().enumerate() {
-        if let Err(source) = crate::tap::check(spec) {
-            errors.push(BuildProblem::Listener { index, source });
+    if parts == Parts::All {
+        for (index, spec) in listener_specs(config).iter().enumerate() {
+            if let Err(source) = crate::tap::check(spec) {
+                errors.push(BuildProblem::Listener { index, source });
+            }
         }
     }
     for spec in destination_specs(config) {
-        if let Err(source) = sender::check(&spec) {
+        let checked = match parts {
+            Parts::All => sender::check(&spec),
+            Parts::ForReload => sender::check_except_tls_files(&spec),
+        };
+        if let Err(source) = checked {
             errors.push(BuildProblem::Destination {
                 name: spec.name,
                 source,

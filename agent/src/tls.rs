@@ -18,6 +18,15 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The TLS server name toward `host`, or the configured `server_name` in its place; the
+/// brackets of an IPv6 literal are URI syntax, not part of the name. `Err` holds the name that
+/// is not one.
+pub fn server_name(configured: Option<&str>, host: &str) -> Result<ServerName<'static>, String> {
+    let sni = configured.unwrap_or(host);
+    let sni = sni.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(sni.to_owned()).map_err(|_| sni.to_owned())
+}
+
 /// Every certificate of a PEM file, in file order; a file without one is an error.
 pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)

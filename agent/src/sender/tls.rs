@@ -72,14 +72,12 @@ fn client_config(name: &str, host: &str, settings: &HepTls) -> Result<Loaded, Se
         name: name.to_owned(),
         source,
     };
-    let sni = settings.server_name.as_deref().unwrap_or(host);
-    // Brackets of an IPv6 literal are URI syntax, not part of the name.
-    let sni = sni.trim_start_matches('[').trim_end_matches(']');
-    let server_name =
-        ServerName::try_from(sni.to_owned()).map_err(|_| SenderError::InvalidServerName {
+    let server_name = crate::tls::server_name(settings.server_name.as_deref(), host).map_err(
+        |server_name| SenderError::InvalidServerName {
             name: name.to_owned(),
-            server_name: sni.to_owned(),
-        })?;
+            server_name,
+        },
+    )?;
 
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

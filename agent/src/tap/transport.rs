@@ -396,13 +396,12 @@ impl TlsClient {
             listener: name.to_owned(),
             source,
         };
-        let sni = tls.server_name.as_deref().unwrap_or(host);
-        let sni = sni.trim_start_matches('[').trim_end_matches(']');
-        let server_name =
-            ServerName::try_from(sni.to_owned()).map_err(|_| TapError::InvalidServerName {
+        let server_name = crate::tls::server_name(tls.server_name.as_deref(), host).map_err(
+            |server_name| TapError::InvalidServerName {
                 listener: name.to_owned(),
-                server_name: sni.to_owned(),
-            })?;
+                server_name,
+            },
+        )?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?;
