@@ -72,12 +72,13 @@ fn client_config(name: &str, host: &str, settings: &HepTls) -> Result<Loaded, Se
         name: name.to_owned(),
         source,
     };
-    let server_name = crate::tls::server_name(settings.server_name.as_deref(), host).map_err(
-        |server_name| SenderError::InvalidServerName {
-            name: name.to_owned(),
-            server_name,
-        },
-    )?;
+    let server_name =
+        crate::tls::server_name(settings.server_name.as_deref(), host).map_err(|server_name| {
+            SenderError::InvalidServerName {
+                name: name.to_owned(),
+                server_name,
+            }
+        })?;
 
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -396,12 +396,13 @@ impl TlsClient {
             listener: name.to_owned(),
             source,
         };
-        let server_name = crate::tls::server_name(tls.server_name.as_deref(), host).map_err(
-            |server_name| TapError::InvalidServerName {
-                listener: name.to_owned(),
-                server_name,
-            },
-        )?;
+        let server_name =
+            crate::tls::server_name(tls.server_name.as_deref(), host).map_err(|server_name| {
+                TapError::InvalidServerName {
+                    listener: name.to_owned(),
+                    server_name,
+                }
+            })?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?;
