@@ -26,7 +26,7 @@ use crate::logging::LogHandle;
 use crate::shared::{ReloadError, Shared, StartOnly, State, level_of};
 use crate::signals::{Signal, Signals};
 use crate::stats::Stats;
-use crate::tap::{ListenError, TapContext};
+use crate::tap::{ListenError, LiveConns, TapContext};
 use crate::tracer::Tracer;
 use crate::workers::Workers;
 
@@ -94,10 +94,12 @@ pub(crate) async fn start_taking_over(
     let workers = Workers::start(crate::workers::count(config.service.workers))?;
     let built = build::build(&config, &stats, None, workers.handles())?;
     let tracer = Arc::new(Tracer::new(built.pipeline.clone()));
+    let conns = LiveConns::new(workers.handles().len());
     let ctx = Arc::new(TapContext {
         tracer: tracer.clone(),
         ids: ConnIds::new(),
         stats: stats.clone(),
+        conns: conns.clone(),
     });
     // At a hand-over, the old process's sockets for the listeners the config still has.
     let bound = Listeners::bind(&config, workers.handles().len(), |name, listen| {
@@ -128,6 +130,7 @@ pub(crate) async fn start_taking_over(
             listeners,
         }),
         workers: workers.handles().clone(),
+        conns,
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?

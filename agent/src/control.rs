@@ -251,4 +251,8 @@ impl Control for AgentControl {
     fn trace_mi(&self, msg: TraceMessage) {
         self.shared.tracer.mi(|dest| dest.offer(&Arc::new(msg)));
     }
+
+    fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> heptap_mi::TcpConnList {
+        self.shared.conns.list(proto, max)
+    }
 }

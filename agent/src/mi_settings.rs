@@ -158,4 +158,7 @@ impl Control for NullControl {
         false
     }
     fn trace_mi(&self, _: TraceMessage) {}
+    fn tcp_connections(&self, _: Option<NetProto>, _: usize) -> heptap_mi::TcpConnList {
+        heptap_mi::TcpConnList::default()
+    }
 }

@@ -34,6 +34,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// The relay workers' runtimes: where a (re)build starts the destinations' lanes.
     pub workers: Arc<[tokio::runtime::Handle]>,
+    /// The relayed connections now (`list_tcp_conns`).
+    pub conns: crate::tap::LiveConns,
 }
 
 /// The part a reload replaces.

@@ -102,6 +102,16 @@ impl Stats {
             .clone()
     }
 
+    /// Lists `counter` under `group:name` too (OpenSIPS's `fwd_requests` is heptap's
+    /// `rcv_requests`: every message read is relayed). A name already taken keeps its counter.
+    pub fn alias(&self, group: &str, name: &str, counter: &Counter) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(group.to_owned())
+            .or_default()
+            .entry(name.to_owned())
+            .or_insert_with(|| counter.clone());
+    }
+
     /// The counter `group:name` if it exists.
     pub fn lookup(&self, group: &str, name: &str) -> Option<Counter> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -167,6 +177,23 @@ mod tests {
                 ("g".to_owned(), "queue_depth".to_owned(), 7),
                 ("g".to_owned(), "sent".to_owned(), 0)
             ]
+        );
+    }
+
+    #[test]
+    fn an_alias_is_the_same_counter_under_another_name() {
+        let stats = Stats::new();
+        let rcv = stats.counter("core", "rcv_requests");
+        stats.alias("core", "fwd_requests", &rcv);
+        rcv.add(4);
+        assert_eq!(
+            stats.lookup("core", "fwd_requests").map(|c| c.get()),
+            Some(4)
+        );
+        stats.reset();
+        assert_eq!(
+            stats.lookup("core", "fwd_requests").map(|c| c.get()),
+            Some(0)
         );
     }
 

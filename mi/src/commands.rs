@@ -28,6 +28,9 @@ pub(crate) enum Cmd {
     SipTrace,
     Trace,
     NetTrace(NetProto),
+    ListTcpConns,
+    ResetAllStatistics,
+    Help,
 }
 
 /// One command of the table.
@@ -168,7 +171,72 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         named_only: false,
         cmd: Cmd::NetTrace(NetProto::Wss),
     },
+    // OpenSIPS core commands heptap answers meaningfully (and only those).
+    CommandSpec {
+        name: "list_tcp_conns",
+        aliases: &["tcp:list"],
+        recipes: &[NONE, &["proto"]],
+        named_only: false,
+        cmd: Cmd::ListTcpConns,
+    },
+    CommandSpec {
+        name: "reset_all_statistics",
+        aliases: &["statistics:reset_all"],
+        recipes: &[NONE],
+        named_only: false,
+        cmd: Cmd::ResetAllStatistics,
+    },
+    CommandSpec {
+        name: "help",
+        aliases: &["core:help"],
+        recipes: &[NONE, &["mi_cmd"]],
+        named_only: false,
+        cmd: Cmd::Help,
+    },
 ];
+
+/// `help <cmd>`'s text and the OpenSIPS module that exports the command (`Exported by`);
+/// OpenSIPS's "not available for this command" for the rest.
+pub(crate) fn help(cmd: Cmd) -> (&'static str, &'static str) {
+    match cmd {
+        Cmd::Which => ("lists all available MI commands", "core"),
+        Cmd::Ps => ("lists all processes used by OpenSIPS", "core"),
+        Cmd::Version => ("prints the version string of a runningOpenSIPS", "core"),
+        Cmd::Uptime => (
+            "prints various time information about OpenSIPS - when it started to run, for how long it runs",
+            "core",
+        ),
+        Cmd::LogLevel => (
+            "gets/sets the per process or global log level in OpenSIPS",
+            "core",
+        ),
+        Cmd::GetStatistics => (
+            "prints the statistics (all, group or one) realtime values.",
+            "core",
+        ),
+        Cmd::ListStatistics => (
+            "lists all the registered statistics and their types",
+            "core",
+        ),
+        Cmd::ResetStatistics => ("resets the value of a statistic variable", "core"),
+        Cmd::ResetAllStatistics => ("resets the value of all resetable variables", "core"),
+        Cmd::ListTcpConns => ("list all ongoing TCP based connections", "core"),
+        Cmd::Help => ("prints information about MI commands usage", "core"),
+        Cmd::Reload => ("re-reads the config file and applies what it can", "heptap"),
+        Cmd::TlsReload => ("reloads the TLS certificates, keys and CAs", "tls_mgm"),
+        Cmd::HepIds => (
+            "lists the HEP destinations with their state and counters",
+            "heptap",
+        ),
+        Cmd::SipTrace | Cmd::Trace => ("list or switch the tracer's trace ids", "tracer"),
+        Cmd::NetTrace(NetProto::Tcp) => ("TCP connection tracing: show or switch", "proto_tcp"),
+        Cmd::NetTrace(NetProto::Tls) => ("TLS connection tracing: show or switch", "proto_tls"),
+        Cmd::NetTrace(NetProto::Ws) => ("WS connection tracing: show or switch", "proto_ws"),
+        Cmd::NetTrace(NetProto::Wss) => ("WSS connection tracing: show or switch", "proto_wss"),
+        #[allow(unreachable_patterns)] // commands added later may have no help text yet
+        _ => ("not available for this command", "heptap"),
+    }
+}
 
 /// Finds a command by its name or an alias (case-sensitive, as OpenSIPS).
 pub(crate) fn lookup(name: &str) -> Option<&'static CommandSpec> {
@@ -303,10 +371,16 @@ pub(crate) fn match_recipe(spec: &CommandSpec, params: &Params) -> Result<Args, 
             ))
         }
         Params::Named(map) => {
-            let fits = spec
-                .recipes
-                .iter()
-                .any(|r| r.len() == map.len() && r.iter().all(|n| map.contains_key(*n)));
+            // OpenSIPS's get_cmd_recipe: no recipe of that many parameters is "Too few or too
+            // many" (so `ps` with any named parameter); one of that count with other names is
+            // "do not match".
+            let mut same_count = spec.recipes.iter().filter(|r| r.len() == map.len());
+            let Some(first) = same_count.next() else {
+                return Err(RpcError::invalid_params("Too few or too many parameters"));
+            };
+            let fits = std::iter::once(first)
+                .chain(same_count)
+                .any(|r| r.iter().all(|n| map.contains_key(*n)));
             if fits {
                 Ok(Args(map.clone()))
             } else {
@@ -435,8 +509,13 @@ mod tests {
         let mut m = Map::new();
         m.insert("nope".into(), json!("x"));
         assert_eq!(
-            data("tcp_trace", Params::Named(m)).as_deref(),
+            data("tcp_trace", Params::Named(m.clone())).as_deref(),
             Some("Named parameters do not match")
+        );
+        // No recipe of that count: OpenSIPS says "Too few or too many", not "do not match".
+        assert_eq!(
+            data("ps", Params::Named(m)).as_deref(),
+            Some("Too few or too many parameters")
         );
         // trace has {id} and {mode}: one positional param could be either.
         let ambiguous = CommandSpec {

@@ -5,6 +5,9 @@
 //! [`Control::reload`] and [`Control::tls_reload`], which the MI runs on a blocking thread and
 //! which answer with a [`ReloadReport`]: the MI replies `"OK"` only when nothing was left out.
 
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
 use heptap_hep::{NetProto, TraceMessage};
 
 /// One destination of a trace id, as `sip_trace` / `trace` list it.
@@ -49,6 +52,75 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// What the process (for heptap: the task group) does (`"Type"`).
     pub kind: String,
+}
+
+/// One leg of a relayed connection, as `list_tcp_conns` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnLeg {
+    /// The id its HEP events carry in chunk 0x11 (OpenSIPS-shaped: the low 32 bits are the
+    /// connection counter OpenSIPS lists as `ID`).
+    pub conn_id: u64,
+    /// `tcp`, `tls`, `ws`, `wss` (OpenSIPS's `Type`).
+    pub proto: NetProto,
+    /// The peer: the client, or the upstream (OpenSIPS's `Remote`).
+    pub remote: SocketAddr,
+    /// heptap's end (OpenSIPS's `Local`).
+    pub local: SocketAddr,
+}
+
+/// Where a relayed connection is in its life, with OpenSIPS's `State` numbers
+/// (net/tcp_conn_defs.h `enum tcp_conn_states`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// The client's TLS handshake or WebSocket upgrade (S_CONN_ACCEPT, 3).
+    Accepting,
+    /// Opening the upstream leg (S_CONN_CONNECTING, 4).
+    Connecting,
+    /// Relaying (S_CONN_OK, 0).
+    Relaying,
+}
+
+impl ConnState {
+    /// OpenSIPS's number for the state.
+    pub fn opensips_number(self) -> i64 {
+        match self {
+            ConnState::Relaying => 0,
+            ConnState::Accepting => 3,
+            ConnState::Connecting => 4,
+        }
+    }
+}
+
+/// One relayed connection (`list_tcp_conns`): the client leg in OpenSIPS's shape, plus the
+/// upstream leg, the bytes each way and the age.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConnInfo {
+    /// The listener it came in on.
+    pub listener: String,
+    /// Where it is in its life.
+    pub state: ConnState,
+    /// The client leg.
+    pub client: ConnLeg,
+    /// The upstream leg, once it is being opened.
+    pub upstream: Option<ConnLeg>,
+    /// When the idle timeout closes it if nothing moves (OpenSIPS's `Lifetime`); `None`
+    /// without `idle_timeout`.
+    pub expires: Option<SystemTime>,
+    /// When it was accepted.
+    pub since: SystemTime,
+    /// Bytes relayed client -> upstream (WS/WSS: message payloads).
+    pub bytes_in: u64,
+    /// Bytes relayed upstream -> client.
+    pub bytes_out: u64,
+}
+
+/// What `list_tcp_conns` lists: at most the number asked for, and how many there are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpConnList {
+    /// The connections listed (oldest first).
+    pub listed: Vec<TcpConnInfo>,
+    /// How many relayed connections there are in all.
+    pub total: usize,
 }
 
 /// heptap's log levels, with the numbers OpenSIPS's `log_level` uses for them.
@@ -234,4 +306,7 @@ pub trait Control: Send + Sync + 'static {
     /// Sends one MI trace message (proto type 87) to `[mi] trace_destination`. The MI has
     /// already applied `trace_bwlist`. Must not block.
     fn trace_mi(&self, msg: TraceMessage);
+    /// The relayed connections (`list_tcp_conns`), of `proto` only when given, at most `max`
+    /// of them (oldest first), and how many there are.
+    fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> TcpConnList;
 }

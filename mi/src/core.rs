@@ -61,7 +61,7 @@ impl Core {
     pub async fn handle_jsonrpc(&self, body: &[u8], origin: &Origin) -> Option<String> {
         let req = match jsonrpc::parse_request(body) {
             Ok(r) => r,
-            Err(bad) => return Some(jsonrpc::failure(&bad.error, &bad.id, self.style)),
+            Err(bad) => return Some(self.answer_bad_request(&bad, origin)),
         };
         let corr = self.trace_request(&req.method, &req.params, origin);
         let reply = match self.execute(&req, body).await {
@@ -84,6 +84,30 @@ impl Core {
             }
         }
         reply
+    }
+
+    /// Answers a body that is not a valid request (-32700 or -32600, even to a notification) and
+    /// traces it as OpenSIPS's mi_http does: under its `method` when one could be read (the
+    /// `trace_bwlist` then applies), else as command "unknown", with the error reply.
+    fn answer_bad_request(&self, bad: &jsonrpc::BadRequest, origin: &Origin) -> String {
+        let reply = jsonrpc::failure(&bad.error, &bad.id, self.style);
+        let method = bad.method.as_deref().unwrap_or(UNKNOWN_METHOD);
+        self.trace_exchange(method, &bad.params, &reply, origin);
+        reply
+    }
+
+    /// Traces an HTTP request refused before JSON-RPC (not a POST, an empty body) as mi_http's
+    /// `trace_json_err`: command "unknown", the status line as the reply.
+    pub fn trace_http_refusal(&self, status_line: &str, origin: &Origin) {
+        self.trace_exchange(UNKNOWN_METHOD, &Params::None, status_line, origin);
+    }
+
+    /// Traces a request and the reply it got in one go (requests answered without running).
+    fn trace_exchange(&self, method: &str, params: &Params, reply: &str, origin: &Origin) {
+        if let Some(corr) = self.trace_request(method, params, origin) {
+            self.control
+                .trace_mi(self.tracer.reply(&corr, reply, origin));
+        }
     }
 
     /// Runs a parsed request here or upstream.
@@ -189,6 +213,9 @@ impl Core {
         reply
     }
 }
+
+/// The command a request without a readable `method` is traced as (mi_http.c `unknown_method`).
+const UNKNOWN_METHOD: &str = "unknown";
 
 /// The `command` parameter of a `which` call, if any.
 fn which_target(params: &Params) -> Option<String> {

@@ -42,7 +42,104 @@ pub(crate) async fn run(
         Cmd::SipTrace => sip_trace(c.as_ref(), &args),
         Cmd::Trace => trace(c.as_ref(), &args),
         Cmd::NetTrace(proto) => net_trace(c.as_ref(), proto, &args),
+        Cmd::ListTcpConns => list_tcp_conns(c.as_ref(), &args),
+        Cmd::ResetAllStatistics => Ok(reset_all_statistics(c.as_ref())),
+        Cmd::Help => help(&args),
     }
+}
+
+/// The most connections one `list_tcp_conns` reply lists (about 500 bytes each, so replies stay
+/// under a few hundred KiB, which opensips-cli reads as one line). More are cut, and the reply
+/// says so.
+pub const MAX_LISTED_CONNECTIONS: usize = 1000;
+
+/// `list_tcp_conns` [`proto`]: OpenSIPS's `{"Connections":[...]}` with its members for the
+/// client leg (`ID`, `Type`, `State`, `Remote`, `Local`, `Lifetime`), then heptap's: the
+/// listener, the connection ids the HEP events carry, the upstream leg, bytes each way, age.
+fn list_tcp_conns(c: &dyn Control, args: &Args) -> Result<Value, RpcError> {
+    let proto = match args.string("proto")? {
+        None => None,
+        Some(p) => Some(
+            NetProto::ALL
+                .into_iter()
+                .find(|n| n.name().eq_ignore_ascii_case(p.trim()))
+                .ok_or_else(|| {
+                    RpcError::new(400, "Bad proto").with_data("proto should be tcp, tls, ws or wss")
+                })?,
+        ),
+    };
+    let list = c.tcp_connections(proto, MAX_LISTED_CONNECTIONS);
+    let now = SystemTime::now();
+    let rows: Vec<Value> = list
+        .listed
+        .iter()
+        .map(|conn| tcp_conn_row(conn, now))
+        .collect();
+    let mut out = Map::new();
+    out.insert("Connections".into(), Value::Array(rows));
+    if list.total > list.listed.len() {
+        out.insert(
+            "Truncated".into(),
+            Value::from(format!(
+                "{} of {} connections listed (at most {MAX_LISTED_CONNECTIONS} per reply)",
+                list.listed.len(),
+                list.total
+            )),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+fn tcp_conn_row(conn: &crate::control::TcpConnInfo, now: SystemTime) -> Value {
+    let leg = &conn.client;
+    let mut row = Map::new();
+    // OpenSIPS's `ID` is its 32-bit connection counter: the low half of the id traced.
+    row.insert("ID".into(), Value::from(leg.conn_id & 0xFFFF_FFFF));
+    row.insert("Type".into(), Value::from(leg.proto.name()));
+    row.insert("State".into(), Value::from(conn.state.opensips_number()));
+    row.insert("Remote".into(), Value::from(leg.remote.to_string()));
+    row.insert("Local".into(), Value::from(leg.local.to_string()));
+    if let Some(t) = conn.expires {
+        row.insert("Lifetime".into(), Value::from(datetime(t)));
+    }
+    row.insert("Listener".into(), Value::from(conn.listener.as_str()));
+    row.insert("Connection id".into(), Value::from(leg.conn_id.to_string()));
+    if let Some(up) = &conn.upstream {
+        row.insert(
+            "Upstream".into(),
+            json!({
+                "Type": up.proto.name(),
+                "Remote": up.remote.to_string(),
+                "Local": up.local.to_string(),
+                "Connection id": up.conn_id.to_string(),
+            }),
+        );
+    }
+    row.insert("Bytes in".into(), Value::from(conn.bytes_in));
+    row.insert("Bytes out".into(), Value::from(conn.bytes_out));
+    let age = now.duration_since(conn.since).unwrap_or_default().as_secs();
+    row.insert("Age".into(), Value::from(age));
+    Value::Object(row)
+}
+
+/// `reset_all_statistics`: every counter zeroed (gauges keep their state), as OpenSIPS.
+fn reset_all_statistics(c: &dyn Control) -> Value {
+    for s in c.statistics().iter().filter(|s| !s.gauge) {
+        c.reset_statistic(&s.group, &s.name);
+    }
+    ok()
+}
+
+/// `help` [`mi_cmd`], OpenSIPS's texts.
+fn help(args: &Args) -> Result<Value, RpcError> {
+    let Some(name) = args.string("mi_cmd")? else {
+        return Ok(Value::from(
+            "Usage: help mi_cmd - returns information about 'mi_cmd'",
+        ));
+    };
+    let spec = commands::lookup(&name).ok_or_else(|| RpcError::new(404, "unknown MI command"))?;
+    let (text, module) = commands::help(spec.cmd);
+    Ok(json!({ "Help": text, "Exported by": module }))
 }
 
 /// `which`: every command name (heptap's, then `extra` from the upstream MI); with
@@ -127,6 +224,22 @@ pub(crate) fn ctime(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60,
         y
+    )
+}
+
+/// `%Y-%m-%d %H:%M:%S` in UTC (OpenSIPS's `list_tcp_conns` `Lifetime`, which is local time).
+pub(crate) fn datetime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
     )
 }
 
@@ -397,6 +510,12 @@ fn net_trace(c: &dyn Control, proto: NetProto, args: &Args) -> Result<Value, Rpc
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn datetime_is_opensips_lifetime_format() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_488_884_884);
+        assert_eq!(datetime(t), "2017-03-07 11:08:04");
+    }
 
     #[test]
     fn ctime_matches_c() {

@@ -255,6 +255,11 @@ pub struct BadRequest {
     pub error: RpcError,
     /// The request's id when it could be read.
     pub id: Id,
+    /// The `method` member when it is a string (OpenSIPS traces a bad request under it, or
+    /// under "unknown").
+    pub method: Option<String>,
+    /// The `params` member when it is an array or an object (traced with the request).
+    pub params: Params,
 }
 
 /// Looks a member up the way cJSON_GetObjectItem does: case-insensitively, first match wins.
@@ -269,16 +274,25 @@ pub fn parse_request(body: &[u8]) -> Result<Request, BadRequest> {
     let value: Value = serde_json::from_slice(body).map_err(|_| BadRequest {
         error: RpcError::parse_error(),
         id: Id::Null,
+        method: None,
+        params: Params::None,
     })?;
+    // A batch (an array) or a scalar: no member can be read, as cJSON_GetObjectItem finds none.
     let Value::Object(o) = value else {
         return Err(BadRequest {
             error: RpcError::invalid_request(),
             id: Id::Null,
+            method: None,
+            params: Params::None,
         });
     };
+    let method = member(&o, "method").and_then(Value::as_str);
+    let params = Params::from_json(member(&o, "params"));
     let invalid = |id: Option<&Id>| BadRequest {
         error: RpcError::invalid_request(),
         id: id.cloned().unwrap_or(Id::Null),
+        method: method.map(str::to_owned),
+        params: params.clone().unwrap_or(Params::None),
     };
     let id = match member(&o, "id") {
         None => None,
@@ -287,10 +301,12 @@ pub fn parse_request(body: &[u8]) -> Result<Request, BadRequest> {
     if member(&o, "jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(invalid(id.as_ref()));
     }
-    let Some(method) = member(&o, "method").and_then(Value::as_str) else {
+    let Some(method) = method else {
         return Err(invalid(id.as_ref()));
     };
-    let params = Params::from_json(member(&o, "params")).ok_or_else(|| invalid(id.as_ref()))?;
+    let Some(params) = params.clone() else {
+        return Err(invalid(id.as_ref()));
+    };
     Ok(Request {
         method: method.to_owned(),
         params,

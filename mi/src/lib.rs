@@ -48,10 +48,11 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
-    Statistic, TraceIdInfo, UnknownTraceId,
+    ConnLeg, ConnState, Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused,
+    ReloadReport, Statistic, TcpConnInfo, TcpConnList, TraceIdInfo, UnknownTraceId,
 };
 pub use error::MiError;
+pub use handlers::MAX_LISTED_CONNECTIONS;
 pub use handover::{FifoId, Handover, Inherited};
 pub use jsonrpc::{Id, Params, Request, RpcError};
 pub use settings::{MiSettings, UpstreamSettings, UpstreamTarget};

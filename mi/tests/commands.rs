@@ -156,8 +156,26 @@ async fn which_lists_commands_and_recipes() {
         "tcp:trace",
         "tracer:trace",
         "statistics:get",
+        // OpenSIPS core commands heptap answers meaningfully.
+        "list_tcp_conns",
+        "reset_all_statistics",
+        "help",
+        "tcp:list",
+        "statistics:reset_all",
+        "core:help",
     ] {
         assert!(names.as_array().unwrap().contains(&json!(n)), "{n}");
+    }
+    // And no OpenSIPS command heptap could not answer meaningfully.
+    for n in [
+        "kill",
+        "pwd",
+        "arg",
+        "mem_pkg_dump",
+        "reload_routes",
+        "log_level_filter",
+    ] {
+        assert!(!names.as_array().unwrap().contains(&json!(n)), "{n}");
     }
     assert_eq!(
         rpc(&mi, "which", json!({"command": "tcp_trace"})).await,
@@ -402,5 +420,155 @@ async fn pretty_printing_is_cjson_style() {
     assert_eq!(
         call(&mi, r#"{"jsonrpc":"2.0","id":"1","method":"tcp_trace"}"#).await,
         "{\n\t\"jsonrpc\":\t\"2.0\",\n\t\"result\":\t{\n\t\t\"TCP tracing\":\t\"on\"\n\t},\n\t\"id\":\t\"1\"\n}"
+    );
+}
+
+#[tokio::test]
+async fn ps_with_a_named_parameter_is_too_few_or_too_many_as_opensips() {
+    let (mi, _) = mi();
+    assert_eq!(
+        rpc(&mi, "ps", json!({"x": 1})).await,
+        json!({"error": {"code": -32602, "message": "Invalid params", "data": "Too few or too many parameters"}})
+    );
+}
+
+#[tokio::test]
+async fn reset_all_statistics_zeroes_every_counter_not_gauges() {
+    let (mi, c) = mi();
+    assert_eq!(
+        rpc(&mi, "reset_all_statistics", json!({})).await,
+        json!("OK")
+    );
+    assert_eq!(
+        (
+            c.stat("core", "events"),
+            c.stat("homer", "sent"),
+            c.stat("core", "connections")
+        ),
+        (0, 0, 3)
+    );
+}
+
+#[tokio::test]
+async fn help_answers_with_opensips_texts() {
+    let (mi, _) = mi();
+    assert_eq!(
+        rpc(&mi, "help", json!({})).await,
+        json!("Usage: help mi_cmd - returns information about 'mi_cmd'")
+    );
+    assert_eq!(
+        rpc(&mi, "help", json!({"mi_cmd": "list_tcp_conns"})).await,
+        json!({"Help": "list all ongoing TCP based connections", "Exported by": "core"})
+    );
+    assert_eq!(
+        rpc(&mi, "help", json!(["tcp:trace"])).await["Exported by"],
+        json!("proto_tcp")
+    );
+    assert_eq!(
+        rpc(&mi, "help", json!(["dlg_list"])).await,
+        json!({"error": {"code": 404, "message": "unknown MI command"}})
+    );
+}
+
+fn conn(id: u64, proto: NetProto, port: u16) -> heptap_mi::TcpConnInfo {
+    use heptap_mi::{ConnLeg, ConnState, TcpConnInfo};
+    use std::time::{Duration, SystemTime};
+    let since = SystemTime::now() - Duration::from_secs(5);
+    TcpConnInfo {
+        listener: "edge".into(),
+        state: ConnState::Relaying,
+        client: ConnLeg {
+            conn_id: id,
+            proto,
+            remote: format!("127.0.0.1:{port}").parse().unwrap(),
+            local: "127.0.0.1:5062".parse().unwrap(),
+        },
+        upstream: Some(ConnLeg {
+            conn_id: id + 1,
+            proto: NetProto::Tcp,
+            remote: "127.0.0.1:5060".parse().unwrap(),
+            local: "127.0.0.1:40000".parse().unwrap(),
+        }),
+        expires: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_488_884_884)),
+        since,
+        bytes_in: 10,
+        bytes_out: 20,
+    }
+}
+
+#[tokio::test]
+async fn list_tcp_conns_lists_in_opensips_shape_with_both_legs() {
+    let (mi, c) = mi();
+    let id = 0x8ECC_0234_442A_6C2A_u64;
+    c.conns.lock().unwrap().extend([
+        conn(id, NetProto::Tcp, 40001),
+        conn(7, NetProto::Tls, 40002),
+    ]);
+    let got = rpc(&mi, "list_tcp_conns", json!({})).await;
+    assert_eq!(got["Connections"].as_array().unwrap().len(), 2);
+    let first = &got["Connections"][0];
+    let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "ID",
+            "Type",
+            "State",
+            "Remote",
+            "Local",
+            "Lifetime",
+            "Listener",
+            "Connection id",
+            "Upstream",
+            "Bytes in",
+            "Bytes out",
+            "Age"
+        ]
+    );
+    assert_eq!(first["ID"], json!(0x442A_6C2A_u64));
+    assert_eq!(first["Type"], json!("tcp"));
+    assert_eq!(first["State"], json!(0));
+    assert_eq!(first["Remote"], json!("127.0.0.1:40001"));
+    assert_eq!(first["Local"], json!("127.0.0.1:5062"));
+    assert_eq!(first["Lifetime"], json!("2017-03-07 11:08:04"));
+    assert_eq!(first["Connection id"], json!(id.to_string()));
+    assert_eq!(
+        first["Upstream"],
+        json!({"Type": "tcp", "Remote": "127.0.0.1:5060", "Local": "127.0.0.1:40000", "Connection id": (id + 1).to_string()})
+    );
+    assert_eq!(
+        (&first["Bytes in"], &first["Bytes out"]),
+        (&json!(10), &json!(20))
+    );
+    assert!(first["Age"].as_u64().unwrap() >= 5);
+    assert!(got.get("Truncated").is_none());
+    // The 4.x name with its proto filter.
+    let tls = rpc(&mi, "tcp:list", json!({"proto": "tls"})).await;
+    assert_eq!(tls["Connections"].as_array().unwrap().len(), 1);
+    assert_eq!(tls["Connections"][0]["Type"], json!("tls"));
+    assert_eq!(
+        rpc(&mi, "tcp:list", json!({"proto": "udp"})).await["error"]["code"],
+        json!(400)
+    );
+}
+
+#[tokio::test]
+async fn list_tcp_conns_is_bounded_and_says_when_it_was_cut() {
+    let (mi, c) = mi();
+    let n = heptap_mi::MAX_LISTED_CONNECTIONS + 5;
+    c.conns
+        .lock()
+        .unwrap()
+        .extend((0..n as u64).map(|i| conn(i, NetProto::Tcp, 1000 + i as u16)));
+    let got = rpc(&mi, "list_tcp_conns", json!({})).await;
+    assert_eq!(
+        got["Connections"].as_array().unwrap().len(),
+        heptap_mi::MAX_LISTED_CONNECTIONS
+    );
+    assert_eq!(
+        got["Truncated"],
+        json!(format!(
+            "1000 of {n} connections listed (at most 1000 per reply)"
+        ))
     );
 }

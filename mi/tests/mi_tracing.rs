@@ -232,3 +232,97 @@ async fn an_http_notification_traces_202_accepted() {
     let traces = h.control.take_traces();
     assert_eq!(parts(&traces[1]), kv(&[("reply", "202 Accepted")]));
 }
+
+/// What OpenSIPS's mi_http traces for requests it cannot run: the method when one could be
+/// read (else "unknown"), the readable parameters, and the error reply sent.
+#[tokio::test]
+async fn bad_requests_are_traced_as_unknown_or_their_method_with_the_error_reply() {
+    let h = Harness::start_with(tracing_control(), |_| {}).await;
+    let server = h.running.as_ref().unwrap().http_addr.unwrap();
+    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+        (
+            "{not json",
+            &[("command", "unknown"), ("backend", "json")],
+            r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        ),
+        (
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ps"}]"#,
+            &[("command", "unknown"), ("backend", "json")],
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":2,"params":["x"]}"#,
+            &[
+                ("command", "unknown"),
+                ("backend", "json"),
+                ("parameters", "x"),
+            ],
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":2}"#,
+        ),
+        (
+            r#"{"jsonrpc":"1.0","id":3,"method":"tcp_trace","params":["on"]}"#,
+            &[
+                ("command", "tcp_trace"),
+                ("backend", "json"),
+                ("parameters", "on"),
+            ],
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":3}"#,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":7}"#,
+            &[("command", "unknown"), ("backend", "json")],
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":4}"#,
+        ),
+    ];
+    for (body, request, reply) in cases {
+        let answer = http_raw(server, &post("/mi", body)).await;
+        assert!(answer.ends_with(reply), "{body}: {answer}");
+        let traces = h.control.take_traces();
+        assert_eq!(traces.len(), 2, "{body}");
+        assert_eq!(parts(&traces[0]), kv(request), "{body}");
+        assert_eq!(parts(&traces[1]), kv(&[("reply", reply)]), "{body}");
+        assert_eq!(traces[0].correlation_id, traces[1].correlation_id);
+    }
+    // The same over the FIFO, where heptap answers (OpenSIPS stays silent or crashes).
+    let reply = h.fifo_json(r#"{"jsonrpc":"2.0","id":5}"#).await;
+    let traces = h.control.take_traces();
+    assert_eq!(
+        parts(&traces[0]),
+        kv(&[("command", "unknown"), ("backend", "fifo")])
+    );
+    assert_eq!(parts(&traces[1]), kv(&[("reply", reply.as_str())]));
+}
+
+#[tokio::test]
+async fn http_refusals_before_json_rpc_are_traced_as_mi_http_does() {
+    let h = Harness::start_with(tracing_control(), |_| {}).await;
+    let server = h.running.as_ref().unwrap().http_addr.unwrap();
+    http_raw(
+        server,
+        "GET /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    http_raw(server, &post("/mi", "  ")).await;
+    let traces = h.control.take_traces();
+    assert_eq!(traces.len(), 4);
+    assert_eq!(
+        parts(&traces[0]),
+        kv(&[("command", "unknown"), ("backend", "json")])
+    );
+    assert_eq!(
+        parts(&traces[1]),
+        kv(&[("reply", "405 Method Not Allowed")])
+    );
+    assert_eq!(parts(&traces[3]), kv(&[("reply", "400 Bad Request")]));
+}
+
+#[tokio::test]
+async fn a_bad_request_naming_a_blacklisted_command_is_not_traced() {
+    let h = Harness::start_with(tracing_control(), |s| {
+        s.trace_bwlist = Some("b: ps".parse().unwrap())
+    })
+    .await;
+    h.fifo_json(r#"{"jsonrpc":"1.0","id":1,"method":"ps"}"#)
+        .await;
+    assert!(h.control.take_traces().is_empty());
+}

@@ -122,9 +122,9 @@ async fn a_ws_connection_traces_the_upgrade_of_each_leg_in_opensips_order() {
         "\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
     ));
     assert!(text(&seen.reply).contains("sec-websocket-protocol: sip\r\n"));
-    // The client's close went through; both legs say so.
+    // The client's close went through; both legs say so, as OpenSIPS: "EOF received".
     for p in &got[3..] {
-        assert_eq!(part(p, "Message"), "Close frame received (1000)", "{p:?}");
+        assert_eq!(part(p, "Message"), "EOF received", "{p:?}");
     }
     heptap.shutdown(Stop::Immediate).await;
 }
@@ -515,7 +515,7 @@ async fn a_wss_connection_traces_tls_and_ws_parts_in_one_event_per_leg() {
                 ("Protocol", "WSS"),
                 ("Event", "CLOSED"),
                 ("Status", "SUCCESS"),
-                ("Message", "Close frame received (1000)"),
+                ("Message", "EOF received"),
             ])
         );
     }

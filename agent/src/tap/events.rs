@@ -49,8 +49,11 @@ mod status {
 mod message {
     /// CONNECT_START.
     pub const ASYNC_CONNECT_INIT: &str = "Async connect in progress...";
-    /// CONNECTED, SUCCESS.
+    /// CONNECTED, SUCCESS, after a CONNECT_START.
     pub const CONNECT_OK: &str = "Successfully connected...";
+    /// CONNECTED, SUCCESS, when the connect completed within
+    /// `tcp_async_local_connect_timeout` (no CONNECT_START before it).
+    pub const ASYNC_CONNECT_OK: &str = "Successfully connected asynchronously...";
     /// ACCEPTED, SUCCESS.
     pub const ACCEPT_OK: &str = "Connection accepted...";
     /// ACCEPTED, FAILURE.
@@ -58,6 +61,12 @@ mod message {
     /// CONNECTED, FAILURE.
     pub const CONNECT_FAIL: &str = "Failed to connect...";
 }
+
+/// OpenSIPS's `tcp_async_local_connect_timeout` (100 ms): an upstream connect done within it is
+/// traced as one CONNECTED ("Successfully connected asynchronously..."); one still pending then
+/// gets a CONNECT_START, and "Successfully connected..." when it completes (proto_tcp.c
+/// `proto_tcp_send`).
+pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// `Ws-Request` and `Ws-Reply` are cut to this many bytes (OpenSIPS's `WS_TRACE_MAX`).
 pub const TRACE_MAX: usize = 1024;
@@ -186,7 +195,17 @@ impl End {
         matches!(&self.kind, EndKind::Read(e) if is_reset(e))
     }
 
-    /// The CLOSED `Message` of the leg this happened on.
+    /// The CLOSED `Message` traced for the leg this happened on: a WebSocket close frame is
+    /// "EOF received", as OpenSIPS's proto_ws traces it whatever the code; the log keeps the
+    /// code ([`End::message`]).
+    fn closed_text(&self) -> Cow<'static, str> {
+        match self.kind {
+            EndKind::CloseFrame(_) => "EOF received".into(),
+            _ => self.message(),
+        }
+    }
+
+    /// What happened, as the log says it.
     fn message(&self) -> Cow<'static, str> {
         match &self.kind {
             EndKind::Eof => "EOF received".into(),
@@ -352,7 +371,7 @@ pub fn closed_message<'e>(leg: Side, ends: impl IntoIterator<Item = &'e End>) ->
     let mut unreachable = false;
     for end in ends {
         if end.side == leg {
-            return end.message();
+            return end.closed_text();
         }
         unreachable |= matches!(end.kind, EndKind::Unreachable(_));
     }
@@ -450,6 +469,9 @@ pub struct Leg {
     /// The client leg's id, for an upstream leg: the `{"net": id}` extra correlation that lets a
     /// capture node join both legs.
     pub peer_id: Option<u64>,
+    /// The upstream connect completed within [`LOCAL_CONNECT_TIMEOUT`]: CONNECTED says
+    /// "Successfully connected asynchronously..." and no CONNECT_START came before it.
+    pub connected_at_once: bool,
     /// The filter route's answer for this leg, once it has run.
     verdict: LegVerdict,
     /// Keeps this leg's timestamps strictly increasing.
@@ -471,6 +493,7 @@ impl Leg {
             remote,
             local,
             peer_id,
+            connected_at_once: false,
             verdict: LegVerdict::Undecided,
             clock: FlowClock::new(),
         }
@@ -556,6 +579,11 @@ impl Leg {
     /// `Event`, and the `Message` of a success and of a failure, of this leg's handshake event.
     fn handshake_texts(&self) -> (&'static str, &'static str, &'static str) {
         match self.side() {
+            Side::Upstream if self.connected_at_once => (
+                event::CONNECTED,
+                message::ASYNC_CONNECT_OK,
+                message::CONNECT_FAIL,
+            ),
             Side::Upstream => (event::CONNECTED, message::CONNECT_OK, message::CONNECT_FAIL),
             Side::Client | Side::Heptap => {
                 (event::ACCEPTED, message::ACCEPT_OK, message::ACCEPT_FAIL)
@@ -669,10 +697,9 @@ mod tests {
             to_upstream: end(Side::Client, EndKind::CloseFrame(Some(1000))),
             to_client: end(Side::Heptap, EndKind::Cut),
         };
-        assert_eq!(
-            closed_message(Side::Client, ends.both()),
-            "Close frame received (1000)"
-        );
+        // Traced as OpenSIPS does; the log keeps the code.
+        assert_eq!(closed_message(Side::Client, ends.both()), "EOF received");
+        assert_eq!(ends.to_upstream.to_string(), "Close frame received (1000)");
         assert_eq!(
             closed_message(Side::Upstream, ends.both()),
             "Closed by heptap: the client leg ended"
@@ -697,7 +724,7 @@ mod tests {
             "WebSocket upgrade refused: no Upgrade: websocket"
         );
         assert_eq!(client(EndKind::Idle), "Timeout on no traffic");
-        assert_eq!(client(EndKind::CloseFrame(None)), "Close frame received");
+        assert_eq!(client(EndKind::CloseFrame(None)), "EOF received");
         assert_eq!(
             client(EndKind::MessageTooBig {
                 size: 70_000,

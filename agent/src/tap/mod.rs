@@ -16,6 +16,7 @@
 //! - `ws_frames`: per read on WS and WSS, where messages begin and end, to time them.
 //! - `events`: per event, the legs' `net` packets and the typed end of a connection.
 //! - `sip`: per SIP message, its trace.
+//! - `live`: the relayed connections as they are now (`list_tcp_conns`).
 //! - `spec` and `error`: what a listener is and shares with its sessions (the per-listener
 //!   counters, the `active` gauge's guard), and why it cannot be set up.
 
@@ -23,6 +24,7 @@ mod certs;
 mod error;
 mod events;
 mod listener;
+mod live;
 mod proxy_protocol;
 mod pump;
 mod relay;
@@ -36,4 +38,5 @@ mod ws_relay;
 
 pub use error::{ListenError, TapError};
 pub use listener::{BoundListener, Listener};
+pub use live::LiveConns;
 pub use spec::{ListenerSpec, Tap, TapContext, check};

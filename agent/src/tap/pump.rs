@@ -49,6 +49,24 @@ impl LaneTurns {
     }
 }
 
+/// Where a direction counts what it relayed: the listener's total and the connection's own
+/// (`list_tcp_conns`). Two relaxed adds per read.
+#[derive(Clone, Copy, Debug)]
+pub struct Tally<'a> {
+    /// The listener's `bytes_in` or `bytes_out`.
+    pub total: &'a Counter,
+    /// The connection's.
+    pub conn: &'a AtomicU64,
+}
+
+impl Tally<'_> {
+    /// `n` more bytes relayed.
+    pub fn add(&self, n: u64) {
+        self.total.add(n);
+        self.conn.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// `idle_timeout` for one connection: it is idle when neither direction has moved for that
 /// long, so a connection where only one side talks (keep-alives one way) stays up.
 #[derive(Debug)]
@@ -75,6 +93,12 @@ impl Idle {
     pub fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection is idle if nothing moves before (`list_tcp_conns`' `Lifetime`).
+    pub fn deadline(&self) -> std::time::Instant {
+        let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
+        (last + self.timeout).into_std()
     }
 
     /// How much longer to wait before the connection is idle; None when it is.
@@ -145,7 +169,7 @@ pub async fn pump<R, W>(
     mut r: R,
     mut w: W,
     dir: Direction,
-    bytes: &Counter,
+    bytes: Tally<'_>,
     idle: Option<&Idle>,
     obs: &mut impl Observe,
 ) -> End

@@ -20,12 +20,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Direction, End, EndKind, Ends, Side};
-use super::pump::{Idle, ReadSide, pump};
+use super::pump::{Idle, ReadSide, Tally, pump};
 use super::sip::{SipConn, SipObserver};
 use super::transport::{Stream, reset_on_drop};
 use super::ws_frames::Watched;
 use super::ws_relay::{CLOSE_GRACE, OneWay, Pings, close_offender, forward};
-use crate::stats::Counter;
 use crate::tracer::Tracer;
 
 /// What both directions of a relayed connection share.
@@ -36,9 +35,9 @@ pub struct Relay<'a> {
     /// SIP tracing of the connection, if the listener has it.
     pub sip: Option<&'a SipConn<'a>>,
     /// Bytes (WS: message payloads) relayed client -> upstream.
-    pub bytes_in: &'a Counter,
+    pub bytes_in: Tally<'a>,
     /// Bytes (WS: message payloads) relayed upstream -> client.
-    pub bytes_out: &'a Counter,
+    pub bytes_out: Tally<'a>,
     /// Close after this long without a byte or a message either way.
     pub idle: Option<&'a Idle>,
     /// heptap is stopping.

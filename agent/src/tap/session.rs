@@ -15,6 +15,7 @@ use std::pin::{Pin, pin};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use heptap_mi::{ConnLeg, ConnState};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -22,12 +23,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{End, EndKind, Ends, Leg, Side, TimedOut, Unreachable};
+use super::events::{End, EndKind, Ends, LOCAL_CONNECT_TIMEOUT, Leg, Side, TimedOut, Unreachable};
 use super::proxy_protocol;
-use super::pump::Idle;
+use super::pump::{Idle, Tally};
 use super::relay::{Relay, relay_bytes, relay_messages};
 use super::sip::SipConn;
-use super::spec::{ListenerStats, Tap, TapContext};
+use super::spec::{Active, ListenerStats, Tap, TapContext};
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::{MessageLimits, websocket};
@@ -79,6 +80,20 @@ impl Session<'_> {
             self.local,
             None,
         );
+        // Listed by `list_tcp_conns` while this runs; counted among the open legs.
+        let client = ConnLeg {
+            conn_id: client_leg.id,
+            proto: spec.proto,
+            remote: self.peer,
+            local: self.local,
+        };
+        let live = self
+            .ctx
+            .conns
+            .register(&spec.name, client, spec.idle_timeout.map(Idle::new));
+        let tcp_stats = &self.stats.tcp;
+        tcp_stats.passive_open.inc();
+        let _client_open = Active::new(&tcp_stats.current_opened_connections);
 
         // 1. The client's handshake.
         let accepted = {
@@ -96,6 +111,7 @@ impl Session<'_> {
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection accepted");
 
         // 2. The upstream leg.
+        live.conn.set_state(ConnState::Connecting);
         let opening = {
             let upstream = pin!(self.open_upstream(&client_leg, accepted.upgrade.as_ref()));
             self.or_stop(upstream).await
@@ -104,6 +120,7 @@ impl Session<'_> {
             None => return,
             Some((leg, Ok(opened))) => (leg, opened),
             Some((_, Err(end))) => {
+                tcp_stats.connect_failed.inc();
                 tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
                 self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
                 return refuse_client(accepted, spec.message_limits()).await;
@@ -115,6 +132,15 @@ impl Session<'_> {
         // traced whole is told on it, from either direction. (Written here rather than in a
         // function of its own: an async fn keeps its arguments for its whole life, and the legs
         // moved into one would be held twice by every connection's task.)
+        tcp_stats.active_open.inc();
+        let _upstream_open = Active::new(&tcp_stats.current_opened_connections);
+        live.conn.set_upstream(ConnLeg {
+            conn_id: upstream_leg.id,
+            proto: upstream_leg.proto,
+            remote: upstream_leg.remote,
+            local: upstream_leg.local,
+        });
+        live.conn.set_state(ConnState::Relaying);
         let client_id = client_leg.id;
         let shared_leg = Mutex::new(client_leg);
         let sip = spec.sip.as_ref().map(|settings| {
@@ -127,13 +153,23 @@ impl Session<'_> {
                 &shared_leg,
             )
         });
-        let idle = spec.idle_timeout.map(Idle::new);
+        // The idle clock starts with the relay, not with the handshakes.
+        let idle = live.conn.idle.as_ref();
+        if let Some(idle) = idle {
+            idle.touch();
+        }
         let r = Relay {
             tracer,
             sip: sip.as_ref(),
-            bytes_in: &self.stats.bytes_in,
-            bytes_out: &self.stats.bytes_out,
-            idle: idle.as_ref(),
+            bytes_in: Tally {
+                total: &self.stats.bytes_in,
+                conn: &live.conn.bytes_in,
+            },
+            bytes_out: Tally {
+                total: &self.stats.bytes_out,
+                conn: &live.conn.bytes_out,
+            },
+            idle,
             kill: &self.kill,
         };
         let ends = match (accepted.upgrade, opened.upgrade) {
@@ -159,7 +195,8 @@ impl Session<'_> {
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
     }
 
-    /// Counts the WebSocket sides closed for a message too big or too slow.
+    /// Counts the WebSocket sides closed for a message too big or too slow, and (`tcp:`) the
+    /// connection closed for idleness or reset by a peer.
     fn count_ws_closes(&self, ends: &Ends) {
         for end in ends.both() {
             match end.kind {
@@ -167,6 +204,12 @@ impl Session<'_> {
                 EndKind::MessageTimeout(_) => self.stats.ws_message_timeout.inc(),
                 _ => {}
             }
+        }
+        if ends.both().iter().any(|e| matches!(e.kind, EndKind::Idle)) {
+            self.stats.tcp.con_timeout.inc();
+        }
+        if ends.both().iter().any(|e| e.is_reset()) {
+            self.stats.tcp.con_reset.inc();
         }
     }
 
@@ -342,10 +385,11 @@ impl Session<'_> {
         failed(leg, Unreachable::Upgrade(reason), tls, Some(heads))
     }
 
-    /// Connects to the first address of the upstream that answers, with a CONNECT_START event
-    /// for each address tried. The socket is not bound before the connect, so CONNECT_START
-    /// carries an unspecified local address (port 0); CONNECTED and later events carry the
-    /// real one.
+    /// Connects to the first address of the upstream that answers. A connect still pending
+    /// after [`LOCAL_CONNECT_TIMEOUT`] gets a CONNECT_START event (one per address tried); one
+    /// done before gets none, and its CONNECTED says so. The socket is not bound before the
+    /// connect, so CONNECT_START carries an unspecified local address (port 0); CONNECTED and
+    /// later events carry the real one.
     async fn connect_tcp(&self, client: &Leg) -> (Leg, Result<TcpStream, Unreachable>) {
         let spec = &self.tap.spec;
         let tracer = &self.ctx.tracer;
@@ -382,8 +426,21 @@ impl Session<'_> {
                 }
             };
             leg.local = any;
-            leg.connect_start(tracer);
-            match connect_tcp(socket, addr, spec.connect_timeout).await {
+            // OpenSIPS's async connect: one CONNECTED when it completes within 100 ms, a
+            // CONNECT_START first when it is still pending then.
+            let mut connecting = pin!(connect_tcp(socket, addr, spec.connect_timeout));
+            let connected = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, &mut connecting).await
+            {
+                Ok(done) => {
+                    leg.connected_at_once = done.is_ok();
+                    done
+                }
+                Err(_) => {
+                    leg.connect_start(tracer);
+                    connecting.await
+                }
+            };
+            match connected {
                 Ok(stream) => {
                     if let Ok(local) = stream.local_addr() {
                         leg.local = local;

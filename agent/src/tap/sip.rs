@@ -62,6 +62,13 @@ pub struct SipStats {
     pub keepalives: Counter,
     /// SIP relayed but not traced whole: each `SIP_FRAMING_LOST` occasion, traced or not.
     pub framing_lost: Counter,
+    /// SIP requests read on relayed connections, either way, over every listener (OpenSIPS's
+    /// `core:rcv_requests`, also listed as `core:fwd_requests`: heptap relays every one).
+    pub requests: Counter,
+    /// SIP replies read (`core:rcv_replies`, also `core:fwd_replies`).
+    pub replies: Counter,
+    /// Stream parts that were not SIP, over every listener (`core:bad_msg_hdr`).
+    pub bad_msg_hdr: Counter,
 }
 
 impl SipStats {
@@ -76,16 +83,38 @@ impl SipStats {
             gave_up: stats.counter(group, "sip_gave_up"),
             keepalives: stats.counter(group, "sip_keepalives"),
             framing_lost: stats.counter(group, "sip_framing_lost"),
+            requests: core_counter(stats, ["rcv_requests", "fwd_requests", "drop_requests"]),
+            replies: core_counter(stats, ["rcv_replies", "fwd_replies", "drop_replies"]),
+            bad_msg_hdr: stats.counter("core", "bad_msg_hdr"),
+        }
+    }
+
+    /// Counts one whole message read, a request or a reply.
+    fn count(&self, msg: &[u8]) {
+        if msg.starts_with(b"SIP/2.0 ") {
+            self.replies.inc();
+        } else {
+            self.requests.inc();
         }
     }
 
     fn add(&self, c: FramerCounters) {
         self.messages.add(c.messages);
         self.malformed.add(c.malformed);
+        self.bad_msg_hdr.add(c.malformed);
         self.oversize.add(c.oversize);
         self.gave_up.add(c.gave_up);
         self.keepalives.add(c.keepalives);
     }
+}
+
+/// The `core:` counter `[rcv, fwd, drop]`: `rcv` counted, listed as `fwd` too, and `drop`
+/// registered beside them, staying 0: heptap relays every message it reads.
+fn core_counter(stats: &crate::stats::Stats, [rcv, fwd, drop]: [&str; 3]) -> Counter {
+    let c = stats.counter("core", rcv);
+    stats.alias("core", fwd, &c);
+    stats.counter("core", drop);
+    c
 }
 
 /// Bytes a HEP3 SIP packet needs besides the message and the Call-ID: the IPv6 fixed part, the
@@ -168,6 +197,7 @@ impl<'a> SipConn<'a> {
     /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so. One too large
     /// for a HEP packet is reported lost, and its head traced.
     pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
+        self.stats.count(&msg);
         if self.trace(tracer, dir, &msg, read_at) == Some(Traced::TooLarge) {
             let head = read_head(&msg).ok().map(|h| msg.slice(..h.head_len));
             let bytes = msg.len() as u64;

@@ -10,6 +10,7 @@ use heptap_config::{ListenerTls, ProxyProtocol, UpstreamTls};
 use heptap_hep::NetProto;
 
 use super::error::TapError;
+use super::live::LiveConns;
 use super::sip::{SipSettings, SipStats};
 use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
@@ -140,6 +141,8 @@ pub struct TapContext {
     pub ids: ConnIds,
     /// The statistics registry.
     pub stats: Stats,
+    /// The relayed connections now (`list_tcp_conns`).
+    pub conns: LiveConns,
 }
 
 /// Per-listener counters (`listener_<name>:…`).
@@ -165,6 +168,41 @@ pub struct ListenerStats {
     pub ws_message_timeout: Counter,
     /// SIP framing and tracing.
     pub sip: SipStats,
+    /// The counters every listener adds to (`tcp:`).
+    pub tcp: TcpStats,
+}
+
+/// Kamailio's `tcp:` statistics (OpenSIPS 3.5 has no such group) over every listener, so
+/// monitoring that polls a proxy's TCP counters works against heptap. Both legs of a relayed
+/// connection count, as the proxy's own TCP stack would count them.
+#[derive(Clone, Debug)]
+pub struct TcpStats {
+    /// Legs open now: client legs from accept, upstream legs from connect (gauge).
+    pub current_opened_connections: Counter,
+    /// Client connections accepted.
+    pub passive_open: Counter,
+    /// Upstream connections opened.
+    pub active_open: Counter,
+    /// Upstream connects that failed.
+    pub connect_failed: Counter,
+    /// Connections closed by `idle_timeout`.
+    pub con_timeout: Counter,
+    /// Connections a peer reset.
+    pub con_reset: Counter,
+}
+
+impl TcpStats {
+    /// Registers (or finds) the `tcp:` counters.
+    pub fn new(stats: &Stats) -> Self {
+        Self {
+            current_opened_connections: stats.gauge("tcp", "current_opened_connections"),
+            passive_open: stats.counter("tcp", "passive_open"),
+            active_open: stats.counter("tcp", "active_open"),
+            connect_failed: stats.counter("tcp", "connect_failed"),
+            con_timeout: stats.counter("tcp", "con_timeout"),
+            con_reset: stats.counter("tcp", "con_reset"),
+        }
+    }
 }
 
 impl ListenerStats {
@@ -182,6 +220,7 @@ impl ListenerStats {
             ws_message_too_big: stats.counter(&g, "ws_message_too_big"),
             ws_message_timeout: stats.counter(&g, "ws_message_timeout"),
             sip: SipStats::new(stats, &g),
+            tcp: TcpStats::new(stats),
         }
     }
 }

@@ -26,12 +26,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::events::{Direction, End, EndKind};
-use super::pump::{Idle, LaneTurns};
+use super::pump::{Idle, LaneTurns, Tally};
 use super::sip::SipConn;
 use super::upgrade::linger_close;
 use super::ws_frames::{MessageClock, Watched};
 use crate::clock::now_micros;
-use crate::stats::Counter;
 use crate::tracer::Tracer;
 
 /// How long the far side has to answer a relayed close before the connection is dropped.
@@ -122,7 +121,7 @@ pub struct OneWay<'a> {
     /// SIP tracing of the connection, if the listener has it.
     pub sip: Option<&'a SipConn<'a>>,
     /// Payload bytes relayed this way.
-    pub bytes: &'a Counter,
+    pub bytes: Tally<'a>,
     /// Close after this long without a message either way.
     pub idle: Option<&'a Idle>,
     /// Times the message arriving from the source.

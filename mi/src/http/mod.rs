@@ -269,6 +269,7 @@ async fn respond(
         return closing(version, plain(StatusCode::NOT_FOUND, "Not Found\n"));
     }
     if req.method() != Method::POST {
+        core.trace_http_refusal("405 Method Not Allowed", origin);
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
@@ -299,6 +300,7 @@ async fn respond(
     };
     state.answered();
     if body.iter().all(u8::is_ascii_whitespace) {
+        core.trace_http_refusal("400 Bad Request", origin);
         return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n");
     }
     let running = state.executing();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
     Control, DestinationInfo, LogLevel, Mi, MiRunning, MiSettings, ProcessInfo, ReloadRefused,
-    ReloadReport, Statistic, TraceIdInfo, UnknownTraceId,
+    ReloadReport, Statistic, TcpConnInfo, TcpConnList, TraceIdInfo, UnknownTraceId,
 };
 use nix::sys::stat::Mode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +37,7 @@ pub struct TestControl {
     pub tracing: AtomicBool,
     pub traces: Mutex<Vec<TraceMessage>>,
     pub hep_ids: serde_json::Value,
+    pub conns: Mutex<Vec<TcpConnInfo>>,
 }
 
 fn dest(uri: &str) -> DestinationInfo {
@@ -86,6 +87,7 @@ impl Default for TestControl {
             tracing: AtomicBool::new(false),
             traces: Mutex::new(Vec::new()),
             hep_ids: serde_json::json!({"homer": {"state": "connected", "sent": 40}}),
+            conns: Mutex::new(Vec::new()),
         }
     }
 }
@@ -196,6 +198,20 @@ impl Control for TestControl {
     }
     fn trace_mi(&self, msg: TraceMessage) {
         self.traces.lock().unwrap().push(msg);
+    }
+    fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> TcpConnList {
+        let all: Vec<TcpConnInfo> = self
+            .conns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| proto.is_none_or(|p| c.client.proto == p))
+            .cloned()
+            .collect();
+        TcpConnList {
+            total: all.len(),
+            listed: all.into_iter().take(max).collect(),
+        }
     }
 }
 
