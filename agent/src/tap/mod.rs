@@ -7,7 +7,8 @@
 //! - `listener`: binding (one `SO_REUSEPORT` socket per worker), the accept loops, the
 //!   connection limit; a running listener changed or stopped on its own (reload).
 //! - `session`: per connection, accept -> open upstream -> relay -> close.
-//! - `transport` (with `certs`): TCP or TLS, server and client side.
+//! - `transport` (with `certs` and `client_certs`): TCP or TLS, server and client side; the
+//!   client certificates a TLS listener requests or requires.
 //! - `upgrade` and `proxy_protocol`: the handshakes on top of the transport (the WebSocket
 //!   upgrade both ways, the PROXY header toward the upstream).
 //! - `relay`: both directions of a connection in one loop, for bytes and messages alike.
@@ -21,6 +22,7 @@
 //!   counters, the `active` gauge's guard), and why it cannot be set up.
 
 mod certs;
+mod client_certs;
 mod error;
 mod events;
 mod listener;

@@ -16,20 +16,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use heptap_config::{ClientCert, ListenerTls, UpstreamTls};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, KeyLog, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{ClientConfig, KeyLog, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use super::certs::{CertNames, load_certs, load_key};
+use super::client_certs::{AcceptAnyClientCertificate, RequireClientCertificate};
 use super::error::TapError;
 use crate::tls::{AcceptAnyServerCertificate, Digest, is_key_mismatch, provider, roots_digest};
 
@@ -317,7 +312,7 @@ impl TlsServer {
                             listener: name.to_owned(),
                             reason: e.to_string(),
                         })?;
-                builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(Arc::new(RequireClientCertificate(verifier)))
             }
         };
         let config = builder.with_single_cert(chain, key).map_err(|e| {
@@ -509,64 +504,4 @@ fn root_store(name: &str, tls: &UpstreamTls) -> Result<RootCertStore, TapError> 
         });
     }
     Ok(roots)
-}
-
-/// `client_cert = "request"`: asks for a certificate and takes any (or none), so it can be
-/// traced; the handshake signature is still checked, so the client holds the certificate's key.
-#[derive(Debug)]
-struct AcceptAnyClientCertificate(Arc<CryptoProvider>);
-
-impl ClientCertVerifier for AcceptAnyClientCertificate {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
