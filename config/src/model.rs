@@ -69,6 +69,8 @@ impl Config {
         config.mi.fifo_name = None;
         config.mi.reply_dir = None;
         config.mi.trace_destination = Some(STDOUT.to_owned());
+        // Readable lines on a terminal: each event's parts by name, not values joined by ':'.
+        config.hep.homer5_on = false;
         config
     }
 }
@@ -142,8 +144,9 @@ impl Default for Service {
 pub struct Hep {
     /// `hep_capture_id`: the capture agent id in every packet (HEPv2 carries the low 16 bits).
     pub capture_id: u32,
-    /// `homer5_on`: payloads as values joined by `homer5_delim` instead of JSON. OpenSIPS's
-    /// default is on; heptap's is JSON, which Homer 7 reads.
+    /// `homer5_on`: payloads as values joined by `homer5_delim` instead of JSON. On by default,
+    /// as OpenSIPS's proto_hep: a config moved from OpenSIPS without the modparam gives the same
+    /// payloads. Homer 7 reads both.
     pub homer5_on: bool,
     /// `homer5_delim`: the separator for homer5 payloads.
     pub homer5_delim: String,
@@ -204,7 +207,7 @@ impl Default for Hep {
     fn default() -> Self {
         Hep {
             capture_id: 1,
-            homer5_on: false,
+            homer5_on: true,
             homer5_delim: ":".to_owned(),
             json_pretty: false,
             auth_key: None,

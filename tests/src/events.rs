@@ -64,3 +64,41 @@ pub fn net_correlation(p: &Packet) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(p.extra_correlation.as_deref()?).ok()?;
     v.get("net")?.as_str().map(str::to_owned)
 }
+
+/// The HEP3 packet OpenSIPS sends for a connection event with no proto_hep modparam set
+/// (homer5 mode, capture id 1), written byte by byte after spec/opensips-tracing.md §8 from
+/// the fields that vary (addresses, time, connection id): a golden packet to compare heptap's
+/// bytes with. Homer5 mode carries no extra correlation (`net` is dropped, §1.5).
+pub fn opensips_net_packet(
+    (src, dst): (std::net::SocketAddrV4, std::net::SocketAddrV4),
+    (sec, usec): (u32, u32),
+    ip_proto: u8,
+    cid: &str,
+    values: &[&str],
+) -> Vec<u8> {
+    let payload = values.join(":");
+    let chunk = |id: u8, data: &[u8]| {
+        let len = u16::try_from(6 + data.len()).expect("chunk length");
+        let mut c = vec![0, 0, 0, id];
+        c.extend_from_slice(&len.to_be_bytes());
+        c.extend_from_slice(data);
+        c
+    };
+    let body = [
+        chunk(0x01, &[2]),                      // AF_INET
+        chunk(0x02, &[ip_proto]),               // TCP 6, TLS 22, WS/WSS 50
+        chunk(0x07, &src.port().to_be_bytes()), // src port
+        chunk(0x08, &dst.port().to_be_bytes()), // dst port
+        chunk(0x09, &sec.to_be_bytes()),        // seconds
+        chunk(0x0a, &usec.to_be_bytes()),       // microseconds
+        chunk(0x0b, &[89]),                     // proto type: net
+        chunk(0x0c, &1u32.to_be_bytes()),       // hep_capture_id
+        chunk(0x03, &src.ip().octets()),        // src IPv4
+        chunk(0x04, &dst.ip().octets()),        // dst IPv4
+        chunk(0x0f, payload.as_bytes()),        // payload
+        chunk(0x11, cid.as_bytes()),            // correlation id
+    ]
+    .concat();
+    let total = u16::try_from(6 + body.len()).expect("packet length");
+    [&b"HEP3"[..], &total.to_be_bytes(), &body].concat()
+}

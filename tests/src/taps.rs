@@ -60,7 +60,14 @@ pub fn config(listener: &str, collector: SocketAddr, extra: &str, dir: &Scratch)
     let text = format!(
         "[hep.ids]\ncol = \"[col] {collector}; transport=udp\"\n{extra}\n{listener}\n{net}\n{mi}\n"
     );
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
+    let mut config = Config::from_toml_str(&text)
+        .unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"));
+    // These tests read events' parts by name: JSON payloads, unless `extra` chooses
+    // (OpenSIPS's and heptap's default is homer5).
+    if !extra.contains("homer5_on") {
+        config.hep.homer5_on = false;
+    }
+    config
 }
 
 /// `upstream_proto = "<proto>"` (tls or wss) with [`upstream_tls`]: the upstream leg over TLS,

@@ -10,6 +10,7 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, KeyLog, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -181,6 +182,83 @@ impl Pki {
     /// written as `<name>.pem` / `<name>.key`: a renewal, to the clients that trust the CA.
     pub fn issue_server(&self, name: &str, cn: &str) -> Issued {
         issue(&self.dir, name, cn, &self.root, true)
+    }
+
+    /// An X.509 **v1** client certificate named `cn` (no extensions: rcgen cannot make one),
+    /// issued by the CA with the `openssl` CLI (`x509 -req` without `-extfile`), its P-256 key
+    /// made by openssl too; everything written in the scratch directory, nothing kept in git.
+    pub fn issue_v1_client(&self, name: &str, cn: &str) -> Issued {
+        let path = |file: String| self.dir.path().join(file);
+        let (ca_key, csr) = (path(format!("{name}-ca.key")), path(format!("{name}.csr")));
+        let (cert_file, key_file) = (path(format!("{name}.pem")), path(format!("{name}.key")));
+        std::fs::write(&ca_key, self.root.key.serialize_pem()).expect("write CA key");
+        let ca_file = self.ca_file.to_str().expect("path");
+        let subject = format!("/C=RO/O=heptap tests/CN={cn}");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl (apt-get install openssl; .ci/run does)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let p = |p: &PathBuf| p.to_str().expect("path").to_owned();
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &p(&key_file),
+        ]);
+        run(&[
+            "req",
+            "-new",
+            "-key",
+            &p(&key_file),
+            "-subj",
+            &subject,
+            "-out",
+            &p(&csr),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            ca_file,
+            "-CAkey",
+            &p(&ca_key),
+            "-set_serial",
+            "4242",
+            "-days",
+            "2",
+            "-out",
+            &p(&cert_file),
+        ]);
+        let cert = CertificateDer::from_pem_file(&cert_file).expect("v1 certificate");
+        // Certificate and TBSCertificate headers (30 82 len len, twice), then the serial
+        // number straight away: no `[0] version` field, so X.509 v1.
+        assert_eq!(
+            (cert.get(..2), cert.get(4..6), cert.get(8)),
+            (
+                Some(&[0x30, 0x82][..]),
+                Some(&[0x30, 0x82][..]),
+                Some(&0x02)
+            ),
+            "openssl made an X.509 v1 certificate"
+        );
+        let key = match PrivateKeyDer::from_pem_file(&key_file).expect("v1 key") {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            other => panic!("openssl genpkey wrote a PKCS#8 key, not {other:?}"),
+        };
+        Issued {
+            cert,
+            key,
+            cert_file,
+            key_file,
+        }
     }
 
     /// A client trusting the CA, without a certificate, connected to `addr` over TLS; panics

@@ -29,9 +29,10 @@ const QUEUE_PACKETS: usize = 512;
 const ROUND_TRIPS: usize = 200;
 /// Messages streamed both ways per run (throughput).
 const BULK: usize = 2000;
-/// Trace messages per relayed connection besides SIP: ACCEPTED, CONNECT_START, CONNECTED and
-/// one CLOSED per leg.
-const NET_EVENTS: u64 = 5;
+/// Trace messages per relayed connection besides SIP: ACCEPTED, CONNECTED and one CLOSED per
+/// leg; plus a CONNECT_START for each upstream connect still pending after 100 ms, counted by
+/// `upstream_connect_slow` (added in [`every_message_accounted_for`]).
+const NET_EVENTS: u64 = 4;
 
 /// The tests compare timings: one at a time, so they do not slow each other down.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -192,6 +193,8 @@ impl Fate {
 /// Waits until `expected` trace messages have been offered in all (the CLOSED events follow
 /// the client's EOF by a moment), then checks none more was and each was queued or counted.
 async fn every_message_accounted_for(heptap: &Running, expected: u64) -> Fate {
+    // The CONNECT_STARTs of upstream connects that took over 100 ms (rare on loopback).
+    let expected = expected + stat(heptap, "listener_0", "upstream_connect_slow");
     eventually(WAIT, "every trace message offered", || {
         Fate::now(heptap).offered() >= expected
     })

@@ -25,6 +25,10 @@ use tokio::net::TcpStream;
 fn toml(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch, extra: &str) -> String {
     format!(
         r#"
+[hep]
+# The tests read the MI and SIP traces' parts by name (heptap's default is homer5).
+homer5_on = false
+
 [hep.ids]
 col = "[col] {collector}; transport=udp"
 

@@ -349,7 +349,7 @@ impl Collector {
 
 fn traced_to(homer: SocketAddr) -> String {
     format!(
-        "[hep.ids]\nhomer = \"[homer] {homer}; transport=udp; version=3\"\n\n\
+        "[hep]\nhomer5_on = false\n[hep.ids]\nhomer = \"[homer] {homer}; transport=udp; version=3\"\n\n\
          [net.tcp]\ntrace_on = true\ntrace_destination = \"homer\"\n"
     )
 }

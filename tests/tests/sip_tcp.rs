@@ -197,6 +197,11 @@ async fn split_coalesced_keepalives_and_garbage_are_relayed_identically_and_sip_
         stat("sip_malformed") >= 2,
         "the garbage was counted in both directions"
     );
+    assert_eq!(
+        heptap_tests::taps::statistic(&heptap, "core", "bad_msg_hdr"),
+        Some(stat("sip_malformed")),
+        "and as OpenSIPS's core:bad_msg_hdr"
+    );
     assert!(stat("sip_keepalives") >= 4);
     heptap.shutdown(Stop::Immediate).await;
 }

@@ -62,12 +62,9 @@ async fn a_tls_client_leg_has_one_accepted_event_with_our_certificate_then_the_t
     let rest = half_close(&mut client).await;
     assert!(rest.is_empty());
 
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     let seq: Vec<String> = got.iter().map(event_of).collect();
-    assert_eq!(
-        seq,
-        ["ACCEPTED", "CONNECT_START", "CONNECTED", "CLOSED", "CLOSED"]
-    );
+    assert_eq!(seq, ["ACCEPTED", "CONNECTED", "CLOSED", "CLOSED"]);
     let client_id = correlation(&got[0]);
     assert_eq!(got[0].proto_type, Some(89));
     assert_eq!(got[0].ip_proto, Some(22), "TLS is 22");
@@ -78,13 +75,13 @@ async fn a_tls_client_leg_has_one_accepted_event_with_our_certificate_then_the_t
         "no client certificate, no secrets"
     );
     // The upstream leg speaks TCP and is traced as TCP, joined to the client leg.
-    for p in &got[1..3] {
+    for p in &got[1..2] {
         assert_eq!(p.ip_proto, Some(6));
         assert_eq!(part(p, "Protocol"), "TCP");
         assert_eq!(net_correlation(p).as_deref(), Some(client_id.as_str()));
         assert_eq!(p.src(), Some(up.addr));
     }
-    let closed_client = got[3..]
+    let closed_client = got[2..]
         .iter()
         .find(|p| correlation(p) == client_id)
         .unwrap();
@@ -119,13 +116,12 @@ async fn homer5_mode_joins_the_tls_parts_of_every_event_of_both_legs_in_opensips
     let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     roundtrip(&mut client, b"x").await;
     half_close(&mut client).await;
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     let texts: Vec<String> = got.iter().map(text_of).collect();
     assert_eq!(
         texts,
         [
             format!("TLS:{SERVER_SUBJECT}:{CA_SUBJECT}:ACCEPTED:SUCCESS:Connection accepted..."),
-            "TLS:CONNECT_START:SUCCESS:Async connect in progress...".to_owned(),
             format!(
                 "TLS:{UPSTREAM_SUBJECT}:{CA_SUBJECT}:CONNECTED:SUCCESS:Successfully connected..."
             ),
@@ -325,20 +321,12 @@ async fn a_tls_upstream_leg_is_verified_and_traced_with_both_certificates() {
     let heptap = run_tap("tls", up.addr, &keys, "", &col, &pki).await;
     let mut client = pki.connect(heptap.listen_addrs()[0]).await;
     roundtrip(&mut client, b"x").await;
-    let got = events(&mut col, 3).await;
+    // A connect done at once: no CONNECT_START; proto_tls's CONNECTED text.
+    let got = events(&mut col, 2).await;
     let client_id = correlation(&got[0]);
-    assert_eq!(
-        parts_of(&got[1]),
-        owned(&[
-            ("Protocol", "TLS"),
-            ("Event", "CONNECT_START"),
-            ("Status", "SUCCESS"),
-            ("Message", "Async connect in progress..."),
-        ])
-    );
     // "client" is the peer (the upstream), "server" is us, as OpenSIPS names them.
     assert_eq!(
-        parts_of(&got[2]),
+        parts_of(&got[1]),
         owned(&[
             ("Protocol", "TLS"),
             ("client-subject", UPSTREAM_SUBJECT),
@@ -350,10 +338,10 @@ async fn a_tls_upstream_leg_is_verified_and_traced_with_both_certificates() {
             ("Message", "Successfully connected..."),
         ])
     );
-    assert_eq!(got[2].ip_proto, Some(22));
-    assert_eq!(got[2].src(), Some(up.addr));
+    assert_eq!(got[1].ip_proto, Some(22));
+    assert_eq!(got[1].src(), Some(up.addr));
     assert_eq!(
-        net_correlation(&got[2]).as_deref(),
+        net_correlation(&got[1]).as_deref(),
         Some(client_id.as_str())
     );
     assert_eq!(
@@ -380,7 +368,7 @@ async fn an_untrusted_upstream_certificate_is_connected_failure_and_the_client_i
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "{r:?}"
     );
-    let got = events(&mut col, 4).await;
+    let got = events(&mut col, 3).await;
     let seq: Vec<(String, String)> = got
         .iter()
         .map(|p| (event_of(p), part(p, "Status")))
@@ -389,17 +377,16 @@ async fn an_untrusted_upstream_certificate_is_connected_failure_and_the_client_i
         seq,
         [
             ("ACCEPTED".into(), "SUCCESS".into()),
-            ("CONNECT_START".into(), "SUCCESS".into()),
             ("CONNECTED".into(), "FAILURE".into()),
             ("CLOSED".into(), "SUCCESS".into()),
         ]
     );
-    let message = part(&got[2], "Message");
+    let message = part(&got[1], "Message");
     assert!(
         message.starts_with("Failed to connect... TLS: invalid peer certificate"),
         "{message}"
     );
-    assert_eq!(part(&got[3], "Message"), "Upstream connect failed");
+    assert_eq!(part(&got[2], "Message"), "Upstream connect failed");
     assert_eq!(stat(&heptap, "upstream_connect_failed"), Some(1));
     heptap.shutdown(Stop::Immediate).await;
 }
@@ -548,11 +535,11 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     };
     // Dropped by the route: only the TCP upstream leg (its own protocol, no filter) is traced.
     connection().await;
-    let got = events(&mut col, 3).await;
+    let got = events(&mut col, 2).await;
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
     assert_eq!(
         got.iter().map(event_of).collect::<Vec<_>>(),
-        ["CONNECT_START", "CONNECTED", "CLOSED"]
+        ["CONNECTED", "CLOSED"]
     );
     // trace_on = false for TLS (the switch the MI turns): the same.
     let control = heptap.control();
@@ -560,7 +547,7 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     let mut cfg = tap_config("tls", up.addr, "", "", &col, &pki);
     cfg.net.tls.trace_on = true;
     connection().await;
-    let got = events(&mut col, 3).await;
+    let got = events(&mut col, 2).await;
     assert!(got.iter().all(|p| part(p, "Protocol") == "TCP"), "{got:#?}");
     // Switched on again (and the route gone): the next connection's client leg is traced. The
     // switch is read at every event: let the second connection end (on its worker) first.
@@ -568,8 +555,81 @@ async fn a_tls_filter_route_that_drops_hides_the_client_leg_and_trace_on_false_h
     control.set_net_trace_on(NetProto::Tls, true);
     heptap.reload(cfg).unwrap();
     connection().await;
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     assert_eq!(part(&got[0], "Protocol"), "TLS");
     assert_eq!(event_of(&got[0]), "ACCEPTED");
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+/// OpenSIPS accepts an X.509 v1 client certificate and traces its names; webpki cannot parse
+/// one (`UnsupportedCertVersion`). `request` takes it over TLS 1.2 and 1.3 (the handshake
+/// signature checked against its key); `require` refuses it and says why.
+#[tokio::test]
+async fn an_x509_v1_client_certificate_is_taken_by_request_and_refused_by_require_saying_why() {
+    let pki = Pki::new();
+    let v1 = pki.issue_v1_client("v1-client", "v1 alice");
+    let up = EchoUpstream::bind().await;
+    let mut col = UdpCollector::bind().await;
+    let heptap = run(config(
+        &listener("tls", up.addr, "", Some(&pki), "client_cert = \"request\""),
+        col.addr,
+        "",
+        &pki.dir,
+    ))
+    .await;
+    let listen = heptap.listen_addrs()[0];
+    for versions in [
+        &[&rustls::version::TLS12][..],
+        &[&rustls::version::TLS13][..],
+    ] {
+        let config = pki.client_config(Some(&v1), Some(versions), None);
+        let mut client = tls::connect(listen, config).await.unwrap();
+        assert_eq!(roundtrip(&mut client, b"v1").await, b"v1", "{versions:?}");
+        let got = col
+            .until(WAIT, |g| g.iter().any(|p| event_of(p) == "ACCEPTED"))
+            .await;
+        let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
+        let mut middle = owned(&[
+            ("client-subject", "/C=RO/O=heptap tests/CN=v1 alice"),
+            ("client-issuer", CA_SUBJECT),
+        ]);
+        middle.extend(our_certificate());
+        assert_eq!(parts_of(accepted), expect("TLS", middle, &ACCEPTED_OK));
+        drop(client);
+        col.until(WAIT, |g| {
+            g.iter().filter(|p| event_of(p) == "CLOSED").count() == 2
+        })
+        .await;
+    }
+    heptap.shutdown(Stop::Immediate).await;
+
+    let tls_keys = format!(
+        "client_cert = \"require\"\nclient_ca_file = \"{}\"",
+        pki.ca_file.display()
+    );
+    let heptap = run(config(
+        &listener("tls", up.addr, "", Some(&pki), &tls_keys),
+        col.addr,
+        "",
+        &pki.dir,
+    ))
+    .await;
+    let listen = heptap.listen_addrs()[0];
+    let refused = tls::connect(listen, pki.client_config(Some(&v1), None, None)).await;
+    if let Ok(mut s) = refused {
+        let mut b = [0u8; 1];
+        assert!(s.read(&mut b).await.is_err(), "refused");
+    }
+    let got = col
+        .until(WAIT, |g| g.iter().any(|p| event_of(p) == "CLOSED"))
+        .await;
+    let accepted = got.iter().find(|p| event_of(p) == "ACCEPTED").unwrap();
+    assert_eq!(part(accepted, "Status"), "FAILURE");
+    let why = part(accepted, "Message");
+    assert!(
+        why.contains("X.509 v1 client certificate refused")
+            && why.contains("client_cert = \"request\""),
+        "{why}"
+    );
     heptap.shutdown(Stop::Immediate).await;
 }

@@ -469,8 +469,8 @@ pub struct Leg {
     /// The client leg's id, for an upstream leg: the `{"net": id}` extra correlation that lets a
     /// capture node join both legs.
     pub peer_id: Option<u64>,
-    /// The upstream connect completed within [`LOCAL_CONNECT_TIMEOUT`]: CONNECTED says
-    /// "Successfully connected asynchronously..." and no CONNECT_START came before it.
+    /// The upstream connect completed within [`LOCAL_CONNECT_TIMEOUT`]: no CONNECT_START came
+    /// before CONNECTED, which says "Successfully connected asynchronously..." on a TCP leg.
     pub connected_at_once: bool,
     /// The filter route's answer for this leg, once it has run.
     verdict: LegVerdict,
@@ -579,7 +579,9 @@ impl Leg {
     /// `Event`, and the `Message` of a success and of a failure, of this leg's handshake event.
     fn handshake_texts(&self) -> (&'static str, &'static str, &'static str) {
         match self.side() {
-            Side::Upstream if self.connected_at_once => (
+            // proto_tcp's text for a connect done at once; proto_tls and proto_ws say
+            // "Successfully connected..." after their handshakes whatever the TCP connect did.
+            Side::Upstream if self.connected_at_once && self.proto == NetProto::Tcp => (
                 event::CONNECTED,
                 message::ASYNC_CONNECT_OK,
                 message::CONNECT_FAIL,

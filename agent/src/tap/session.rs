@@ -436,6 +436,7 @@ impl Session<'_> {
                     done
                 }
                 Err(_) => {
+                    self.stats.upstream_connect_slow.inc();
                     leg.connect_start(tracer);
                     connecting.await
                 }

@@ -154,6 +154,9 @@ pub struct ListenerStats {
     pub active: Counter,
     /// Upstream connects that failed.
     pub upstream_connect_failed: Counter,
+    /// Upstream connects still pending after `tcp_async_local_connect_timeout` (100 ms), each
+    /// traced with a CONNECT_START before its CONNECTED: an upstream slow to accept.
+    pub upstream_connect_slow: Counter,
     /// Client TLS handshakes or WebSocket upgrades that failed or timed out.
     pub handshake_failed: Counter,
     /// Bytes relayed client -> upstream (WS/WSS: message payloads).
@@ -213,6 +216,7 @@ impl ListenerStats {
             accepted: stats.counter(&g, "accepted"),
             active: stats.gauge(&g, "active"),
             upstream_connect_failed: stats.counter(&g, "upstream_connect_failed"),
+            upstream_connect_slow: stats.counter(&g, "upstream_connect_slow"),
             handshake_failed: stats.counter(&g, "handshake_failed"),
             bytes_in: stats.counter(&g, "bytes_in"),
             bytes_out: stats.counter(&g, "bytes_out"),
