@@ -65,6 +65,24 @@ impl Issued {
     }
 }
 
+/// A client that presents one certificate whatever the server asks for.
+#[derive(Debug)]
+struct PresentCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for PresentCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A CA and the certificates the tests need, under one scratch directory.
 #[derive(Debug)]
 pub struct Pki {
@@ -287,9 +305,16 @@ impl Pki {
         .expect("versions")
         .with_root_certificates(roots);
         let mut config = match cert {
-            Some(c) => builder
-                .with_client_auth_cert(vec![c.cert.clone()], c.private_key())
-                .expect("client cert"),
+            // Through a resolver: rustls's own check of the certificate against its key
+            // (`with_client_auth_cert`) cannot parse an X.509 v1 certificate.
+            Some(c) => {
+                let key = ring()
+                    .key_provider
+                    .load_private_key(c.private_key())
+                    .expect("client key");
+                let certified = rustls::sign::CertifiedKey::new(vec![c.cert.clone()], key);
+                builder.with_client_cert_resolver(Arc::new(PresentCertificate(Arc::new(certified))))
+            }
             None => builder.with_no_client_auth(),
         };
         if let Some(k) = keylog {

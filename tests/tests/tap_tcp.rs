@@ -147,7 +147,7 @@ async fn bytes_are_relayed_unchanged_both_ways_with_random_splits_and_half_close
     let back = relay_in_slices(client, &data, splits).await;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "relayed bytes differ");
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     assert_eq!(
         got.iter().filter(|p| event_of(p) == "CLOSED").count(),
         2,

@@ -201,7 +201,7 @@ async fn required_client_certificates_are_verified_and_a_refusal_is_accepted_fai
         .await
         .unwrap();
     roundtrip(&mut good, b"x").await;
-    let got = events(&mut col, 3).await;
+    let got = events(&mut col, 2).await;
     assert_eq!(part(&got[0], "client-subject"), CLIENT_SUBJECT);
     assert_eq!(part(&got[0], "Status"), "SUCCESS");
     drop(good);
@@ -456,7 +456,7 @@ async fn an_upstream_reset_mid_stream_resets_the_tls_client_and_both_legs_close(
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the reset is passed on: {r:?}"
     );
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     let client_id = correlation(&got[0]);
     let closed: Vec<&Packet> = got.iter().filter(|p| event_of(p) == "CLOSED").collect();
     let (c, u): (Vec<&Packet>, Vec<&Packet>) =
@@ -486,7 +486,7 @@ async fn bytes_are_relayed_unchanged_through_tls_on_both_legs_with_random_splits
     let back = relay_in_slices(client, &data, random_sizes(7, 4096, 3000)).await;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "relayed bytes differ");
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     assert_eq!(got.iter().filter(|p| event_of(p) == "CLOSED").count(), 2);
     assert_eq!(stat(&heptap, "bytes_in"), Some(1 << 20));
     assert_eq!(stat(&heptap, "bytes_out"), Some(1 << 20));
@@ -514,7 +514,7 @@ async fn a_proxy_protocol_v2_header_precedes_the_upstream_tls_handshake() {
         header, expected,
         "PROXY v2, TCP over IPv4, client -> our listener"
     );
-    events(&mut col, 3).await;
+    events(&mut col, 2).await;
     heptap.shutdown(Stop::Immediate).await;
 }
 

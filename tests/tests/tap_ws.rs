@@ -188,7 +188,7 @@ async fn messages_are_relayed_unchanged_both_ways() {
     assert!(back == messages, "relayed messages differ");
     let mut ws = writer.await.unwrap().reunite(rx).unwrap();
     close(&mut ws).await;
-    events(&mut col, 5).await;
+    events(&mut col, 4).await;
     let binary: u64 = messages.iter().map(|m| m.len() as u64).sum();
     assert_eq!(stat(&heptap, "bytes_in"), Some(binary));
     assert_eq!(stat(&heptap, "bytes_out"), Some(binary));
@@ -292,9 +292,9 @@ async fn an_upstream_that_refuses_the_upgrade_is_connected_failure_and_the_clien
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
     let request = upstream.await.unwrap();
-    let got = events(&mut col, 4).await;
+    let got = events(&mut col, 3).await;
     assert_eq!(
-        parts_of(&got[2]),
+        parts_of(&got[1]),
         owned(&[
             ("Protocol", "WS"),
             ("Event", "CONNECTED"),
@@ -304,7 +304,7 @@ async fn an_upstream_that_refuses_the_upgrade_is_connected_failure_and_the_clien
             ("Message", "Failed to connect..."),
         ])
     );
-    assert_eq!(part(&got[3], "Message"), "Upstream connect failed");
+    assert_eq!(part(&got[2], "Message"), "Upstream connect failed");
     heptap.shutdown(Stop::Immediate).await;
 }
 
@@ -316,9 +316,9 @@ async fn an_unreachable_upstream_is_connected_failure_and_the_client_gets_1011()
     let heptap = run_tap("ws", dead, "", "", &col, &pki).await;
     let (mut ws, _, _) = ws_client(heptap.listen_addrs()[0]).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Error));
-    let got = events(&mut col, 4).await;
+    let got = events(&mut col, 3).await;
     assert_eq!(
-        parts_of(&got[2]),
+        parts_of(&got[1]),
         owned(&[
             ("Protocol", "WS"),
             ("Event", "CONNECTED"),
@@ -326,7 +326,7 @@ async fn an_unreachable_upstream_is_connected_failure_and_the_client_gets_1011()
             ("Message", "Failed to connect..."),
         ])
     );
-    assert_eq!(got[2].src(), Some(dead));
+    assert_eq!(got[1].src(), Some(dead));
     assert_eq!(stat(&heptap, "upstream_connect_failed"), Some(1));
     heptap.shutdown(Stop::Immediate).await;
 }
@@ -354,10 +354,10 @@ async fn an_upstream_reset_mid_stream_resets_the_client_and_both_legs_close() {
         matches!(&r, Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the reset is passed on: {r:?}"
     );
-    let got = events(&mut col, 5).await;
+    let got = events(&mut col, 4).await;
     let client_id = correlation(&got[0]);
     let (c, u): (Vec<&Packet>, Vec<&Packet>) =
-        got[3..].iter().partition(|p| correlation(p) == client_id);
+        got[2..].iter().partition(|p| correlation(p) == client_id);
     assert!(part(u[0], "Message").starts_with("Read error: "));
     assert_eq!(
         part(c[0], "Message"),
@@ -583,8 +583,8 @@ async fn idle_timeout_spares_a_connection_where_one_side_talks_and_closes_a_sile
         rest.push(m);
     }
     assert_eq!(rest.len(), 2, "180 and 200, then the end");
-    let got = events(&mut col, 5).await;
-    let reasons: Vec<String> = got[3..].iter().map(|p| part(p, "Message")).collect();
+    let got = events(&mut col, 4).await;
+    let reasons: Vec<String> = got[2..].iter().map(|p| part(p, "Message")).collect();
     assert!(
         reasons.iter().any(|r| r == "Timeout on no traffic"),
         "{reasons:?}"

@@ -123,11 +123,19 @@ fn verify_with_key_of(
 pub struct RequireClientCertificate(pub Arc<dyn ClientCertVerifier>);
 
 /// Why `require` refuses an X.509 v1 client certificate.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error(
     "X.509 v1 client certificate refused: client_cert = \"require\" verifies it with web PKI rules, which need X.509 v3; issue the client a v3 certificate, or use client_cert = \"request\" to accept and trace it unverified"
 )]
 pub struct V1Refused;
+
+/// The sentence itself: rustls prints a certificate error's cause with `{:?}`, and this is what
+/// the ACCEPTED FAILURE event and the log should say.
+impl std::fmt::Debug for V1Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 /// Whether `cert` is an X.509 v1 certificate (no `version` field: v1 is its default).
 fn is_v1(cert: &CertificateDer<'_>) -> bool {
