@@ -258,8 +258,9 @@ pub struct BadRequest {
     /// The `method` member when it is a string (OpenSIPS traces a bad request under it, or
     /// under "unknown").
     pub method: Option<String>,
-    /// The `params` member when it is an array or an object (traced with the request).
-    pub params: Params,
+    /// The `params` member when it is an array or an object (traced with the request); boxed,
+    /// as the error path is the rare one.
+    pub params: Box<Params>,
 }
 
 /// Looks a member up the way cJSON_GetObjectItem does: case-insensitively, first match wins.
@@ -275,7 +276,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, BadRequest> {
         error: RpcError::parse_error(),
         id: Id::Null,
         method: None,
-        params: Params::None,
+        params: Box::default(),
     })?;
     // A batch (an array) or a scalar: no member can be read, as cJSON_GetObjectItem finds none.
     let Value::Object(o) = value else {
@@ -283,7 +284,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, BadRequest> {
             error: RpcError::invalid_request(),
             id: Id::Null,
             method: None,
-            params: Params::None,
+            params: Box::default(),
         });
     };
     let method = member(&o, "method").and_then(Value::as_str);
@@ -292,7 +293,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, BadRequest> {
         error: RpcError::invalid_request(),
         id: id.cloned().unwrap_or(Id::Null),
         method: method.map(str::to_owned),
-        params: params.clone().unwrap_or(Params::None),
+        params: Box::new(params.clone().unwrap_or(Params::None)),
     };
     let id = match member(&o, "id") {
         None => None,

@@ -239,7 +239,9 @@ async fn an_http_notification_traces_202_accepted() {
 async fn bad_requests_are_traced_as_unknown_or_their_method_with_the_error_reply() {
     let h = Harness::start_with(tracing_control(), |_| {}).await;
     let server = h.running.as_ref().unwrap().http_addr.unwrap();
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    // (body, the request's parts, the reply)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 5] = [
         (
             "{not json",
             &[("command", "unknown"), ("backend", "json")],

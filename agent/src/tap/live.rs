@@ -21,8 +21,11 @@ use super::pump::Idle;
 #[derive(Clone, Debug)]
 pub struct LiveConns {
     /// Connections by client-leg id; a worker registers in shard `worker % len`.
-    shards: Arc<[Mutex<HashMap<u64, Arc<LiveConn>>>]>,
+    shards: Arc<[Mutex<Shard>]>,
 }
+
+/// One worker's connections, by client-leg id.
+type Shard = HashMap<u64, Arc<LiveConn>>;
 
 /// One relayed connection: what `list_tcp_conns` shows of it.
 #[derive(Debug)]
@@ -87,7 +90,7 @@ impl LiveConns {
         }
     }
 
-    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<LiveConn>>> {
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
