@@ -68,25 +68,34 @@ pub struct ConnLeg {
     pub local: SocketAddr,
 }
 
-/// Where a relayed connection is in its life, with OpenSIPS's `State` numbers
-/// (net/tcp_conn_defs.h `enum tcp_conn_states`).
+/// Where a relayed connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnState {
-    /// The client's TLS handshake or WebSocket upgrade (S_CONN_ACCEPT, 3).
+    /// The client's TLS handshake or WebSocket upgrade.
     Accepting,
-    /// Opening the upstream leg (S_CONN_CONNECTING, 4).
+    /// Opening the upstream leg.
     Connecting,
-    /// Relaying (S_CONN_OK, 0).
+    /// Relaying.
     Relaying,
 }
 
 impl ConnState {
-    /// OpenSIPS's number for the state.
+    /// OpenSIPS 3.5's `State` number (net/tcp_conn_defs.h `enum tcp_conn_states`): S_CONN_OK
+    /// (0), also for a connection in its TLS or WebSocket handshake, as OpenSIPS keeps those
+    /// apart from the state; S_CONN_CONNECTING (1) while the upstream leg is opened.
     pub fn opensips_number(self) -> i64 {
         match self {
-            ConnState::Relaying => 0,
-            ConnState::Accepting => 3,
-            ConnState::Connecting => 4,
+            ConnState::Accepting | ConnState::Relaying => 0,
+            ConnState::Connecting => 1,
+        }
+    }
+
+    /// heptap's word for it (`Phase`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnState::Accepting => "accepting",
+            ConnState::Connecting => "connecting",
+            ConnState::Relaying => "relaying",
         }
     }
 }

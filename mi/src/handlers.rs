@@ -103,6 +103,7 @@ fn tcp_conn_row(conn: &crate::control::TcpConnInfo, now: SystemTime) -> Value {
         row.insert("Lifetime".into(), Value::from(datetime(t)));
     }
     row.insert("Listener".into(), Value::from(conn.listener.as_str()));
+    row.insert("Phase".into(), Value::from(conn.state.name()));
     row.insert("Connection id".into(), Value::from(leg.conn_id.to_string()));
     if let Some(up) = &conn.upstream {
         row.insert(

@@ -518,6 +518,7 @@ async fn list_tcp_conns_lists_in_opensips_shape_with_both_legs() {
             "Local",
             "Lifetime",
             "Listener",
+            "Phase",
             "Connection id",
             "Upstream",
             "Bytes in",
@@ -528,6 +529,7 @@ async fn list_tcp_conns_lists_in_opensips_shape_with_both_legs() {
     assert_eq!(first["ID"], json!(0x442A_6C2A_u64));
     assert_eq!(first["Type"], json!("tcp"));
     assert_eq!(first["State"], json!(0));
+    assert_eq!(first["Phase"], json!("relaying"));
     assert_eq!(first["Remote"], json!("127.0.0.1:40001"));
     assert_eq!(first["Local"], json!("127.0.0.1:5062"));
     assert_eq!(first["Lifetime"], json!("2017-03-07 11:08:04"));

@@ -164,6 +164,15 @@ async fn errors_exit_255(via: Via) {
         "{}",
         r.stderr
     );
+    // `ps` with a named parameter: OpenSIPS's "Too few or too many parameters".
+    let r = run(&cli, &h, &via, &["mi", "ps", "x=1"]).await;
+    assert_eq!(r.code, 255);
+    assert!(
+        r.stderr
+            .contains("-32602: Invalid params (Too few or too many parameters)"),
+        "{}",
+        r.stderr
+    );
     // opensips-cli itself refuses what `which` does not list.
     let r = run(&cli, &h, &via, &["mi", "dlg_list"]).await;
     assert_ne!(r.code, 0);

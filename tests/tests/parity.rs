@@ -321,6 +321,7 @@ async fn list_tcp_conns_lists_the_live_relayed_connections_through_opensips_cli(
         assert_eq!(row["ID"], id.parse::<u64>().unwrap() & 0xFFFF_FFFF);
         assert_eq!(row["Type"], "tcp");
         assert_eq!(row["State"], 0);
+        assert_eq!(row["Phase"], "relaying");
         assert_eq!(row["Local"], listen.to_string());
         assert_eq!(row["Listener"], "edge");
         assert_eq!(row["Upstream"]["Remote"], up.addr.to_string());
