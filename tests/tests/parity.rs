@@ -92,7 +92,7 @@ fn golden(p: &Packet, ip_proto: u8, values: &[&str]) -> Vec<u8> {
 /// heptap with one `proto` listener to `upstream`, connection events of every protocol traced
 /// to `col`, and no `[hep]` key at all: OpenSIPS's defaults.
 async fn heptap(proto: &str, upstream: SocketAddr, col: SocketAddr, dir: &Scratch) -> Running {
-    heptap_with(proto, upstream, col, dir, "").await
+    heptap_with(proto, upstream, col, dir, "", "").await
 }
 
 async fn heptap_with(
@@ -101,6 +101,7 @@ async fn heptap_with(
     col: SocketAddr,
     dir: &Scratch,
     listener_keys: &str,
+    mi_keys: &str,
 ) -> Running {
     let mut net = String::new();
     for p in ["tcp", "tls", "ws", "wss"] {
@@ -112,7 +113,7 @@ async fn heptap_with(
         "[hep.ids]\ncol = \"[col] {col}; transport=udp\"\n\n\
          [tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n\n\
          [[listener]]\nname = \"edge\"\nproto = \"{proto}\"\nlisten = \"127.0.0.1:0\"\n\
-         upstream = \"{upstream}\"\n{listener_keys}\n\n{net}\n{}\n",
+         upstream = \"{upstream}\"\n{listener_keys}\n\n{net}\n{}{mi_keys}\n",
         dir.mi_toml(true)
     );
     let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -289,6 +290,7 @@ async fn list_tcp_conns_lists_the_live_relayed_connections_through_opensips_cli(
         col.addr,
         &dir,
         "sip_trace_id = \"tid\"\nidle_timeout = \"1h\"",
+        "",
     )
     .await;
     let listen = h.listen_addrs()[0];
@@ -356,7 +358,7 @@ async fn get_statistics_core_and_tcp_count_the_relayed_sip_and_connections() {
     let up = SipUpstream::bind().await;
     let col = RawCollector::bind().await;
     let dir = Scratch::new();
-    let h = heptap_with("tcp", up.addr, col.addr, &dir, "sip_trace_id = \"tid\"").await;
+    let h = heptap_with("tcp", up.addr, col.addr, &dir, "sip_trace_id = \"tid\"", "").await;
     let mut client = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();
     for _ in 0..3 {
         ping(&mut client).await;
@@ -405,5 +407,77 @@ async fn get_statistics_core_and_tcp_count_the_relayed_sip_and_connections() {
         out.contains("list all ongoing TCP based connections"),
         "{out}"
     );
+    h.shutdown(Stop::Immediate).await;
+}
+
+/// Sends `request` to heptap's HTTP MI and returns the whole answer.
+async fn http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+fn post(body: &str) -> String {
+    format!(
+        "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn bad_mi_requests_reach_the_collector_as_opensips_traces_them() {
+    let up = EchoUpstream::bind().await;
+    let col = RawCollector::bind().await;
+    let dir = Scratch::new();
+    let h = heptap_with(
+        "tcp",
+        up.addr,
+        col.addr,
+        &dir,
+        "",
+        "trace_destination = \"col\"",
+    )
+    .await;
+    let mi = h.mi_http_addr().unwrap();
+    let cases = [
+        (
+            "{oops",
+            "unknown:json",
+            r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        ),
+        (
+            r#"[{"jsonrpc":"2.0","method":"ps","id":1}]"#,
+            "unknown:json",
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+        ),
+        (
+            r#"{"jsonrpc":"1.0","method":"tcp_trace","params":["off"],"id":7}"#,
+            "tcp_trace:json:off",
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":7}"#,
+        ),
+    ];
+    for (body, request, reply) in cases {
+        let answer = http(mi, &post(body)).await;
+        assert!(answer.ends_with(reply), "{answer}");
+        let got = col.until(r#"{"jsonrpc""#).await;
+        let [.., (_, req), (_, rpl)] = &got[..] else {
+            panic!("a request and a reply: {:?}", texts(&got));
+        };
+        // Homer5 (the default): the parts' values joined by ':', proto type 87.
+        assert_eq!((req.proto_type, rpl.proto_type), (Some(87), Some(87)));
+        assert_eq!(text(req), request);
+        assert_eq!(text(rpl), reply);
+        assert_eq!(correlation(req), correlation(rpl));
+        assert!(correlation(req).starts_with("MICORR"));
+    }
+    // tcp_trace was not run by the 1.0 request.
+    assert!(h.control().net_trace_on(heptap_hep::NetProto::Tcp));
     h.shutdown(Stop::Immediate).await;
 }
