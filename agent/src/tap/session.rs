@@ -126,12 +126,7 @@ impl Session<'_> {
                 return refuse_client(accepted, spec.message_limits()).await;
             }
         };
-
-        // 3. The relay, until both legs are done: messages when both legs upgraded to
-        // WebSocket, bytes otherwise. The client leg is shared meanwhile: SIP that cannot be
-        // traced whole is told on it, from either direction. (Written here rather than in a
-        // function of its own: an async fn keeps its arguments for its whole life, and the legs
-        // moved into one would be held twice by every connection's task.)
+        // Listed with both legs from here; both counted open.
         tcp_stats.active_open.inc();
         let _upstream_open = Active::new(&tcp_stats.current_opened_connections);
         live.conn.set_upstream(ConnLeg {
@@ -141,6 +136,12 @@ impl Session<'_> {
             local: upstream_leg.local,
         });
         live.conn.set_state(ConnState::Relaying);
+
+        // 3. The relay, until both legs are done: messages when both legs upgraded to
+        // WebSocket, bytes otherwise. The client leg is shared meanwhile: SIP that cannot be
+        // traced whole is told on it, from either direction. (Written here rather than in a
+        // function of its own: an async fn keeps its arguments for its whole life, and the legs
+        // moved into one would be held twice by every connection's task.)
         let client_id = client_leg.id;
         let shared_leg = Mutex::new(client_leg);
         let sip = spec.sip.as_ref().map(|settings| {
@@ -187,7 +188,7 @@ impl Session<'_> {
         let mut client_leg = shared_leg
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        self.count_ws_closes(&ends);
+        self.count_ends(&ends);
 
         // 4. Each leg's CLOSED event.
         upstream_leg.closed(tracer, ends.both());
@@ -197,7 +198,7 @@ impl Session<'_> {
 
     /// Counts the WebSocket sides closed for a message too big or too slow, and (`tcp:`) the
     /// connection closed for idleness or reset by a peer.
-    fn count_ws_closes(&self, ends: &Ends) {
+    fn count_ends(&self, ends: &Ends) {
         for end in ends.both() {
             match end.kind {
                 EndKind::MessageTooBig { .. } => self.stats.ws_message_too_big.inc(),
