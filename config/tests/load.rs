@@ -1377,13 +1377,19 @@ fn upstream_source_is_local_by_default_and_client_takes_its_port_and_fallback() 
     .unwrap();
     let plain = &c.listener[0];
     assert_eq!(plain.upstream_source, heptap_config::UpstreamSource::Local);
-    assert_eq!(plain.upstream_source_port, heptap_config::UpstreamSourcePort::Any);
+    assert_eq!(
+        plain.upstream_source_port,
+        heptap_config::UpstreamSourcePort::Any
+    );
     assert_eq!(
         plain.upstream_source_fallback,
         heptap_config::UpstreamSourceFallback::Refuse
     );
     let transparent = &c.listener[1];
-    assert_eq!(transparent.upstream_source, heptap_config::UpstreamSource::Client);
+    assert_eq!(
+        transparent.upstream_source,
+        heptap_config::UpstreamSource::Client
+    );
     assert_eq!(
         transparent.upstream_source_port,
         heptap_config::UpstreamSourcePort::Client
@@ -1428,5 +1434,8 @@ fn upstream_source_port_and_fallback_without_a_client_source_are_refused_and_bad
     );
     let errs = errors(result);
     let e = find(&errs, "listener[0].upstream_source");
-    assert!(e.message.contains("local") && e.message.contains("client"), "{e}");
+    assert!(
+        e.message.contains("local") && e.message.contains("client"),
+        "{e}"
+    );
 }

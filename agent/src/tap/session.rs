@@ -15,8 +15,9 @@ use std::pin::{Pin, pin};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use heptap_config::{UpstreamSource, UpstreamSourceFallback};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -28,6 +29,7 @@ use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
 use super::sip::SipConn;
 use super::spec::{ListenerStats, Tap, TapContext};
+use super::transparent;
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::{MessageLimits, websocket};
@@ -374,14 +376,14 @@ impl Session<'_> {
         let mut last_failure = None;
         for addr in addrs {
             leg.remote = addr;
-            let (socket, any) = match tcp_socket_for(addr) {
+            let (socket, local) = match self.upstream_socket(client.remote, addr) {
                 Ok(s) => s,
                 Err(e) => {
                     last_failure = Some(e);
                     continue;
                 }
             };
-            leg.local = any;
+            leg.local = local;
             leg.connect_start(tracer);
             match connect_tcp(socket, addr, spec.connect_timeout).await {
                 Ok(stream) => {
@@ -390,16 +392,50 @@ impl Session<'_> {
                     }
                     return (leg, Ok(stream));
                 }
-                Err(e) => last_failure = Some(e),
+                Err(e) => last_failure = Some(Unreachable::Connect(e)),
             }
         }
-        let failure = match last_failure {
-            Some(e) => Unreachable::Connect(e),
-            None => Unreachable::NoAddress {
-                upstream: spec.upstream.clone(),
-            },
-        };
+        let failure = last_failure.unwrap_or_else(|| Unreachable::NoAddress {
+            upstream: spec.upstream.clone(),
+        });
         (leg, Err(failure))
+    }
+
+    /// A socket to connect to `addr`, and its local address until it connects: unbound (the
+    /// unspecified address), or bound to the client's address on a transparent listener. A
+    /// client address that cannot be bound is counted and logged, and either refuses the
+    /// connection or falls back to an unbound socket (`upstream_source_fallback`).
+    fn upstream_socket(
+        &self,
+        client: SocketAddr,
+        addr: SocketAddr,
+    ) -> Result<(TcpSocket, SocketAddr), Unreachable> {
+        let spec = &self.tap.spec;
+        if spec.upstream_source == UpstreamSource::Client {
+            match transparent::bind_client_source(client, addr, spec.upstream_source_port) {
+                Ok(bound) => {
+                    if bound.port_taken {
+                        self.stats.upstream_source_port_taken.inc();
+                    }
+                    return Ok((bound.socket, bound.local));
+                }
+                Err(e) => {
+                    let refuse = spec.upstream_source_fallback == UpstreamSourceFallback::Refuse;
+                    let outcome = if refuse {
+                        "connection refused (upstream_source_fallback = \"refuse\")"
+                    } else {
+                        "opened from heptap's address (upstream_source_fallback = \"local\")"
+                    };
+                    self.stats
+                        .upstream_source_failed
+                        .failed(&spec.name, client, &e, outcome);
+                    if refuse {
+                        return Err(Unreachable::Source(e));
+                    }
+                }
+            }
+        }
+        tcp_socket_for(addr).map_err(Unreachable::Connect)
     }
 }
 
