@@ -26,10 +26,7 @@ pub enum SourceError {
     #[error("heptap: no socket: {0}")]
     Socket(io::Error),
     /// The kernel refused IP_TRANSPARENT: heptap lacks the capability.
-    #[error(
-        "heptap: IP_TRANSPARENT refused ({0}): upstream_source = \"client\" needs CAP_NET_RAW \
-         or CAP_NET_ADMIN"
-    )]
+    #[error("heptap: IP_TRANSPARENT refused ({0}): it needs CAP_NET_RAW or CAP_NET_ADMIN")]
     Transparent(io::Error),
     /// The client's address (and port) could not be bound: in use by another connection.
     #[error("heptap: cannot bind the client's address {addr}: {source}")]
@@ -223,8 +220,9 @@ pub fn check(upstream: &str) -> Checked {
 fn routing_warning(upstream: SocketAddr) -> Option<String> {
     let v6 = upstream.is_ipv6();
     let family = if v6 { "-6" } else { "-4" };
-    // A documentation address stands for any client: the routing asked about is "everything".
-    let probe = if v6 { "2001:db8::1" } else { "192.0.2.1" };
+    // An address of the benchmarking ranges (RFC 2544, RFC 5180) stands for any client: the
+    // routing asked about is "everything", and these are seldom this host's own.
+    let probe = if v6 { "2001:2::1" } else { "198.18.0.1" };
     if is_local(upstream.ip()) {
         // Same host: the proxy's own packets, from its port, must be routed locally.
         let ip = upstream.ip().to_string();
