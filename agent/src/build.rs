@@ -42,8 +42,8 @@ pub enum BuildProblem {
         /// Why.
         source: crate::tap::TapError,
     },
-    /// A transparent listener (`upstream_source = "client"`) could open no connection from a
-    /// client's address: the capability is missing, or is dropped after start-up.
+    /// A transparent listener (`upstream_source = "client"`) would lose its capability after
+    /// start-up.
     #[error("listener[{index}]: upstream_source = \"client\": {reason}")]
     Transparent {
         /// The listener's index in the config.
@@ -256,9 +256,11 @@ pub fn check_reload(config: &Config) -> Result<(), BuildError> {
 /// `[mi]`, what transparent listeners need. What may still be wrong but cannot be proved
 /// (the routing of transparent listeners) is returned, one warning per line.
 pub fn check(config: &Config) -> Result<Vec<String>, BuildError> {
-    check_parts(config, Parts::All)?;
+    let mut errors = match check_parts(config, Parts::All) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0,
+    };
     let mut warnings = Vec::new();
-    let mut errors = Vec::new();
     check_transparent(config, &mut errors, &mut warnings);
     if errors.is_empty() {
         Ok(warnings)
@@ -267,10 +269,10 @@ pub fn check(config: &Config) -> Result<Vec<String>, BuildError> {
     }
 }
 
-/// What the transparent listeners need (docs/transparent.md): IP_TRANSPARENT allowed, kept
-/// after start-up (a switch to `[service] user` drops every capability), and the routing that
-/// brings the proxy's replies back, which is only warned about (heptap can inspect it, not
-/// prove it).
+/// What the transparent listeners need beyond the capability (which `Tap::new` checks, at
+/// reloads too; docs/transparent.md): to keep it after start-up (a switch to `[service] user`
+/// drops every capability), and the routing that brings the proxy's replies back, which is only
+/// warned about (heptap can inspect it, not prove it).
 fn check_transparent(config: &Config, errors: &mut Vec<BuildProblem>, warnings: &mut Vec<String>) {
     use heptap_config::UpstreamSource;
     let transparent = config
@@ -294,16 +296,8 @@ fn check_transparent(config: &Config, errors: &mut Vec<BuildProblem>, warnings: 
             });
             continue;
         }
-        let checked = crate::tap::check_transparent(&l.upstream.to_string());
-        if let Some(e) = checked.error {
-            errors.push(BuildProblem::Transparent {
-                index,
-                reason: e.to_string(),
-            });
-        }
         warnings.extend(
-            checked
-                .warnings
+            crate::tap::routing_warnings(&l.upstream.to_string())
                 .into_iter()
                 .map(|w| format!("listener[{index}]: upstream_source = \"client\": {w}")),
         );

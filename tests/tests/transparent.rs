@@ -629,8 +629,9 @@ fn without_cap_net_raw_and_cap_net_admin_check_config_and_serve_say_what_is_miss
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap();
-    let expected = "listener[0]: upstream_source = \"client\": heptap: IP_TRANSPARENT refused \
-                    (Operation not permitted (os error 1)): it needs CAP_NET_RAW or CAP_NET_ADMIN";
+    let expected = "listener[0]: listener 0: upstream_source = \"client\": heptap: \
+                    IP_TRANSPARENT refused (Operation not permitted (os error 1)): it needs \
+                    CAP_NET_RAW or CAP_NET_ADMIN";
 
     let check = heptap_without("cap_net_admin,cap_net_raw", &["check-config", "-c", cfg]);
     let stderr = String::from_utf8_lossy(&check.stderr);

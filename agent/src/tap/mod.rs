@@ -40,4 +40,4 @@ mod ws_relay;
 pub use error::{ListenError, TapError};
 pub use listener::{BoundListener, Listener};
 pub use spec::{ListenerSpec, Tap, TapContext, check};
-pub use transparent::check as check_transparent;
+pub use transparent::routing_warnings;

@@ -14,7 +14,7 @@ use heptap_hep::NetProto;
 
 use super::error::TapError;
 use super::sip::{SipSettings, SipStats};
-use super::transparent::SourceFailures;
+use super::transparent::{self, SourceFailures};
 use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
@@ -89,8 +89,18 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// Loads the TLS material the spec names.
+    /// Loads the TLS material the spec names, and checks that a transparent listener may open
+    /// transparent sockets (so a missing capability refuses the listener, at start-up,
+    /// check-config and reload alike, instead of every connection).
     pub fn new(spec: ListenerSpec) -> Result<Self, TapError> {
+        if spec.upstream_source == UpstreamSource::Client {
+            transparent::check_capability(&spec.upstream_host).map_err(|source| {
+                TapError::Transparent {
+                    listener: spec.name.clone(),
+                    source,
+                }
+            })?;
+        }
         let tls_server = match (
             &spec.tls,
             matches!(spec.proto, NetProto::Tls | NetProto::Wss),

@@ -176,43 +176,29 @@ impl SourceFailures {
     }
 }
 
-/// What start-up and `check-config` find about a transparent listener: a problem that makes
-/// every connection fail (an error), and what may (warnings: the routing, which heptap can only
-/// inspect, not prove).
-#[derive(Debug, Default)]
-pub struct Checked {
-    /// Every connection would fail: IP_TRANSPARENT is refused.
-    pub error: Option<SourceError>,
-    /// The routing that brings the proxy's replies back seems missing.
-    pub warnings: Vec<String>,
+/// Whether heptap may open transparent sockets toward `upstream_host` (an IPv6 literal asks
+/// for IPV6_TRANSPARENT, anything else for IP_TRANSPARENT: the capability is the same, and a
+/// host name is not resolved here).
+pub fn check_capability(upstream_host: &str) -> Result<(), SourceError> {
+    let v6 = upstream_host.parse::<std::net::Ipv6Addr>().is_ok();
+    let probe = if v6 {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    transparent_socket(probe).map(drop)
 }
 
-/// Checks that a listener relaying to `upstream` with `upstream_source = "client"` can work
-/// here: IP_TRANSPARENT is allowed (for each address family the upstream resolves to), and the
-/// proxy's replies to client addresses are routed to this host's sockets.
-pub fn check(upstream: &str) -> Checked {
-    let mut checked = Checked::default();
-    let addrs: Vec<SocketAddr> = match upstream.to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            checked.warnings.push(format!(
-                "cannot resolve the upstream {upstream} to check the routing: {e}"
-            ));
-            return checked;
-        }
-    };
-    for addr in &addrs {
-        if let Err(e) = transparent_socket(*addr) {
-            checked.error = Some(e);
-            return checked;
-        }
+/// What may keep the proxy's replies from reaching a transparent listener relaying to
+/// `upstream`: one warning per upstream address whose routing looks missing (heptap can inspect
+/// the routing, not prove it; docs/transparent.md).
+pub fn routing_warnings(upstream: &str) -> Vec<String> {
+    match upstream.to_socket_addrs() {
+        Ok(addrs) => addrs.filter_map(routing_warning).collect(),
+        Err(e) => vec![format!(
+            "cannot resolve the upstream {upstream} to check the routing: {e}"
+        )],
     }
-    for addr in addrs {
-        if let Some(warning) = routing_warning(addr) {
-            checked.warnings.push(warning);
-        }
-    }
-    checked
 }
 
 /// Why the proxy's replies to the client addresses heptap connects from seem not to come back
