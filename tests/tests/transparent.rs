@@ -44,6 +44,7 @@ const CLIENT_V6: &str = "2001:db8::10";
 const HEPTAP_V4: &str = "192.0.2.1";
 const HEPTAP_V6: &str = "2001:db8::1";
 const PROXY: &str = "198.51.100.1";
+const PROXY_V6: &str = "2001:db8:ff::1";
 /// Kamailio without PROXY protocol (the transparent listeners' upstream).
 const PROXY_PORT: u16 = 5060;
 /// Kamailio with `tcp_accept_haproxy=yes`.
@@ -145,6 +146,14 @@ impl Topology {
         client.ip(&["route", "add", "default", "via", HEPTAP_V4]);
         client.ip(&["-6", "route", "add", "default", "via", HEPTAP_V6]);
         host.ip(&["addr", "add", &format!("{PROXY}/32"), "dev", "lo"]);
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("{PROXY_V6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
         let topology = Topology { client, host };
         if routed {
             topology.route();
@@ -156,19 +165,14 @@ impl Topology {
     /// sockets, instead of being routed to the client namespace.
     fn route(&self) {
         let port = PROXY_PORT.to_string();
-        self.host.ip(&[
-            "rule", "add", "ipproto", "tcp", "sport", &port, "lookup", "100",
-        ]);
-        self.host.ip(&[
-            "route",
-            "add",
-            "local",
-            "0.0.0.0/0",
-            "dev",
-            "lo",
-            "table",
-            "100",
-        ]);
+        for (family, everything) in [("-4", "0.0.0.0/0"), ("-6", "::/0")] {
+            self.host.ip(&[
+                family, "rule", "add", "ipproto", "tcp", "sport", &port, "lookup", "100",
+            ]);
+            self.host.ip(&[
+                family, "route", "add", "local", everything, "dev", "lo", "table", "100",
+            ]);
+        }
     }
 }
 
@@ -185,6 +189,10 @@ struct Proxy {
 
 impl Proxy {
     fn start(ns: &Netns, port: u16, haproxy: bool) -> Self {
+        Self::start_at(ns, sock(PROXY, port), haproxy)
+    }
+
+    fn start_at(ns: &Netns, addr: SocketAddr, haproxy: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("kamailio.cfg");
         let log = dir.path().join("kamailio.log");
@@ -194,7 +202,7 @@ impl Proxy {
                 "#!KAMAILIO\n\
                  debug=2\nlog_stderror=yes\nchildren=1\ntcp_children=2\nauto_aliases=no\n\
                  dns=no\nrev_dns=no\ndisable_tcp=no\n{}\
-                 listen=tcp:{PROXY}:{port}\n\
+                 listen=tcp:{addr}\n\
                  loadmodule \"pv.so\"\nloadmodule \"xlog.so\"\nloadmodule \"sl.so\"\n\
                  request_route {{\n\
                  \txlog(\"L_NOTICE\", \"heptap-test: $rm $ci from $si:$sp\\n\");\n\
@@ -229,7 +237,6 @@ impl Proxy {
             log,
             _dir: dir,
         };
-        let addr = SocketAddr::new(PROXY.parse().unwrap(), port);
         let what = described(|| format!("Kamailio on {addr}:\n{}", proxy.log()));
         eventually_blocking(WAIT, what, || ns.connect(addr).is_ok());
         proxy
@@ -485,6 +492,37 @@ async fn kamailio_sees_the_client_address_over_tcp_and_tls_and_replies_reach_the
         assert_eq!(request["src_ip"], CLIENT_V4, "{request:#}");
     }
     drop(tcp_clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces, IPV6_TRANSPARENT)"]
+async fn kamailio_sees_the_ipv6_client_address() {
+    let net = Topology::new("s", true);
+    let proxy = Proxy::start_at(&net.host, sock(PROXY_V6, PROXY_PORT), false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[listener]]\nproto = \"tcp\"\nlisten = \"[{HEPTAP_V6}]:5068\"\n\
+         upstream = \"[{PROXY_V6}]:{PROXY_PORT}\"\nupstream_source = \"client\"\n\
+         upstream_source_port = \"client\"\n{}",
+        tracing_toml(dir.path()),
+    );
+    let mut heptap = start_heptap(&net.host, dir.path(), &config);
+    heptap.wait_log(&["heptap is ready"]).await;
+    assert!(!heptap.logged("not routed back"), "{}", heptap.log());
+    let mut stream = net.client.connect(sock(HEPTAP_V6, 5068)).unwrap();
+    let me = stream.local_addr().unwrap();
+    for r in 0..2 {
+        let call_id = format!("v6-{r}");
+        stream
+            .write_all(options(&call_id, me, "TCP").as_bytes())
+            .unwrap();
+        assert!(read_reply(&mut stream).starts_with("SIP/2.0 200 OK"));
+        // Kamailio prints $si without brackets.
+        assert_eq!(
+            proxy.source_of(&call_id),
+            format!("{}:{}", me.ip(), me.port())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
