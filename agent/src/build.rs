@@ -589,6 +589,7 @@ fn listener_spec(
             .is_tls()
             .then(|| l.upstream_tls.clone().unwrap_or_default()),
         proxy_protocol: l.proxy_protocol,
+        accept_proxy_protocol: l.accept_proxy_protocol,
         upstream_source: l.upstream_source,
         upstream_source_port: l.upstream_source_port,
         upstream_source_fallback: l.upstream_source_fallback,

@@ -610,6 +610,11 @@ pub struct Listener {
     /// PROXY protocol header sent first to the upstream so it sees the real client address.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocol,
+    /// Clients come through a load balancer that sends a PROXY protocol header (v1 or v2) first:
+    /// read it, and take the client's address (and the address it reached) from it, for the
+    /// traces, the filters, the PROXY header toward the upstream and `upstream_source`.
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
     /// The source address of the upstream connection: heptap's own (`local`), or the client's
     /// (`client`: a transparent socket, IP_TRANSPARENT, so the proxy sees the client's address
     /// without any PROXY protocol; needs CAP_NET_RAW or CAP_NET_ADMIN and policy routing,
@@ -699,6 +704,7 @@ impl Listener {
             tls: None,
             upstream_tls: None,
             proxy_protocol: ProxyProtocol::None,
+            accept_proxy_protocol: false,
             upstream_source: UpstreamSource::Local,
             upstream_source_port: UpstreamSourcePort::Any,
             upstream_source_fallback: UpstreamSourceFallback::Refuse,

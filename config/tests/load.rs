@@ -1369,6 +1369,7 @@ fn upstream_source_is_local_by_default_and_client_takes_its_port_and_fallback() 
         proto = "tcp"
         listen = "127.0.0.1:5063"
         upstream = "127.0.0.1:5060"
+        accept_proxy_protocol = true
         upstream_source = "client"
         upstream_source_port = "client"
         upstream_source_fallback = "local"
@@ -1376,6 +1377,8 @@ fn upstream_source_is_local_by_default_and_client_takes_its_port_and_fallback() 
     )
     .unwrap();
     let plain = &c.listener[0];
+    assert!(!plain.accept_proxy_protocol);
+    assert!(c.listener[1].accept_proxy_protocol);
     assert_eq!(plain.upstream_source, heptap_config::UpstreamSource::Local);
     assert_eq!(
         plain.upstream_source_port,

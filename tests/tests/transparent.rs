@@ -303,7 +303,7 @@ fn tracing_toml(dir: &Path) -> String {
         "[tracer]\ntrace_id = [\"[tid]uri=file:{file}\"]\n\
          [net.tcp]\ntrace_on = true\ntrace_destination = \"file:{file}\"\n\
          [net.tls]\ntrace_on = true\ntrace_destination = \"file:{file}\"\n\
-         [mi]\nfifo_name = \"\"\nreply_dir = \"{}/\"\nhttp_listen = \"127.0.0.1:8888\"\n",
+         [mi]\nfifo_name = \"{0}/heptap_fifo\"\nreply_dir = \"{0}/\"\nhttp_listen = \"127.0.0.1:8888\"\n",
         dir.display()
     )
 }
@@ -492,6 +492,47 @@ async fn kamailio_sees_the_client_address_over_tcp_and_tls_and_replies_reach_the
         assert_eq!(request["src_ip"], CLIENT_V4, "{request:#}");
     }
     drop(tcp_clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces, IP_TRANSPARENT)"]
+async fn behind_a_load_balancer_the_proxy_header_address_is_the_source() {
+    // The client namespace plays the load balancer: its PROXY header names 203.0.113.7:40000.
+    let net = Topology::new("l", true);
+    let proxy = Proxy::start(&net.host, PROXY_PORT, false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[listener]]\nproto = \"tcp\"\nlisten = \"{HEPTAP_V4}:5069\"\n\
+         upstream = \"{PROXY}:{PROXY_PORT}\"\nsip_trace_id = \"tid\"\n\
+         accept_proxy_protocol = true\nupstream_source = \"client\"\n\
+         upstream_source_port = \"client\"\n{}",
+        tracing_toml(dir.path()),
+    );
+    let mut heptap = start_heptap(&net.host, dir.path(), &config);
+    heptap.wait_log(&["heptap is ready"]).await;
+    let client = sock("203.0.113.7", 40000);
+    let mut stream = net.client.connect(sock(HEPTAP_V4, 5069)).unwrap();
+    stream
+        .write_all(format!("PROXY TCP4 203.0.113.7 {HEPTAP_V4} 40000 5069\r\n").as_bytes())
+        .unwrap();
+    for r in 0..2 {
+        let call_id = format!("lb-{r}");
+        stream
+            .write_all(options(&call_id, client, "TCP").as_bytes())
+            .unwrap();
+        assert!(read_reply(&mut stream).starts_with("SIP/2.0 200 OK"));
+        assert_eq!(proxy.source_of(&call_id), client.to_string());
+    }
+    // The client leg's events and SIP packets are the header's client too.
+    let what = described(|| format!("an ACCEPTED from {client} in {:#?}", trace(dir.path())));
+    heptap_testkit::eventually(WAIT, what, || {
+        trace(dir.path()).iter().any(|p| {
+            p["payload_json"]["Event"] == "ACCEPTED"
+                && p["src_ip"] == "203.0.113.7"
+                && p["src_port"] == 40000
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

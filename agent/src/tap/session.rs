@@ -10,6 +10,7 @@
 //!
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Mutex, PoisonError};
@@ -70,10 +71,30 @@ struct Opened {
 
 impl Session<'_> {
     /// Relays the connection `tcp` and traces both legs.
-    pub async fn run(&self, tcp: TcpStream) {
+    pub async fn run(mut self, mut tcp: TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        // 0. A load balancer's PROXY header: the client and the address it reached are in it.
+        let header = if self.tap.spec.accept_proxy_protocol {
+            let read = {
+                let reading = pin!(self.read_proxy_header(&mut tcp));
+                self.or_stop(reading).await
+            };
+            match read {
+                None => return,
+                Some(Ok(addrs)) => {
+                    if let Some((peer, local)) = addrs {
+                        self.peer = peer;
+                        self.local = local;
+                    }
+                    Ok(())
+                }
+                Some(Err(kind)) => Err(kind),
+            }
+        } else {
+            Ok(())
+        };
         let tracer = &self.ctx.tracer;
         let spec = &self.tap.spec;
-        let _ = tcp.set_nodelay(true);
         let mut client_leg = Leg::new(
             spec.proto,
             self.ctx.ids.next_id(),
@@ -81,6 +102,12 @@ impl Session<'_> {
             self.local,
             None,
         );
+        if let Err(kind) = header {
+            let end = End::new(Side::Client, kind);
+            tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, error = %end, "Client PROXY header refused");
+            client_leg.handshake_failed(tracer, &end, None, None);
+            return self.end_early(&self.stats.handshake_failed, &mut client_leg, &end);
+        }
 
         // 1. The client's handshake.
         let accepted = {
@@ -159,6 +186,24 @@ impl Session<'_> {
         upstream_leg.closed(tracer, ends.both());
         client_leg.closed(tracer, ends.both());
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// The PROXY header a load balancer sends first (`accept_proxy_protocol`), within
+    /// `handshake_timeout`: the client's address and the one it reached, if it names them.
+    async fn read_proxy_header(
+        &self,
+        tcp: &mut TcpStream,
+    ) -> Result<Option<(SocketAddr, SocketAddr)>, EndKind> {
+        let spec = &self.tap.spec;
+        let deadline = Instant::now() + spec.handshake_timeout;
+        match timeout_at(deadline, proxy_protocol::accept(tcp)).await {
+            Ok(Ok(addrs)) => Ok(addrs),
+            Ok(Err(e)) => Err(EndKind::Read(io::Error::new(
+                io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))),
+            Err(_) => Err(EndKind::HandshakeTimeout(TimedOut(spec.handshake_timeout))),
+        }
     }
 
     /// Counts the WebSocket sides closed for a message too big or too slow.

@@ -52,6 +52,9 @@ pub struct ListenerSpec {
     pub upstream_tls: Option<UpstreamTls>,
     /// PROXY protocol header sent first on every upstream connection.
     pub proxy_protocol: ProxyProtocol,
+    /// A PROXY header (v1 or v2) comes first from the client side (a load balancer): its
+    /// addresses are the client's.
+    pub accept_proxy_protocol: bool,
     /// The upstream connection's source address: heptap's or the client's (transparent).
     pub upstream_source: UpstreamSource,
     /// With a client source: its port too, where free.
@@ -257,6 +260,7 @@ mod tests {
             tls,
             upstream_tls: None,
             proxy_protocol: ProxyProtocol::None,
+            accept_proxy_protocol: false,
             upstream_source: UpstreamSource::Local,
             upstream_source_port: UpstreamSourcePort::Any,
             upstream_source_fallback: UpstreamSourceFallback::Refuse,
