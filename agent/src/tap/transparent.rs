@@ -87,6 +87,15 @@ pub fn bind_client_source(
         }
     }
     let addr = SocketAddr::new(ip, 0);
+    // The port is picked at the connect, unique per 4-tuple only (as for an unbound socket):
+    // a port picked at the bind would be held for every destination and through TIME_WAIT,
+    // and a busy client address would run out of them. Best effort: without it the bind
+    // picks the port.
+    let _ = nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    );
     socket
         .bind(&addr.into())
         .map_err(|source| SourceError::Bind { addr, source })?;
@@ -312,8 +321,10 @@ mod tests {
             // Without CAP_NET_RAW/CAP_NET_ADMIN (not root) there is nothing to test here.
             return;
         };
-        let client = first.local;
+        // The port is picked at the connect (IP_BIND_ADDRESS_NO_PORT).
+        assert_eq!(first.local, a("127.0.0.1:0"));
         let held = first.socket.connect(up).await.unwrap();
+        let client = held.local_addr().unwrap();
         let (_accepted, seen) = upstream.accept().await.unwrap();
         assert_eq!(seen, client);
         // The same port again: in use by the connection above, so another one.
