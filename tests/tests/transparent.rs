@@ -768,3 +768,33 @@ async fn kamailio_reads_proxy_v1_whole_and_proxy_v2_with_the_port_bytes_swapped(
     assert_eq!(v2.ip(), me.ip(), "{seen:?}");
     assert_eq!(v2.port(), me.port().swap_bytes(), "{seen:?}");
 }
+
+#[test]
+#[ignore = "needs root (a [service] user switch)"]
+fn a_transparent_listener_with_a_service_user_switch_is_refused_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    fs::write(
+        &cfg,
+        "[service]\nuser = \"nobody\"\n\
+         [[listener]]\nproto = \"tcp\"\nlisten = \"127.0.0.1:0\"\n\
+         upstream = \"127.0.0.1:5060\"\nupstream_source = \"client\"\n\
+         [mi]\nfifo_name = \"\"\nhttp_listen = \"\"\n",
+    )
+    .unwrap();
+    let out = Command::new(heptap_bin())
+        .arg("check-config")
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "listener[0]: upstream_source = \"client\": heptap would switch to the user nobody \
+             after start-up and lose the capability every connection needs"
+        ),
+        "{stderr}"
+    );
+}
