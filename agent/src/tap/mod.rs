@@ -9,6 +9,8 @@
 //! - `session`: per connection, accept -> open upstream -> relay -> close.
 //! - `transport` (with `certs` and `client_certs`): TCP or TLS, server and client side; the
 //!   client certificates a TLS listener requests or requires.
+//! - `transparent`: the upstream leg opened from the client's address (`upstream_source =
+//!   "client"`), and the start-up check of what that needs.
 //! - `upgrade` and `proxy_protocol`: the handshakes on top of the transport (the WebSocket
 //!   upgrade both ways, the PROXY header toward the upstream).
 //! - `relay`: both directions of a connection in one loop, for bytes and messages alike.
@@ -33,6 +35,7 @@ mod relay;
 mod session;
 pub mod sip;
 mod spec;
+mod transparent;
 mod transport;
 mod upgrade;
 mod ws_frames;
@@ -42,3 +45,4 @@ pub use error::{ListenError, TapError};
 pub use listener::{BoundListener, Listener};
 pub use live::LiveConns;
 pub use spec::{ListenerSpec, Tap, TapContext, check};
+pub use transparent::routing_warnings;
