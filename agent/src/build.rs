@@ -233,6 +233,27 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
     config
         .check_route_names(|n| routes.get(n).is_some())
         .map_err(BuildProblem::Config)?;
+    let trace_ids: Vec<String> = config.trace_ids().into_iter().map(|t| t.name).collect();
+    let mut errors = match routes.check_trace_ids(|t| trace_ids.iter().any(|k| k == t)) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0,
+    };
+    // A connection route runs before any SIP message: one that reads SIP is a mistake.
+    for proto in NetProto::ALL {
+        if let Some(error) = config
+            .net
+            .get(proto)
+            .trace_filter_route
+            .as_ref()
+            .and_then(|name| routes.get(name)?.sip_use())
+            && !errors.contains(error)
+        {
+            errors.push(error.clone());
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildProblem::Routes(heptap_filters::CompileErrors(errors)).into());
+    }
     Ok(routes)
 }
 
@@ -496,8 +517,10 @@ fn carry(old: Option<&Switch>, initial: bool) -> Switch {
     old.cloned().unwrap_or_else(|| Switch::new(initial))
 }
 
-/// The listener specs of the config, in config order.
+/// The listener specs of the config, in config order. Their `sip_trace_route`s come from the
+/// config's routes, compiled again here (start and reload have compiled them without error).
 pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
+    let routes = compile_routes(config).unwrap_or_default();
     config
         .listener
         .iter()
@@ -505,7 +528,7 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
         .map(|(i, l)| {
             // validate() bounds it to 16 MiB.
             let max_message_bytes = usize::try_from(l.max_message_bytes).unwrap_or(usize::MAX);
-            listener_spec(config, i, l, max_message_bytes)
+            listener_spec(config, i, l, max_message_bytes, &routes)
         })
         .collect()
 }
@@ -516,6 +539,7 @@ fn listener_spec(
     i: usize,
     l: &heptap_config::Listener,
     max_message_bytes: usize,
+    routes: &Routes,
 ) -> ListenerSpec {
     ListenerSpec {
         name: l.name.clone().unwrap_or_else(|| i.to_string()),
@@ -545,6 +569,10 @@ fn listener_spec(
                     .sip_methods
                     .clone()
                     .map(heptap_filters::Bwlist::ignoring_case),
+                route: l
+                    .sip_trace_route
+                    .as_ref()
+                    .and_then(|name| routes.get(name).cloned()),
                 json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
                 limits: FramerLimits::for_messages(max_message_bytes),
             })

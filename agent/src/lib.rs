@@ -33,6 +33,7 @@ mod cli;
 mod clock;
 mod conn_id;
 mod control;
+mod dyntrace;
 mod dump_text;
 mod handover;
 mod hep_dump;

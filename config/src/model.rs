@@ -622,6 +622,11 @@ pub struct Listener {
         with = "crate::opensips::bwlist"
     )]
     pub sip_methods: Option<Bwlist>,
+    /// A route of `[routes]` run once per SIP message before it is traced (the OpenSIPS
+    /// script's `if (...) trace("tid");`): `drop` means not traced, `trace("tid")` chooses the
+    /// trace ids; when it chooses none, `sip_trace_id` applies. Needs `sip_trace_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_trace_route: Option<String>,
     /// Connections accepted at once; more wait in the kernel backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -685,6 +690,7 @@ impl Listener {
             proxy_protocol: ProxyProtocol::None,
             sip_trace_id: None,
             sip_methods: None,
+            sip_trace_route: None,
             max_connections: default_max_connections(),
             handshake_timeout: five_seconds(),
             connect_timeout: five_seconds(),

@@ -304,6 +304,13 @@ impl Config {
                     format!("unknown trace_id '{tid}': {hint}"),
                 );
             }
+            if l.sip_trace_route.is_some() && l.sip_trace_id.is_none() {
+                errs.push(
+                    format!("{path}.sip_trace_route"),
+                    "sip_trace_route needs sip_trace_id: the trace id of the messages the route \
+                     lets through without choosing one with trace()",
+                );
+            }
             if let Some(methods) = &l.sip_methods {
                 for m in methods.non_sip_methods() {
                     errs.push(
