@@ -341,6 +341,7 @@ impl Running {
         self.mi.join().await;
         // Dropping the tracer's snapshot releases the last producers; then flush.
         self.shared.tracer.publish(build::empty_pipeline());
+        let dynamic = self.shared.tracer.dynamic.take_all();
         let built = self
             .shared
             .state
@@ -348,9 +349,15 @@ impl Running {
             .unwrap_or_else(|e| e.into_inner())
             .built
             .take();
-        if let Some(built) = built {
-            built.shutdown(flush.max(Duration::from_millis(200))).await;
+        let flush = flush.max(Duration::from_millis(200));
+        let mut drains = tokio::task::JoinSet::new();
+        for task in dynamic {
+            drains.spawn(task.shutdown(flush));
         }
+        if let Some(built) = built {
+            built.shutdown(flush).await;
+        }
+        while drains.join_next().await.is_some() {}
         self.workers.stop().await;
     }
 }

@@ -174,6 +174,15 @@ fn encoder(config: &Config, version: Version) -> Encoder {
 
 /// The sender spec of every destination the config defines.
 pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
+    config
+        .destinations()
+        .into_iter()
+        .map(|(name, destination)| destination_spec(config, name, destination))
+        .collect()
+}
+
+/// The sender spec of `destination` under the config's `[hep]` settings.
+fn destination_spec(config: &Config, name: String, destination: Destination) -> DestinationSpec {
     let hep = &config.hep;
     let limits = |queue_packets: usize, queue_bytes: u64, max_udp_size: usize| Limits {
         queue_packets,
@@ -184,30 +193,47 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
         backoff_initial: hep.backoff_initial,
         backoff_max: hep.backoff_max,
     };
-    let file_owner = crate::service::file_owner(&config.service);
-    config
-        .destinations()
-        .into_iter()
-        .map(|(name, destination)| {
-            let (version, limits) = match &destination {
-                Destination::Hep(id) => (
-                    id.version,
-                    limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
-                ),
-                Destination::Stdout | Destination::File(_) => (
-                    Version::V3,
-                    limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
-                ),
-            };
-            DestinationSpec {
-                name,
-                destination,
-                encoder: encoder(config, version),
-                limits,
-                file_owner,
-            }
-        })
-        .collect()
+    let (version, limits) = match &destination {
+        Destination::Hep(id) => (
+            id.version,
+            limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
+        ),
+        Destination::Stdout | Destination::File(_) => (
+            Version::V3,
+            limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
+        ),
+    };
+    DestinationSpec {
+        name,
+        destination,
+        encoder: encoder(config, version),
+        limits,
+        file_owner: crate::service::file_owner(&config.service),
+    }
+}
+
+/// The spec of a destination `trace_start` creates from `uri` (a hep_id without its `[name]`:
+/// `host[:port][;transport=..][;version=..]`), named `name`, with the config's `[hep]`
+/// settings. It has no disk spool: a dynamic trace is a diagnosis, not a record to keep.
+pub fn dynamic_destination(
+    config: &Config,
+    name: &str,
+    uri: &str,
+) -> Result<DestinationSpec, String> {
+    let parsed = heptap_config::HepIdString::parse(uri, false).map_err(|e| e.to_string())?;
+    if parsed.name.is_some() {
+        return Err("the uri takes no [name]: the trace id names the destination".to_owned());
+    }
+    let mut table = heptap_config::HepIdTable::from(parsed);
+    table.spool_dir = Some(std::path::PathBuf::new());
+    let id = table
+        .resolve(name, &config.hep)
+        .map_err(|e| e.to_string())?;
+    Ok(destination_spec(
+        config,
+        name.to_owned(),
+        Destination::Hep(id),
+    ))
 }
 
 /// Compiles the routes of the config and checks the names it refers to.

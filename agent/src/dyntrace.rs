@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use heptap_filters::{SipInspect, SipStart, sip_fields};
 
 use crate::sender::{Sender, SenderTask};
 use crate::sip::SipMessage;
+use crate::stats::{Counter, Stats};
 
 /// Most dialogs (Call-IDs) one `dialog`-scoped trace follows at once; past it, new dialogs are
 /// not followed (counted as `dialogs_full`) until older ones expire.
@@ -166,29 +166,37 @@ pub struct DynTrace {
     pub target: Target,
     /// The Call-IDs followed (scope `dialog`).
     dialogs: Dialogs,
-    /// Messages handed to its destination.
-    pub traced: AtomicU64,
-    /// Dialogs not followed because the table was full.
-    pub dialogs_full: AtomicU64,
+    /// Messages handed to its destination (`dyntrace_<id>:traced`).
+    pub traced: Counter,
+    /// Dialogs not followed because the table was full (`dyntrace_<id>:dialogs_full`).
+    pub dialogs_full: Counter,
 }
 
 impl DynTrace {
-    /// A trace with nothing traced yet.
-    pub fn new(name: String, uri: String, scope: Scope, filters: Vec<Filter>, target: Target) -> Self {
+    /// A trace with its counters in `stats` (group `dyntrace_<name>`).
+    pub fn new(
+        name: String,
+        uri: String,
+        (scope, filters): (Scope, Vec<Filter>),
+        target: Target,
+        stats: &Stats,
+    ) -> Self {
+        let group = format!("dyntrace_{name}");
         Self {
+            traced: stats.counter(&group, "traced"),
+            dialogs_full: stats.counter(&group, "dialogs_full"),
             name,
             uri,
             scope,
             filters,
             target,
             dialogs: Dialogs::default(),
-            traced: AtomicU64::new(0),
-            dialogs_full: AtomicU64::new(0),
         }
     }
 
     /// Dialogs followed now.
-    pub fn dialogs(&self) -> usize {
+    #[cfg(test)]
+    fn dialogs(&self) -> usize {
         self.dialogs
             .seen
             .lock()
@@ -210,7 +218,10 @@ impl DynTrace {
                 }
                 let initial_invite = matches!(
                     sip.start(),
-                    Some(SipStart::Request { method: "INVITE", .. })
+                    Some(SipStart::Request {
+                        method: "INVITE",
+                        ..
+                    })
                 ) && !sip.header("To").is_some_and(sip_fields::has_tag);
                 if initial_invite && all() {
                     self.follow(call_id, now);
@@ -252,7 +263,7 @@ impl DynTrace {
             seen.retain(|_, last| now.saturating_duration_since(*last) < DIALOG_TTL);
         }
         if seen.len() >= MAX_DIALOGS {
-            self.dialogs_full.fetch_add(1, Ordering::Relaxed);
+            self.dialogs_full.inc();
             return;
         }
         seen.insert(call_id.into(), now);
@@ -336,7 +347,10 @@ impl DynTraces {
     pub fn take_all(&self) -> Vec<SenderTask> {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         self.list.store(Arc::new(Vec::new()));
-        std::mem::take(&mut *tasks).into_values().flatten().collect()
+        std::mem::take(&mut *tasks)
+            .into_values()
+            .flatten()
+            .collect()
     }
 }
 
@@ -356,7 +370,14 @@ mod tests {
 
     fn trace(scope: Scope, filters: &[&str]) -> DynTrace {
         let filters = filters.iter().map(|f| Filter::parse(f).unwrap()).collect();
-        DynTrace::new("t".into(), "x".into(), scope, filters, Target::Named("x".into()))
+        let target = Target::Named("x".into());
+        DynTrace::new(
+            "t".into(),
+            "x".into(),
+            (scope, filters),
+            target,
+            &Stats::new(),
+        )
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -365,13 +386,20 @@ mod tests {
 
     #[test]
     fn filters_parse_as_opensips_names_them_and_refuse_the_rest() {
-        assert_eq!(Filter::parse("CALLER=alice"), Ok(Filter::Caller("alice".into())));
+        assert_eq!(
+            Filter::parse("CALLER=alice"),
+            Ok(Filter::Caller("alice".into()))
+        );
         assert_eq!(
             Filter::parse("ip=::ffff:192.0.2.1"),
             Ok(Filter::Ip(ip("192.0.2.1")))
         );
         assert!(Filter::parse("ip=nope").unwrap_err().contains("invalid IP"));
-        assert!(Filter::parse("user=a").unwrap_err().contains("unknown filter 'user'"));
+        assert!(
+            Filter::parse("user=a")
+                .unwrap_err()
+                .contains("unknown filter 'user'")
+        );
         assert!(Filter::parse("caller").is_err());
         assert!(Filter::parse("callee=").is_err());
         assert_eq!(Scope::parse("M"), Ok(Scope::Message));
@@ -384,7 +412,10 @@ mod tests {
         let t = trace(Scope::Dialog, &["caller=alice", "ip=192.0.2.10"]);
         let now = Instant::now();
         let client = ip("192.0.2.10");
-        assert!(!t.wants(&SipMessage::new(BOB_200), client, now), "not yet followed");
+        assert!(
+            !t.wants(&SipMessage::new(BOB_200), client, now),
+            "not yet followed"
+        );
         assert!(t.wants(&SipMessage::new(ALICE_INVITE), client, now));
         assert!(t.wants(&SipMessage::new(BOB_200), ip("198.51.100.1"), now));
         assert!(!t.wants(&SipMessage::new(CAROL_INVITE), client, now));
@@ -398,7 +429,10 @@ mod tests {
         let now = Instant::now();
         let client = ip("192.0.2.10");
         assert!(t.wants(&SipMessage::new(ALICE_INVITE), client, now));
-        assert!(t.wants(&SipMessage::new(BOB_200), client, now), "a reply by its To");
+        assert!(
+            t.wants(&SipMessage::new(BOB_200), client, now),
+            "a reply by its To"
+        );
         let other = trace(Scope::Message, &["callee=carol"]);
         assert!(!other.wants(&SipMessage::new(ALICE_INVITE), client, now));
     }
@@ -410,10 +444,15 @@ mod tests {
         for n in 0..MAX_DIALOGS {
             t.follow(&n.to_string(), now);
         }
-        let msg = SipMessage::new(ALICE_INVITE);
-        assert!(!t.wants(&msg, ip("192.0.2.1"), now), "full: not followed");
-        assert_eq!(t.dialogs_full.load(Ordering::Relaxed), 1);
-        assert!(t.wants(&msg, ip("192.0.2.1"), now + DIALOG_TTL), "expired ones make room");
+        let invite = SipMessage::new(ALICE_INVITE);
+        let reply = SipMessage::new(BOB_200);
+        let client = ip("192.0.2.1");
+        assert!(t.wants(&invite, client, now), "the matching INVITE itself is traced");
+        assert!(!t.wants(&reply, client, now), "but its dialog is not followed: full");
+        assert_eq!(t.dialogs_full.get(), 1);
+        let later = now + DIALOG_TTL;
+        assert!(t.wants(&invite, client, later), "expired ones make room");
+        assert!(t.wants(&reply, client, later));
         assert_eq!(t.dialogs(), 1);
     }
 }

@@ -287,9 +287,7 @@ impl Tracer {
                     match packet.get() {
                         Ok(Some(msg)) => {
                             sender.offer(&msg);
-                            trace
-                                .traced
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            trace.traced.inc();
                         }
                         Ok(None) => {}
                         Err(e) => return SipTraced::Failed(e),

@@ -140,13 +140,10 @@ impl Compiler<'_> {
                         out.push(Stmt::Trace(index));
                     }
                 }
-                "is_in_subnet" | "check_source_address" | "is_method" | "has_totag" => self
-                    .report(
-                        *at,
-                        format!(
-                            "{name}() has no effect as a statement; use it as an if condition"
-                        ),
-                    ),
+                "is_in_subnet" | "check_source_address" | "is_method" | "has_totag" => self.report(
+                    *at,
+                    format!("{name}() has no effect as a statement; use it as an if condition"),
+                ),
                 _ => self.report(*at, format!("unknown function {name}()")),
             },
         }

@@ -66,7 +66,10 @@ impl HeaderName {
     pub(crate) fn new(name: &str) -> Option<HeaderName> {
         let token = |b: u8| {
             b.is_ascii_alphanumeric()
-                || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
         };
         if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.bytes().all(token) {
             return None;

@@ -118,7 +118,9 @@ pub mod fields {
     /// Whether a `To` value carries a `tag` parameter (`has_totag()`).
     pub fn has_tag(value: &str) -> bool {
         let params = match value.find('<') {
-            Some(open) => value[open..].find('>').map_or("", |close| &value[open + close..]),
+            Some(open) => value[open..]
+                .find('>')
+                .map_or("", |close| &value[open + close..]),
             None => value.find(';').map_or("", |semi| &value[semi..]),
         };
         params.split(';').skip(1).any(|param| {
@@ -173,7 +175,10 @@ mod tests {
     #[test]
     fn user_and_host_of_uris() {
         assert_eq!(uri_user("sip:alice:secret@example.com:5061"), Some("alice"));
-        assert_eq!(uri_host("sip:alice@example.com:5061;transport=tcp"), Some("example.com"));
+        assert_eq!(
+            uri_host("sip:alice@example.com:5061;transport=tcp"),
+            Some("example.com")
+        );
         assert_eq!(uri_host("sips:[2001:db8::1]:5061"), Some("[2001:db8::1]"));
         assert_eq!(uri_user("sip:example.com"), None);
         assert_eq!(uri_host("sip:example.com"), Some("example.com"));

@@ -92,9 +92,15 @@ route[one_caller] {
 #[test]
 fn a_route_traces_only_one_callers_initial_invites_from_one_address() {
     let routes = compile(ONE_CALLER);
-    let alice = invite("\"Alice\" <sip:alice@example.com>;tag=a", "<sip:bob@example.com>");
+    let alice = invite(
+        "\"Alice\" <sip:alice@example.com>;tag=a",
+        "<sip:bob@example.com>",
+    );
     let carol = invite("<sip:carol@example.com>;tag=c", "<sip:bob@example.com>");
-    let re_invite = invite("<sip:alice@example.com>;tag=a", "<sip:bob@example.com>;tag=b");
+    let re_invite = invite(
+        "<sip:alice@example.com>;tag=a",
+        "<sip:bob@example.com>;tag=b",
+    );
     let from_alice = conn("192.0.2.10:40000");
     assert_eq!(
         chosen(&routes, "one_caller", &from_alice, &alice),
@@ -187,7 +193,10 @@ fn a_message_without_a_start_line_has_no_sip_values() {
         start: None,
         headers: &[],
     };
-    assert_eq!(chosen(&routes, "r", &conn("192.0.2.1:1"), &garbled), Some(vec![]));
+    assert_eq!(
+        chosen(&routes, "r", &conn("192.0.2.1:1"), &garbled),
+        Some(vec![])
+    );
 }
 
 #[test]
@@ -212,7 +221,11 @@ fn a_route_reading_sip_says_where_for_connection_use() {
     assert!(sip.message.contains("($fU)"), "{}", sip.message);
     let net = routes.get("net").unwrap().sip_use().unwrap();
     assert_eq!((net.line, net.column), (2, 35));
-    assert!(net.message.contains("calls route \"sip\""), "{}", net.message);
+    assert!(
+        net.message.contains("calls route \"sip\""),
+        "{}",
+        net.message
+    );
     assert!(routes.get("plain").unwrap().sip_use().is_none());
     // Evaluated for a connection, SIP values are absent: `$fU == "x"` is false.
     assert_eq!(
@@ -244,7 +257,11 @@ fn sip_mistakes_are_located_errors() {
         ),
         (
             "route[r] { if ($fU < \"x\") drop; }",
-            (1, 20, "operator < does not apply to SIP text; use ==, !=, =~ or !~"),
+            (
+                1,
+                20,
+                "operator < does not apply to SIP text; use ==, !=, =~ or !~",
+            ),
         ),
         (
             "route[r] { if ($rs == \"OK\") drop; }",
@@ -252,7 +269,11 @@ fn sip_mistakes_are_located_errors() {
         ),
         (
             "route[r] { if ($fU == $tU) drop; }",
-            (1, 23, "a SIP variable is compared with a quoted text such as \"alice\""),
+            (
+                1,
+                23,
+                "a SIP variable is compared with a quoted text such as \"alice\"",
+            ),
         ),
         (
             "route[r] { if (is_method(\"INVITE,BYE\")) drop; }",

@@ -27,6 +27,55 @@ pub struct TraceIdInfo {
     pub destinations: Vec<DestinationInfo>,
 }
 
+/// A dynamic trace (`trace_start`), as `trace` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicTraceInfo {
+    /// Its id.
+    pub name: String,
+    /// `HEP`.
+    pub kind: String,
+    /// Where it goes: `host:port` of the destination it started, or the hep_id's.
+    pub uri: String,
+    /// Its filters as `(caller|callee|ip, value)`, in the order given.
+    pub filters: Vec<(String, String)>,
+}
+
+/// What `trace_start` asks for, as given (the agent parses and checks it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStart {
+    /// `id`: the new trace's name.
+    pub id: String,
+    /// `uri`: `hep:<hep_id>` (an existing destination by name) or `hep:host[:port][;..]` (a
+    /// new one, the hep_id syntax).
+    pub uri: String,
+    /// `filter`: `caller=..`, `callee=..`, `ip=..`.
+    pub filters: Vec<String>,
+    /// `scope`: `m`/`message` or `d`/`dialog` (the default).
+    pub scope: Option<String>,
+    /// `type`: `sip` (the only one heptap traces; also the default).
+    pub kind: Option<String>,
+}
+
+/// Why `trace_start` refused, with OpenSIPS's reply for each.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TraceStartError {
+    /// A configured trace id has that name (500 "Bad parameter value").
+    #[error("trace id already used")]
+    StaticName,
+    /// A dynamic trace has that name (500 "Bad parameter value").
+    #[error("dynamic trace id already used")]
+    DynamicName,
+    /// A parameter that cannot be used, and why (500 "Bad parameter value").
+    #[error("{0}")]
+    BadParameter(String),
+    /// A uri heptap cannot trace to (`sip:`, `file:`, databases) (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// The agent cannot start dynamic traces (a test double).
+    #[error("dynamic tracing is not available")]
+    Unavailable,
+}
+
 /// One statistic, named `group:name` as OpenSIPS names them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statistic {
@@ -234,4 +283,17 @@ pub trait Control: Send + Sync + 'static {
     /// Sends one MI trace message (proto type 87) to `[mi] trace_destination`. The MI has
     /// already applied `trace_bwlist`. Must not block.
     fn trace_mi(&self, msg: TraceMessage);
+    /// Starts a dynamic trace (`trace_start`); it runs until `trace_stop`, across reloads.
+    fn trace_start(&self, request: TraceStart) -> Result<(), TraceStartError> {
+        let _ = request;
+        Err(TraceStartError::Unavailable)
+    }
+    /// Stops dynamic trace `id` (`trace_stop`); a destination it started drains and closes.
+    fn trace_stop(&self, id: &str) -> Result<(), UnknownTraceId> {
+        Err(UnknownTraceId(id.to_owned()))
+    }
+    /// The dynamic traces, in the order they were started.
+    fn dynamic_traces(&self) -> Vec<DynamicTraceInfo> {
+        Vec::new()
+    }
 }

@@ -20,6 +20,7 @@ pub mod client;
 mod commands;
 pub mod control;
 mod core;
+mod dyntrace;
 mod error;
 mod fifo;
 mod handlers;
@@ -48,8 +49,8 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
-    Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, DynamicTraceInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused,
+    ReloadReport, Statistic, TraceIdInfo, TraceStart, TraceStartError, UnknownTraceId,
 };
 pub use error::MiError;
 pub use handover::{FifoId, Handover, Inherited};

@@ -59,7 +59,10 @@ mod tests {
                 uri: "sip:bob@example.com"
             })
         );
-        assert_eq!(m.header("from"), Some("\"Alice\" <sip:alice@example.com>;tag=1"));
+        assert_eq!(
+            m.header("from"),
+            Some("\"Alice\" <sip:alice@example.com>;tag=1")
+        );
         assert_eq!(m.header("TO"), Some("<sip:bob@example.com>"));
         assert_eq!(m.header("i"), None, "a compact name is not a full name");
         assert_eq!(m.header("Call-ID"), Some("c1@host"));

@@ -23,8 +23,8 @@ mod head;
 mod message;
 
 pub use framer::{Framed, FramerCounters, Limits, LostReason, SipFramer};
-pub use message::SipMessage;
 pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head, read_head};
+pub use message::SipMessage;
 
 #[cfg(test)]
 mod framer_tests;
