@@ -447,8 +447,14 @@ mod tests {
         let invite = SipMessage::new(ALICE_INVITE);
         let reply = SipMessage::new(BOB_200);
         let client = ip("192.0.2.1");
-        assert!(t.wants(&invite, client, now), "the matching INVITE itself is traced");
-        assert!(!t.wants(&reply, client, now), "but its dialog is not followed: full");
+        assert!(
+            t.wants(&invite, client, now),
+            "the matching INVITE itself is traced"
+        );
+        assert!(
+            !t.wants(&reply, client, now),
+            "but its dialog is not followed: full"
+        );
         assert_eq!(t.dialogs_full.get(), 1);
         let later = now + DIALOG_TTL;
         assert!(t.wants(&invite, client, later), "expired ones make room");
