@@ -122,7 +122,7 @@ pub(crate) enum SipVar {
 impl SipVar {
     /// The variable's text in `sip` (None when the message has no such value). `$rs` is written
     /// by [`Ctx::write_var`] instead: it is a number.
-    fn text<'a>(self, sip: &'a dyn SipInspect) -> Option<&'a str> {
+    fn text(self, sip: &dyn SipInspect) -> Option<&str> {
         let ruri = || match sip.start()? {
             SipStart::Request { uri, .. } => Some(uri),
             SipStart::Response { .. } => None,

@@ -181,8 +181,8 @@ impl Routes {
         }
 
         // A route that calls one reading the SIP message reads it too (at the call).
-        for index in 0..compiled.len() {
-            compiled[index].sip_use = sip_use_of(index, &calls, &sip_uses, &asts, sources);
+        for (index, route) in compiled.iter_mut().enumerate() {
+            route.sip_use = sip_use_of(index, &calls, &sip_uses, &asts, sources);
         }
         let trace_refs = trace_refs
             .into_iter()

@@ -50,7 +50,7 @@ pub mod fields {
 
     /// The method: a request's own, a response's CSeq method (what `is_method()` and
     /// `sip_methods` look at).
-    pub fn method<'a>(sip: &'a (impl SipInspect + ?Sized)) -> Option<&'a str> {
+    pub fn method(sip: &(impl SipInspect + ?Sized)) -> Option<&str> {
         match sip.start()? {
             SipStart::Request { method, .. } => Some(method),
             SipStart::Response { .. } => cseq_method(sip.header("CSeq")?),
