@@ -314,3 +314,33 @@ fn sip_mistakes_are_located_errors() {
         );
     }
 }
+
+/// The routes docs/filters.md gives to paste for `sip_trace_route` compile, and their trace ids
+/// are the ones its config example defines.
+#[test]
+fn the_documented_sip_routes_compile() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/filters.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    let section = docs
+        .split("## `sip_trace_route`")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let mut blocks = 0;
+    for block in section.split("```").skip(1).step_by(2) {
+        let text = match block.split_once("inline = \"\"\"") {
+            Some((_, rest)) => rest.split("\"\"\"").next().unwrap(),
+            None => block,
+        };
+        if !text.contains("route[") {
+            continue;
+        }
+        let routes = Routes::compile(&[Source::new("docs", text)], &AddressGroups::default())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        routes
+            .check_trace_ids(|t| ["tid", "alice", "security"].contains(&t))
+            .unwrap();
+        blocks += 1;
+    }
+    assert_eq!(blocks, 2);
+}
