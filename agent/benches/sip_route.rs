@@ -49,8 +49,11 @@ const OK_200: &[u8] = b"SIP/2.0 200 OK\r\n\
     Content-Length: 0\r\n\r\n";
 
 fn bench(c: &mut Criterion) {
-    let routes = Routes::compile(&[Source::new("bench.cfg", ROUTES)], &AddressGroups::default())
-        .expect("routes compile");
+    let routes = Routes::compile(
+        &[Source::new("bench.cfg", ROUTES)],
+        &AddressGroups::default(),
+    )
+    .expect("routes compile");
     let typical = routes.get("typical").unwrap();
     let plain = routes.get("connection_only").unwrap();
     let conn = ConnInfo {
