@@ -172,16 +172,30 @@ impl Control for AgentControl {
         let config = self.config();
         let dests = config.destinations();
         let pipeline = self.shared.tracer.load();
-        let rows: Vec<Value> = pipeline
-            .destinations
-            .values()
-            .map(|s| {
-                let st = s.state();
-                let info = describe(dests.get(&st.name), &st.name);
-                let version = match dests.get(&st.name) {
-                    Some(Destination::Hep(id)) => id.version.number(),
-                    _ => 3,
+        let configured = pipeline.destinations.values().map(|s| {
+            let name = s.name();
+            let version = match dests.get(name) {
+                Some(Destination::Hep(id)) => id.version.number(),
+                _ => 3,
+            };
+            (s.clone(), describe(dests.get(name), name), version)
+        });
+        // Destinations started by trace_start, while their trace runs.
+        let dynamic = self.shared.tracer.dynamic.load();
+        let started = dynamic.iter().filter_map(|t| match &t.target {
+            Target::Own { sender, version } => {
+                let info = DestinationInfo {
+                    kind: "HEP".to_owned(),
+                    uri: t.uri.clone(),
                 };
+                Some((sender.clone(), info, *version))
+            }
+            Target::Named(_) => None,
+        });
+        let rows: Vec<Value> = configured
+            .chain(started)
+            .map(|(s, info, version)| {
+                let st = s.state();
                 let c = st.counters;
                 let mut row = json!({
                     "name": st.name,
@@ -329,10 +343,14 @@ impl Control for AgentControl {
             }
             let spec = crate::build::dynamic_destination(&config, id, rest).map_err(allocating)?;
             let shown = describe(Some(&spec.destination), id).uri;
+            let version = match &spec.destination {
+                Destination::Hep(hep) => hep.version.number(),
+                _ => 3,
+            };
             let (sender, task) =
                 crate::sender::spawn_on(spec, &self.shared.stats, &self.shared.workers)
                     .map_err(|e| allocating(e.to_string()))?;
-            (Target::Own(sender), shown, Some(task))
+            (Target::Own { sender, version }, shown, Some(task))
         };
         drop(pipeline);
         let trace = DynTrace::new(

@@ -138,7 +138,12 @@ impl Filter {
 #[derive(Clone, Debug)]
 pub enum Target {
     /// A destination started for this trace (`uri=hep:host:port;...`), named as the trace.
-    Own(Sender),
+    Own {
+        /// Its producers' handle.
+        sender: Sender,
+        /// Its HEP version, for `hep_ids`.
+        version: u8,
+    },
     /// A configured `hep_id` by name (`uri=hep:<name>`), looked up in the current snapshot so
     /// it follows reloads.
     Named(String),

@@ -280,7 +280,7 @@ impl Tracer {
             let client = ev.conn.remote.ip();
             for trace in dynamic.iter().filter(|t| t.wants(&ev.msg, client, now)) {
                 let sender = match &trace.target {
-                    Target::Own(sender) => Some(sender),
+                    Target::Own { sender, .. } => Some(sender),
                     Target::Named(name) => pipeline.destinations.get(name),
                 };
                 if let Some(sender) = sender {

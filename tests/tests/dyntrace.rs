@@ -108,6 +108,16 @@ async fn a_dynamic_trace_of_one_caller_reaches_only_its_destination_and_stops() 
     assert_eq!(row["type"], "HEP");
     assert_eq!(row["uri"], dynamic.addr.to_string());
     assert_eq!(row["filters"], serde_json::json!([{"caller": "alice"}]));
+    // The destination it started is in `hep_ids`, with its counters.
+    let hep_ids = h.control().hep_ids();
+    let started = hep_ids["hep_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "alice")
+        .unwrap_or_else(|| panic!("{hep_ids}"));
+    assert_eq!(started["uri"], dynamic.addr.to_string());
+    assert_eq!(started["enqueued"], 7);
 
     // A reload keeps it (OpenSIPS keeps dynamic traces until they are stopped).
     let (code, out) = cli(&h, &dir, "http", &["mi", "reload"]).await;
@@ -132,6 +142,8 @@ async fn a_dynamic_trace_of_one_caller_reaches_only_its_destination_and_stops() 
         call_ids(&after)
     );
     assert!(h.control().dynamic_traces().is_empty());
+    let hep_ids = h.control().hep_ids().to_string();
+    assert!(!hep_ids.contains("\"alice\""), "{hep_ids}");
     // Stopping it again: OpenSIPS's 400.
     let (code, out) = cli(&h, &dir, "fifo", &["mi", "trace_stop", "id=alice"]).await;
     assert_eq!(code, 255, "{out}");
