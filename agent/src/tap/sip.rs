@@ -6,8 +6,9 @@
 //! correlation). On TCP and TLS each direction has a [`SipFramer`] behind a [`SipObserver`]; on
 //! WS and WSS each data message is handed to [`SipConn::frame`] directly.
 //!
-//! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, then the trace id's), so
-//! `sip_trace tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
+//! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, `sip_methods`, the
+//! listener's `sip_trace_route`, the trace ids' switches, the dynamic traces), so `sip_trace tid
+//! off` stops the very next message. Nothing here can change or delay the relayed bytes: it
 //! only looks at them after they were read, and `offer`s to queues that never block.
 //!
 //! SIP that was relayed but cannot be traced whole (framing lost, a message too large) is never
