@@ -176,6 +176,7 @@ fn encoder(config: &Config, version: Version) -> Encoder {
 pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
     let hep = &config.hep;
     let limits = |queue_packets: usize, queue_bytes: u64, max_udp_size: usize| Limits {
+        udp_replay_rate: hep.udp_replay_rate,
         queue_packets,
         queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
         max_udp_size,
@@ -192,7 +193,10 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
             let (version, limits) = match &destination {
                 Destination::Hep(id) => (
                     id.version,
-                    limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
+                    Limits {
+                        udp_replay_rate: id.udp_replay_rate,
+                        ..limits(id.queue_packets, id.queue_bytes, id.max_udp_size)
+                    },
                 ),
                 Destination::Stdout | Destination::File(_) => (
                     Version::V3,

@@ -38,6 +38,7 @@ mod handover;
 mod hep_dump;
 mod listeners;
 mod logging;
+mod metrics;
 mod mi_settings;
 mod pid_file;
 pub mod sender;

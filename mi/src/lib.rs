@@ -48,7 +48,7 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
+    Control, DestinationInfo, LogLevel, MiOutcome, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
     Statistic, TraceIdInfo, UnknownTraceId,
 };
 pub use error::MiError;
@@ -208,6 +208,8 @@ impl Mi {
             }
             None => None,
         };
+        let metrics = settings.metrics_listen.map(http::metrics::bind).transpose()?;
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(server) = fifo_server {
             tasks.push(tokio::spawn(
                 server.run(shutdown.clone(), Arc::clone(&recheck)),
@@ -229,9 +231,20 @@ impl Mi {
                 shutdown.clone(),
             )));
         }
+        if let Some(listener) = metrics {
+            if let Some(addr) = metrics_addr {
+                tracing::info!(metrics.addr = %addr, "Metrics listening (GET /metrics, no token)");
+            }
+            tasks.push(tokio::spawn(http::metrics::serve(
+                Arc::clone(&self.core.control),
+                listener,
+                shutdown.clone(),
+            )));
+        }
         Ok(MiRunning {
             fifo_path: settings.fifo_name.clone(),
             http_addr,
+            metrics_addr,
             recheck,
             tasks,
             http_socket: Mutex::new(http_socket),
@@ -247,6 +260,8 @@ pub struct MiRunning {
     pub fifo_path: Option<PathBuf>,
     /// Where HTTP listens (the real port when `http_listen` had port 0).
     pub http_addr: Option<SocketAddr>,
+    /// Where `metrics_listen` listens (the real port when it had port 0).
+    pub metrics_addr: Option<SocketAddr>,
     /// Wakes the FIFO server to check its FIFO now.
     recheck: Arc<Notify>,
     /// The server tasks, awaited by `join`.

@@ -260,6 +260,12 @@ pub(crate) struct Task {
     spool: Option<Spool>,
     /// The replay's rate limit (this lane's share of `spool_replay_rate`).
     replay: Bucket,
+    /// UDP: the rate limit while catching up after an outage (this lane's share of
+    /// `udp_replay_rate`).
+    catchup: Bucket,
+    /// UDP: reconnected after an outage and the queue not yet emptied since: datagrams go
+    /// at the `catchup` rate, not in bursts a collector's receive buffer cannot hold.
+    catching_up: bool,
     /// A UDP socket not yet known to reach a listening collector (spool only, see
     /// [`UDP_PROBE_WAIT`]).
     probe: bool,
@@ -335,10 +341,13 @@ impl Task {
         let rate = shared.spool.as_ref().map_or(0.0, |sp| {
             f64::from(sp.settings.replay_rate) / shared.lanes() as f64
         });
+        let udp_rate = f64::from(spec.limits.udp_replay_rate) / shared.lanes() as f64;
         Task {
             lane,
             spool,
             replay: Bucket::new(rate),
+            catchup: Bucket::new(udp_rate),
+            catching_up: false,
             probe: false,
             spool_warned: None,
             framing: endpoint.framing(),
@@ -740,7 +749,12 @@ impl Task {
         }
         self.ever_connected = true;
         self.shared.link_up();
-        self.probe = self.spool.is_some() && matches!(link, Link::Datagram(_));
+        // Every new UDP socket waits for a "port unreachable" before its first datagram counts
+        // as sent: `sent` then never counts datagrams a collector that is not there lost.
+        self.probe = matches!(link, Link::Datagram(_));
+        // What queued while the collector was away (or before the first socket) goes out
+        // paced, until the queue is empty.
+        self.catching_up = self.probe;
         if self.last_warned.take().is_some() {
             tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 "Connected to HEP destination");
@@ -869,6 +883,11 @@ impl Task {
         self.pending.head += bytes;
         self.shared.counters.sent.add(n as u64);
         self.shared.counters.sent_bytes.add(bytes as u64);
+        // Once per batch: a clock read is cheap next to the system call that sent it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.shared.counters.last_sent_unix_ms.set(now);
         self.shared.release_many(n - from_spool, est);
         if from_spool > 0
             && let Some(spool) = self.spool.as_mut()
@@ -913,7 +932,22 @@ impl Task {
             // Up to a batch's worth of datagrams in one system call: on loopback the call itself
             // costs about as much as handing the datagram to the kernel.
             let mut end = offset;
-            let most = if alone { 1 } else { BATCH_MESSAGES };
+            let mut most = if alone { 1 } else { BATCH_MESSAGES };
+            if self.catching_up {
+                most = self.catchup.available(most);
+                if most == 0 {
+                    let wait = self.catchup.wait().max(Duration::from_millis(1));
+                    if within(&mut self.stop, wait, std::future::pending::<()>())
+                        .await
+                        .is_none()
+                        && self.stop.deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        // The grace period ended: what is left is abandoned by the caller.
+                        break;
+                    }
+                    continue;
+                }
+            }
             let batch: Vec<&[u8]> = (self.pending.units.range(done..).take(most))
                 .map(|unit| {
                     let datagram = &self.pending.buf[end..end + unit.len];
@@ -933,6 +967,9 @@ impl Task {
             };
             match result {
                 Some(Ok(n)) => {
+                    if self.catching_up {
+                        self.catchup.spend(n);
+                    }
                     alone = n < batch.len();
                     offset += batch.iter().take(n).map(|d| d.len()).sum::<usize>();
                     done += n;
@@ -970,6 +1007,10 @@ impl Task {
         self.sent_units(done);
         if self.pending.units.is_empty() {
             self.sent_all();
+            if self.rx.is_empty() {
+                // Caught up: from now on datagrams go as they come.
+                self.catching_up = false;
+            }
         }
         Ok(())
     }
