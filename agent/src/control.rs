@@ -6,8 +6,8 @@ use std::sync::Arc;
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Backend, Control, DestinationInfo, LogLevel, MiOutcome, ProcessInfo, ReloadRefused, ReloadReport, Statistic,
-    TraceIdInfo, UnknownTraceId,
+    Backend, Control, DestinationInfo, LogLevel, MiOutcome, ProcessInfo, ReloadRefused,
+    ReloadReport, Statistic, TraceIdInfo, UnknownTraceId,
 };
 use serde_json::{Value, json};
 

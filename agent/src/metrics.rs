@@ -481,10 +481,7 @@ pub fn render(scrape: &Scrape) -> String {
         "heptap_build_info",
         "heptap's version (always 1).",
         Kind::Gauge,
-        (
-            vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
-            1.0,
-        ),
+        (vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1.0),
     );
     families.push(
         "heptap_uptime_seconds",
@@ -505,7 +502,9 @@ fn mi_target(stat: &str) -> Option<(Target, Vec<(&'static str, &str)>)> {
     let rest = stat.strip_prefix("requests_")?;
     let (transport, result) = rest.split_once('_')?;
     let transport = ["fifo", "http"].into_iter().find(|t| *t == transport)?;
-    let result = ["ok", "error", "refused"].into_iter().find(|r| *r == result)?;
+    let result = ["ok", "error", "refused"]
+        .into_iter()
+        .find(|r| *r == result)?;
     Some((
         t(
             "heptap_mi_requests",

@@ -48,8 +48,8 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    Control, DestinationInfo, LogLevel, MiOutcome, ProcessInfo, ReloadItem, ReloadRefused, ReloadReport,
-    Statistic, TraceIdInfo, UnknownTraceId,
+    Control, DestinationInfo, LogLevel, MiOutcome, ProcessInfo, ReloadItem, ReloadRefused,
+    ReloadReport, Statistic, TraceIdInfo, UnknownTraceId,
 };
 pub use error::MiError;
 pub use handover::{FifoId, Handover, Inherited};
@@ -208,7 +208,10 @@ impl Mi {
             }
             None => None,
         };
-        let metrics = settings.metrics_listen.map(http::metrics::bind).transpose()?;
+        let metrics = settings
+            .metrics_listen
+            .map(http::metrics::bind)
+            .transpose()?;
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(server) = fifo_server {
             tasks.push(tokio::spawn(

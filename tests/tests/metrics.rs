@@ -142,9 +142,14 @@ async fn metrics_read_by_the_prometheus_parser_match_the_traffic_sent() {
     let mut received = sip_packets(&mut col, 7).await;
     // Switched off over the MI (an MI request answered OK): the next dialog is counted as not
     // traced because of the switch.
-    heptap_mi::http_call(&url, "sip_trace", &Params::Positional(vec![json!("off")]), WAIT)
-        .await
-        .unwrap();
+    heptap_mi::http_call(
+        &url,
+        "sip_trace",
+        &Params::Positional(vec![json!("off")]),
+        WAIT,
+    )
+    .await
+    .unwrap();
     play_dialog(&mut client).await;
     eventually(WAIT, "14 SIP messages counted", || {
         stat(&heptap, "listener_edge", "sip_messages") == 14
@@ -179,27 +184,63 @@ async fn metrics_read_by_the_prometheus_parser_match_the_traffic_sent() {
 
     let edge = || json!({"listener": "edge", "proto": "tcp"});
     let homer = || json!({"destination": "homer", "proto": "udp"});
-    assert_eq!(value(&samples, "heptap_listener_sip_traced_total", edge()), 7.0);
-    assert_eq!(value(&samples, "heptap_listener_sip_switched_off_total", edge()), 7.0);
-    assert_eq!(value(&samples, "heptap_listener_sip_messages_total", edge()), 14.0);
-    assert_eq!(value(&samples, "heptap_listener_accepted_connections_total", edge()), 1.0);
-    assert_eq!(value(&samples, "heptap_listener_active_connections", edge()), 0.0);
+    assert_eq!(
+        value(&samples, "heptap_listener_sip_traced_total", edge()),
+        7.0
+    );
+    assert_eq!(
+        value(&samples, "heptap_listener_sip_switched_off_total", edge()),
+        7.0
+    );
+    assert_eq!(
+        value(&samples, "heptap_listener_sip_messages_total", edge()),
+        14.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "heptap_listener_accepted_connections_total",
+            edge()
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "heptap_listener_active_connections", edge()),
+        0.0
+    );
     assert_eq!(
         value(&samples, "heptap_destination_sent_packets_total", homer()),
         received.len() as f64,
         "sent is what the collector received"
     );
     assert_eq!(
-        value(&samples, "heptap_destination_enqueued_packets_total", homer()),
+        value(
+            &samples,
+            "heptap_destination_enqueued_packets_total",
+            homer()
+        ),
         sent as f64
     );
     for reason in ["queue_full", "oversize", "encode_error", "shutdown"] {
         let labels = json!({"destination": "homer", "reason": reason});
-        assert_eq!(value(&samples, "heptap_destination_dropped_packets_total", labels), 0.0);
+        assert_eq!(
+            value(&samples, "heptap_destination_dropped_packets_total", labels),
+            0.0
+        );
     }
-    assert_eq!(value(&samples, "heptap_destination_connected", homer()), 1.0);
-    assert_eq!(value(&samples, "heptap_destination_queue_packets", homer()), 0.0);
-    let since = value(&samples, "heptap_destination_seconds_since_last_send", homer());
+    assert_eq!(
+        value(&samples, "heptap_destination_connected", homer()),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "heptap_destination_queue_packets", homer()),
+        0.0
+    );
+    let since = value(
+        &samples,
+        "heptap_destination_seconds_since_last_send",
+        homer(),
+    );
     assert!((0.0..60.0).contains(&since), "{since}");
     let mi_requests = |result: &str| {
         value(
@@ -310,8 +351,8 @@ fn doc_result_names(doc: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_get_statistics_example_of_the_docs_answers() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/mi.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/mi.md")).unwrap();
     let examples = doc_examples(&doc);
     assert!(examples.len() >= 3, "examples found: {examples:?}");
     let results = doc_result_names(&doc);

@@ -281,7 +281,10 @@ async fn respond(
     }
     if !is_root(req.uri().path(), &core.settings.http_root) {
         state.answered();
-        return refused(closing(version, plain(StatusCode::NOT_FOUND, "Not Found\n")));
+        return refused(closing(
+            version,
+            plain(StatusCode::NOT_FOUND, "Not Found\n"),
+        ));
     }
     if req.method() != Method::POST {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
