@@ -204,7 +204,6 @@ const DROP_REASONS: &[&str] = &[
     "oversize",
     "encode_error",
     "shutdown",
-    "expired",
     "spool_full",
     "spool_expired",
     "spool_corrupt",
@@ -513,4 +512,84 @@ fn mi_target(stat: &str) -> Option<(Target, Vec<(&'static str, &str)>)> {
         ),
         vec![("transport", transport), ("result", result)],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(group: &str, name: &str, value: u64, gauge: bool) -> Statistic {
+        Statistic {
+            group: group.to_owned(),
+            name: name.to_owned(),
+            value,
+            gauge,
+        }
+    }
+
+    fn scrape(stats: Vec<Statistic>) -> String {
+        render(&Scrape {
+            stats,
+            listeners: Vec::new(),
+            destinations: vec![DestinationInfo {
+                name: "homer".to_owned(),
+                proto: "udp",
+                address: "10.0.0.5:9060".to_owned(),
+            }],
+            uptime: Duration::from_secs(30),
+            now_unix_ms: 1_700_000_010_000,
+        })
+    }
+
+    #[test]
+    fn a_statistic_without_a_name_of_its_own_keeps_its_get_statistics_name() {
+        let text = scrape(vec![
+            stat("core", "rcv_requests", 5, false),
+            stat("core", "shm_used", 7, true),
+        ]);
+        assert!(
+            text.contains("heptap_statistic_total{group=\"core\",name=\"rcv_requests\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heptap_statistic_gauge{group=\"core\",name=\"shm_used\"} 7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn drops_are_one_metric_by_reason_and_milliseconds_become_seconds() {
+        let text = scrape(vec![
+            stat("hep_homer", "dropped_queue_full", 3, false),
+            stat("hep_homer", "spool_oldest_age_ms", 1500, true),
+            stat("hep_homer", "last_sent_unix_ms", 1_700_000_000_000, true),
+        ]);
+        assert!(
+            text.contains(
+                "heptap_destination_dropped_packets_total{destination=\"homer\",proto=\"udp\",reason=\"queue_full\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("heptap_destination_spool_oldest_age_seconds{destination=\"homer\",proto=\"udp\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "heptap_destination_seconds_since_last_send{destination=\"homer\",proto=\"udp\"} 10"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn never_sent_counts_from_the_start() {
+        let text = scrape(vec![stat("hep_homer", "last_sent_unix_ms", 0, true)]);
+        assert!(
+            text.contains(
+                "heptap_destination_seconds_since_last_send{destination=\"homer\",proto=\"udp\"} 30"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -79,7 +79,7 @@ fn slow_collector(addr: SocketAddr, got: Arc<AtomicU64>) -> tokio::task::JoinHan
             got.store(n, Ordering::Relaxed);
             // The pace, not a synchronisation: every 100 datagrams, wait until the rate
             // allows them.
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 let due = start + Duration::from_secs_f64(n as f64 / COLLECTOR_RATE);
                 tokio::time::sleep_until(due).await;
             }
