@@ -37,10 +37,15 @@ fn config(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch) -> Config 
 
 /// One HTTP/1.1 request with `Connection: close`: the status and the body.
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_with(addr, method, path, "").await
+}
+
+/// [`http`] with `headers` (each ending in CRLF) added.
+async fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\
-         Content-Length: 0\r\n\r\n"
+         {headers}Content-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -304,6 +309,35 @@ async fn the_metrics_listener_serves_get_metrics_and_nothing_else() {
     assert_eq!(http(addr, "POST", "/metrics").await.0, 405);
     assert_eq!(http(addr, "GET", "/mi").await.0, 404);
     assert_eq!(http(addr, "GET", "/").await.0, 404);
+    heptap.shutdown(Stop::Immediate).await;
+}
+
+#[tokio::test]
+async fn on_the_mi_listener_a_scrape_passes_the_mis_gate_and_the_metrics_listener_needs_no_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = SipUpstream::bind().await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let token_file = dir.path().join("token");
+    let token = "scrape-token-0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut config = config(up.addr, col.addr, &dir);
+    config.mi.http_token_file = Some(token_file);
+    let heptap = run(config).await;
+    let mi = heptap.mi_http_addr().unwrap();
+    assert_eq!(http(mi, "GET", "/metrics").await.0, 401, "no token");
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (status, text) = http_with(mi, "GET", "/metrics", &bearer).await;
+    assert_eq!(status, 200);
+    parse(&text).await;
+    let cross_site = format!("{bearer}Origin: http://evil.example\r\n");
+    assert_eq!(http_with(mi, "GET", "/metrics", &cross_site).await.0, 403);
+    let (status, text) = http(heptap.metrics_addr().unwrap(), "GET", "/metrics").await;
+    assert_eq!(status, 200, "metrics_listen asks for no token");
+    let samples = parse(&text).await;
+    let refused = json!({"transport": "http", "result": "refused"});
+    assert_eq!(value(&samples, "heptap_mi_requests_total", refused), 2.0);
     heptap.shutdown(Stop::Immediate).await;
 }
 
