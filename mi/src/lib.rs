@@ -208,11 +208,21 @@ impl Mi {
             }
             None => None,
         };
-        let metrics = settings
-            .metrics_listen
-            .map(http::metrics::bind)
-            .transpose()?;
-        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        let handover = inherited.handover;
+        // A hand-over's new process binds while the old one still serves: the address may be
+        // taken until the old one stops its MI, and is bound then.
+        let (metrics, metrics_later) = match settings.metrics_listen {
+            None => (None, None),
+            Some(addr) => match http::metrics::bind(addr) {
+                Ok(l) => (Some(l), None),
+                Err(e) if handover && http::metrics::in_use(&e) => (None, Some(addr)),
+                Err(e) => return Err(e),
+            },
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .or(metrics_later);
         if let Some(server) = fifo_server {
             tasks.push(tokio::spawn(
                 server.run(shutdown.clone(), Arc::clone(&recheck)),
@@ -241,6 +251,13 @@ impl Mi {
             tasks.push(tokio::spawn(http::metrics::serve(
                 Arc::clone(&self.core.control),
                 listener,
+                shutdown.clone(),
+            )));
+        }
+        if let Some(addr) = metrics_later {
+            tasks.push(tokio::spawn(http::metrics::serve_when_free(
+                Arc::clone(&self.core.control),
+                addr,
                 shutdown.clone(),
             )));
         }

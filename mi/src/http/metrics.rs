@@ -84,9 +84,12 @@ fn answer(control: &dyn Control, req: &http::Request<Incoming>) -> Response<Full
     respond(control, req.method())
 }
 
-/// Binds `metrics_listen` with `SO_REUSEPORT`, so that the next process of a hand-over binds
-/// it while this one still serves it (a scrape meanwhile reaches either: both count the same
-/// way only after the hand-over, which a scraper sees as a restart of the counters).
+/// How often a process started by a hand-over tries `metrics_listen` again while the previous
+/// process still holds it.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// Binds `metrics_listen` (without `SO_REUSEPORT`: another program, or another heptap, on the
+/// same address is an error, not a silent share of the scrapes).
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -96,11 +99,42 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
     socket
         .and_then(|s| {
             s.set_reuseaddr(true)?;
-            s.set_reuseport(true)?;
             s.bind(addr)?;
             s.listen(128)
         })
         .map_err(|source| MiError::MetricsBind { addr, source })
+}
+
+/// Whether a bind failed because the address is taken.
+pub(crate) fn in_use(e: &MiError) -> bool {
+    matches!(e, MiError::MetricsBind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+/// At a hand-over: binds `addr` once the previous process has let it go (it stops its MI when
+/// the new process is ready), then serves until `shutdown`.
+pub(crate) async fn serve_when_free(
+    control: Arc<dyn Control>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(metrics.addr = %addr, "Metrics address held by the previous process; bound once it lets go");
+    loop {
+        match bind(addr) {
+            Ok(listener) => {
+                tracing::info!(metrics.addr = %addr, "Metrics listening (GET /metrics, no token)");
+                return serve(control, listener, shutdown).await;
+            }
+            Err(e) if in_use(&e) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot bind the metrics listener; /metrics is only on http_listen");
+                return;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETRY_EVERY) => {}
+        }
+    }
 }
 
 /// Serves scrapes on `listener` until `shutdown`; a scrape in flight finishes.
