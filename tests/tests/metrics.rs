@@ -422,3 +422,23 @@ async fn every_get_statistics_example_of_the_docs_answers() {
     }
     heptap.shutdown(Stop::Immediate).await;
 }
+
+#[tokio::test]
+async fn a_metrics_address_another_program_holds_fails_the_start_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let up = SipUpstream::bind().await;
+    let col = UdpCollector::bind().await;
+    let dir = Scratch::new();
+    let mut config = config(up.addr, col.addr, &dir);
+    config.mi.metrics_listen = Some(addr);
+    let err = heptap::start(config, heptap::LogHandle::detached())
+        .await
+        .err()
+        .expect("the start fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("mi.metrics_listen") && text.contains(&addr.to_string()),
+        "{text}"
+    );
+}
