@@ -196,10 +196,9 @@ pub struct Hep {
     /// Packets per second replayed from a destination's spool once its collector is back (all
     /// lanes together), so a collector is not flooded; 0: as fast as the collector takes them.
     pub spool_replay_rate: u32,
-    /// Packets per second a UDP destination sends, all lanes together, while it catches up
-    /// with what queued up during a collector outage (from a reconnection until its queue is
-    /// empty), so the collector's receive buffer is not overrun; 0: as fast as the socket
-    /// takes them.
+    /// Packets per second at which a UDP destination sends, all lanes together, what queued
+    /// during a collector outage (what is held when a new socket is opened after a failure),
+    /// so the collector's receive buffer is not overrun; 0: as fast as the socket takes them.
     pub udp_replay_rate: u32,
     /// `hep_id`: named destinations, by name. `stdout` always exists besides these.
     pub ids: BTreeMap<String, HepIdEntry>,

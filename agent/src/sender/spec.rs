@@ -27,8 +27,9 @@ pub struct Limits {
     pub backoff_initial: Duration,
     /// Longest delay between reconnection attempts; attempts never stop.
     pub backoff_max: Duration,
-    /// UDP: packets per second (all lanes together) while catching up with what queued during
-    /// an outage, so the collector's receive buffer is not overrun; 0: no limit.
+    /// UDP: packets per second (all lanes together) at which what queued during an outage is
+    /// sent after the reconnection, so the collector's receive buffer is not overrun; 0: no
+    /// limit.
     pub udp_replay_rate: u32,
 }
 

@@ -263,9 +263,9 @@ pub(crate) struct Task {
     /// UDP: the rate limit while catching up after an outage (this lane's share of
     /// `udp_replay_rate`).
     catchup: Bucket,
-    /// UDP: reconnected after an outage and the queue not yet emptied since: datagrams go
-    /// at the `catchup` rate, not in bursts a collector's receive buffer cannot hold.
-    catching_up: bool,
+    /// UDP: datagrams of the backlog found at a reconnection still to send at the `catchup`
+    /// rate, not in a burst a collector's receive buffer cannot hold.
+    catchup_left: usize,
     /// A UDP socket not yet known to reach a listening collector (spool only, see
     /// [`UDP_PROBE_WAIT`]).
     probe: bool,
@@ -347,7 +347,7 @@ impl Task {
             spool,
             replay: Bucket::new(rate),
             catchup: Bucket::new(udp_rate),
-            catching_up: false,
+            catchup_left: 0,
             probe: false,
             spool_warned: None,
             framing: endpoint.framing(),
@@ -744,6 +744,7 @@ impl Task {
     }
 
     fn connected(&mut self, link: Link) {
+        let reconnected = self.ever_connected;
         if self.ever_connected {
             self.shared.counters.reconnects.inc();
         }
@@ -752,9 +753,14 @@ impl Task {
         // Every new UDP socket waits for a "port unreachable" before its first datagram counts
         // as sent: `sent` then never counts datagrams a collector that is not there lost.
         self.probe = matches!(link, Link::Datagram(_));
-        // What queued while the collector was away (or before the first socket) goes out
-        // paced, until the queue is empty.
-        self.catching_up = self.probe;
+        // What queued while the collector was away goes out paced; what comes after it goes
+        // as it comes. (Not at the first connection: nothing was away, and a start under load
+        // would only queue and drop.)
+        self.catchup_left = if self.probe && reconnected && self.catchup.rate > 0.0 {
+            self.pending.units.len() + self.rx.len()
+        } else {
+            0
+        };
         if self.last_warned.take().is_some() {
             tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 "Connected to HEP destination");
@@ -933,8 +939,8 @@ impl Task {
             // costs about as much as handing the datagram to the kernel.
             let mut end = offset;
             let mut most = if alone { 1 } else { BATCH_MESSAGES };
-            if self.catching_up {
-                most = self.catchup.available(most);
+            if self.catchup_left > 0 {
+                most = self.catchup.available(most.min(self.catchup_left));
                 if most == 0 {
                     let wait = self.catchup.wait().max(Duration::from_millis(1));
                     if within(&mut self.stop, wait, std::future::pending::<()>())
@@ -967,8 +973,9 @@ impl Task {
             };
             match result {
                 Some(Ok(n)) => {
-                    if self.catching_up {
+                    if self.catchup_left > 0 {
                         self.catchup.spend(n);
+                        self.catchup_left = self.catchup_left.saturating_sub(n);
                     }
                     alone = n < batch.len();
                     offset += batch.iter().take(n).map(|d| d.len()).sum::<usize>();
@@ -1007,10 +1014,6 @@ impl Task {
         self.sent_units(done);
         if self.pending.units.is_empty() {
             self.sent_all();
-            if self.rx.is_empty() {
-                // Caught up: from now on datagrams go as they come.
-                self.catching_up = false;
-            }
         }
         Ok(())
     }
