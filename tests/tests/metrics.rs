@@ -420,6 +420,22 @@ async fn every_get_statistics_example_of_the_docs_answers() {
             "docs/mi.md shows {name}, which get_statistics does not have"
         );
     }
+    // And the other way round: every statistic heptap has is documented by its name.
+    let docs: String = ["mi.md", "senders.md", "taps.md", "metrics.md"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/../docs/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        })
+        .collect();
+    for key in all.result.as_object().unwrap().keys() {
+        let (group, name) = key.split_once(':').unwrap();
+        let documented = if group == "mi" {
+            docs.contains("`requests_<transport>_<result>`")
+        } else {
+            docs.contains(&format!("`{name}`"))
+        };
+        assert!(documented, "{key} is not documented in docs/");
+    }
     heptap.shutdown(Stop::Immediate).await;
 }
 
