@@ -448,10 +448,9 @@ async fn a_metrics_address_another_program_holds_fails_the_start_naming_it() {
     let dir = Scratch::new();
     let mut config = config(up.addr, col.addr, &dir);
     config.mi.metrics_listen = Some(addr);
-    let err = heptap::start(config, heptap::LogHandle::detached())
-        .await
-        .err()
-        .expect("the start fails");
+    let Err(err) = heptap::start(config, heptap::LogHandle::detached()).await else {
+        panic!("heptap started on an address another program holds");
+    };
     let text = err.to_string();
     assert!(
         text.contains("mi.metrics_listen") && text.contains(&addr.to_string()),
