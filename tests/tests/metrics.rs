@@ -167,6 +167,11 @@ async fn metrics_read_by_the_prometheus_parser_match_the_traffic_sent() {
             .is_err()
     );
     assert_eq!(http(mi, "GET", "/mi").await.0, 405);
+    // And one over the FIFO.
+    let fifo = dir.path().join("fifo");
+    heptap_mi::fifo_call(&fifo, dir.path(), "ps", &Params::None, WAIT)
+        .await
+        .unwrap();
     drop(client);
     eventually(WAIT, "the connection closed and its events sent", || {
         stat(&heptap, "listener_edge", "active") == 0
@@ -257,6 +262,12 @@ async fn metrics_read_by_the_prometheus_parser_match_the_traffic_sent() {
     assert_eq!(mi_requests("ok"), 1.0, "sip_trace off");
     assert_eq!(mi_requests("error"), 1.0, "no_such_command");
     assert_eq!(mi_requests("refused"), 1.0, "GET /mi");
+    let fifo_ok = json!({"transport": "fifo", "result": "ok"});
+    assert_eq!(
+        value(&samples, "heptap_mi_requests_total", fifo_ok),
+        1.0,
+        "ps"
+    );
     assert_eq!(
         value(
             &samples,
