@@ -87,9 +87,9 @@ fn slow_collector(addr: SocketAddr, got: Arc<AtomicU64>) -> tokio::task::JoinHan
     })
 }
 
-async fn offer_all(sender: &Sender, n: u32) {
+async fn offer_all(sender: &Sender, range: std::ops::Range<u32>) {
     let start = Instant::now();
-    for i in 0..n {
+    for i in range {
         let msg = message(i);
         while sender.offer(&msg) != Offer::Queued {
             assert!(start.elapsed() < LIMIT, "packet {i} never queued");
@@ -102,13 +102,14 @@ fn counters(sender: &Sender) -> SenderCounters {
     sender.state().counters
 }
 
-/// Queues `n` packets while the collector is down, brings it back, and returns (sent,
-/// received) once everything is sent or dropped and the collector has read all it will.
-async fn outage(n: u32, udp_replay_rate: u32) -> (u64, u64, Duration) {
+/// Queues `n` packets while the collector is down, brings it back (then offers `live` more,
+/// 100 every 25 ms, as traffic going on), and returns (sent, received, how long the sending
+/// took) once everything is sent or dropped and the collector has read all it will.
+async fn outage(n: u32, live: u32, udp_replay_rate: u32) -> (u64, u64, Duration) {
     let addr = free_port().await;
     let stats = Stats::new();
     let (sender, task) = sender::spawn(spec(addr, udp_replay_rate), &stats).unwrap();
-    offer_all(&sender, n).await;
+    offer_all(&sender, 0..n).await;
     // Nothing reached a collector that is not there: the probe of each new socket kept the
     // datagram instead of counting it sent.
     assert_eq!(counters(&sender).sent, 0, "{:?}", counters(&sender));
@@ -116,6 +117,12 @@ async fn outage(n: u32, udp_replay_rate: u32) -> (u64, u64, Duration) {
     let got = Arc::new(AtomicU64::new(0));
     let back = Instant::now();
     let serve = slow_collector(addr, got.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    for from in (n..n + live).step_by(100) {
+        tick.tick().await;
+        offer_all(&sender, from..(from + 100).min(n + live)).await;
+    }
+    let n = n + live;
     eventually(
         LIMIT,
         described(|| format!("every packet sent or dropped: {:?}", counters(&sender))),
@@ -150,7 +157,7 @@ async fn outage(n: u32, udp_replay_rate: u32) -> (u64, u64, Duration) {
 async fn a_collector_reading_20000_a_second_receives_98_percent_of_what_is_counted_sent_after_an_outage()
  {
     let n = 8_000;
-    let (sent, received, took) = outage(n, 10_000).await;
+    let (sent, received, took) = outage(n, 0, 10_000).await;
     eprintln!(
         "udp_replay_rate 10000: {n} queued during the outage, {sent} sent in {took:?}, \
          {received} received"
@@ -173,11 +180,23 @@ async fn unpaced_the_same_backlog_overruns_the_collectors_receive_buffer() {
     // Why the rate exists: the backlog sent as fast as the socket takes it arrives faster
     // than the collector reads, and its receive buffer (the kernel default) overflows.
     let n = 8_000;
-    let (sent, received, took) = outage(n, 0).await;
+    let (sent, received, took) = outage(n, 0, 0).await;
     eprintln!("udp_replay_rate 0: {n} queued, {sent} sent in {took:?}, {received} received");
     assert_eq!(sent, u64::from(n));
     assert!(
         (received as f64) < 0.98 * sent as f64,
         "received {received} of {sent}: the burst did not overrun the buffer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_going_on_during_the_catch_up_queues_behind_it_and_arrives_too() {
+    // 6,000 held at the reconnection, 2,000 more offered at 4,000/s meanwhile.
+    let (sent, received, took) = outage(6_000, 2_000, 10_000).await;
+    eprintln!("6000 held + 2000 live: {sent} sent in {took:?}, {received} received");
+    assert_eq!(sent, 8_000, "nothing dropped");
+    assert!(
+        received as f64 >= 0.98 * sent as f64,
+        "received {received} of {sent} counted as sent"
     );
 }

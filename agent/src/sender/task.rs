@@ -263,8 +263,8 @@ pub(crate) struct Task {
     /// UDP: the rate limit while catching up after an outage (this lane's share of
     /// `udp_replay_rate`).
     catchup: Bucket,
-    /// UDP: datagrams of the backlog found at a reconnection still to send at the `catchup`
-    /// rate, not in a burst a collector's receive buffer cannot hold.
+    /// UDP: datagrams of the backlog (found at a reconnection, or queued behind it) still to
+    /// send at the `catchup` rate, not in a burst a collector's receive buffer cannot hold.
     catchup_left: usize,
     /// A UDP socket not yet known to reach a listening collector (spool only, see
     /// [`UDP_PROBE_WAIT`]).
@@ -753,9 +753,9 @@ impl Task {
         // Every new UDP socket waits for a "port unreachable" before its first datagram counts
         // as sent: `sent` then never counts datagrams a collector that is not there lost.
         self.probe = matches!(link, Link::Datagram(_));
-        // What queued while the collector was away goes out paced; what comes after it goes
-        // as it comes. (Not at the first connection: nothing was away, and a start under load
-        // would only queue and drop.)
+        // What queued while the collector was away goes out paced, and what queued behind it
+        // meanwhile, until no more than a batch waits. (Not at the first connection: nothing
+        // was away, and a start under load would only queue and drop.)
         self.catchup_left = if self.probe && reconnected && self.catchup.rate > 0.0 {
             self.pending.units.len() + self.rx.len()
         } else {
@@ -976,6 +976,15 @@ impl Task {
                     if self.catchup_left > 0 {
                         self.catchup.spend(n);
                         self.catchup_left = self.catchup_left.saturating_sub(n);
+                        if self.catchup_left == 0 {
+                            // What queued during the catch-up is a backlog too, unless it is
+                            // no more than a batch: the catch-up ends once the lane keeps up.
+                            let held =
+                                self.pending.units.len().saturating_sub(done + n) + self.rx.len();
+                            if held > BATCH_MESSAGES {
+                                self.catchup_left = held;
+                            }
+                        }
                     }
                     alone = n < batch.len();
                     offset += batch.iter().take(n).map(|d| d.len()).sum::<usize>();
