@@ -257,16 +257,21 @@ fn source(file: Option<PathBuf>) -> Source {
 }
 
 /// Loads the config and every part the agent builds from it (routes, destinations), so that
-/// check-config refuses exactly what serve would refuse.
-fn load(file: Option<PathBuf>) -> Result<Config, String> {
+/// check-config refuses exactly what serve would refuse; with the warnings both show.
+fn load(file: Option<PathBuf>) -> Result<(Config, Vec<String>), String> {
     let config = Config::load(&source(file)).map_err(|e| e.to_string())?;
-    crate::build::check(&config).map_err(|e| e.to_string())?;
-    Ok(config)
+    let warnings = crate::build::check(&config).map_err(|e| e.to_string())?;
+    Ok((config, warnings))
 }
 
 fn check_config(file: Option<PathBuf>) -> ExitCode {
     match load(file) {
-        Ok(_) => print_out("OK"),
+        Ok((_, warnings)) => {
+            for w in warnings {
+                print_err(&format!("warning: {w}"));
+            }
+            print_out("OK")
+        }
         Err(e) => {
             print_err(&e);
             ExitCode::FAILURE
@@ -291,7 +296,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         },
         None => None,
     };
-    let config = match load(file.clone()) {
+    let (config, warnings) = match load(file.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("heptap: the config is refused:\n{e}");
@@ -302,6 +307,9 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let log = crate::logging::init(&config.log.level);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     match rt.block_on(crate::agent::serve(config, source(file), log, incoming)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -234,6 +234,16 @@ fn listener_target(stat: &str) -> Option<Target> {
             "Client TLS handshakes or WebSocket upgrades that failed or timed out.",
             Counter,
         ),
+        "upstream_source_failed" => t(
+            "heptap_listener_upstream_source_failures",
+            "Transparent listeners: upstream connections that could not use the client's address (refused or opened from heptap's).",
+            Counter,
+        ),
+        "upstream_source_port_taken" => t(
+            "heptap_listener_upstream_source_port_taken",
+            "Transparent listeners: upstream connections that could not keep the client's port (another one taken).",
+            Counter,
+        ),
         "accept_errors" => t(
             "heptap_listener_accept_errors",
             "accept() errors (EMFILE...).",

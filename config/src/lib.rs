@@ -26,7 +26,8 @@ pub use load::{ENV_PREFIX, ENV_SEPARATOR, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepSpool, HepTls,
     Listener, ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service,
-    SipPayload, TraceId, Tracer, UpstreamTls,
+    SipPayload, TraceId, Tracer, UpstreamSource, UpstreamSourceFallback, UpstreamSourcePort,
+    UpstreamTls,
 };
 pub use opensips::{
     DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,
