@@ -128,6 +128,7 @@ pub(crate) async fn start_taking_over(
             listeners,
         }),
         workers: workers.handles().clone(),
+        up_since: std::time::Instant::now(),
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
@@ -169,6 +170,11 @@ impl Running {
     /// Where the MI's JSON-RPC over HTTP listens, if it does.
     pub fn mi_http_addr(&self) -> Option<SocketAddr> {
         self.mi.http_addr
+    }
+
+    /// Where `[mi] metrics_listen` listens (the real port when the config said port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.mi.metrics_addr
     }
 
     /// The MI FIFO, if there is one.

@@ -194,6 +194,7 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
 fn destination_spec(config: &Config, name: String, destination: Destination) -> DestinationSpec {
     let hep = &config.hep;
     let limits = |queue_packets: usize, queue_bytes: u64, max_udp_size: usize| Limits {
+        udp_replay_rate: hep.udp_replay_rate,
         queue_packets,
         queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
         max_udp_size,
@@ -205,7 +206,10 @@ fn destination_spec(config: &Config, name: String, destination: Destination) -> 
     let (version, limits) = match &destination {
         Destination::Hep(id) => (
             id.version,
-            limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
+            Limits {
+                udp_replay_rate: id.udp_replay_rate,
+                ..limits(id.queue_packets, id.queue_bytes, id.max_udp_size)
+            },
         ),
         Destination::Stdout | Destination::File(_) => (
             Version::V3,

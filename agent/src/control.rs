@@ -6,8 +6,9 @@ use std::sync::Arc;
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, DynamicTraceInfo, LogLevel, ProcessInfo, ReloadRefused, ReloadReport,
-    Statistic, TraceIdInfo, TraceStart, TraceStartError, UnknownTraceId,
+    Backend, Control, DestinationInfo, DynamicTraceInfo, LogLevel, MiOutcome, ProcessInfo,
+    ReloadRefused, ReloadReport, Statistic, TraceIdInfo, TraceStart, TraceStartError,
+    UnknownTraceId,
 };
 use serde_json::{Value, json};
 
@@ -25,6 +26,7 @@ pub struct AgentControl {
 impl AgentControl {
     /// The control of a running agent.
     pub fn new(shared: Arc<Shared>) -> Self {
+        register_mi_counters(&shared.stats);
         Self { shared }
     }
 
@@ -412,6 +414,71 @@ impl Control for AgentControl {
                     .collect(),
             })
             .collect()
+    }
+
+    fn count_mi_request(&self, backend: Backend, outcome: MiOutcome) {
+        self.shared
+            .stats
+            .counter(MI_GROUP, &mi_request_stat(backend, outcome))
+            .inc();
+    }
+
+    fn metrics(&self) -> Option<String> {
+        let destinations = self
+            .shared
+            .tracer
+            .load()
+            .destinations
+            .values()
+            .map(|s| {
+                let st = s.state();
+                crate::metrics::DestinationInfo {
+                    name: st.name,
+                    proto: st.transport,
+                    address: st.destination,
+                }
+            })
+            .collect();
+        let listeners = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners
+            .infos();
+        let now_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Some(crate::metrics::render(&crate::metrics::Scrape {
+            stats: self.statistics(),
+            listeners,
+            destinations,
+            uptime: self.shared.up_since.elapsed(),
+            now_unix_ms,
+        }))
+    }
+}
+
+/// The statistics group of the MI's own counters (`mi:requests_<transport>_<result>`).
+const MI_GROUP: &str = "mi";
+
+/// `requests_<transport>_<result>`: the transport as operators call it (`http` for
+/// OpenSIPS's `json` backend).
+fn mi_request_stat(backend: Backend, outcome: MiOutcome) -> String {
+    let transport = match backend {
+        Backend::Fifo => "fifo",
+        Backend::Json => "http",
+    };
+    format!("requests_{transport}_{}", outcome.name())
+}
+
+/// Registers every MI request counter at zero, so that each series exists before its first
+/// request (a rate over a series that appears late misses its first increase).
+pub fn register_mi_counters(stats: &crate::stats::Stats) {
+    for backend in [Backend::Fifo, Backend::Json] {
+        for outcome in [MiOutcome::Ok, MiOutcome::Error, MiOutcome::Refused] {
+            stats.counter(MI_GROUP, &mi_request_stat(backend, outcome));
+        }
     }
 }
 

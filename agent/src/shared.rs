@@ -34,6 +34,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// The relay workers' runtimes: where a (re)build starts the destinations' lanes.
     pub workers: Arc<[tokio::runtime::Handle]>,
+    /// When the agent started (`heptap_uptime_seconds`).
+    pub up_since: std::time::Instant,
 }
 
 /// The part a reload replaces.

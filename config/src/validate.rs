@@ -398,6 +398,18 @@ impl Config {
                 ),
             );
         }
+        if let (Some(metrics), Some(http)) = (mi.metrics_listen, mi.http_listen)
+            && metrics == http
+            && metrics.port() != 0
+        {
+            errs.push(
+                "mi.metrics_listen",
+                format!(
+                    "{metrics} is http_listen's address: leave metrics_listen empty to scrape \
+                     GET /metrics there, or give it another port"
+                ),
+            );
+        }
         match &mi.http_token_file {
             Some(file) => {
                 check_absolute(errs, "mi.http_token_file", file);

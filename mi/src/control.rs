@@ -239,6 +239,32 @@ pub struct ReloadRefused {
 #[error("unknown trace id {0:?}")]
 pub struct UnknownTraceId(pub String);
 
+/// What became of one MI request (the `result` of the agent's `mi:<transport>_<result>`
+/// counters and of `heptap_mi_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MiOutcome {
+    /// Answered with a result (or accepted, a notification; or forwarded and answered by the
+    /// upstream).
+    Ok,
+    /// Answered with an error: bad JSON-RPC, an unknown command, bad parameters, a failed
+    /// command or upstream.
+    Error,
+    /// Refused by the HTTP listener before any command ran: Host, Origin, token, Content-Type,
+    /// path, method, size or time limits.
+    Refused,
+}
+
+impl MiOutcome {
+    /// The label value: `ok`, `error`, `refused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MiOutcome::Ok => "ok",
+            MiOutcome::Error => "error",
+            MiOutcome::Refused => "refused",
+        }
+    }
+}
+
 /// What the MI may read and switch in heptap. The agent implements it; tests implement it with
 /// plain fields. Object-safe: the MI holds an `Arc<dyn Control>`.
 ///
@@ -295,5 +321,13 @@ pub trait Control: Send + Sync + 'static {
     /// The dynamic traces, in the order they were started.
     fn dynamic_traces(&self) -> Vec<DynamicTraceInfo> {
         Vec::new()
+    }
+    /// Counts one MI request by the transport it came through (`fifo` or `json`, i.e. HTTP)
+    /// and what became of it. Must not block. Controls that keep no counters ignore it.
+    fn count_mi_request(&self, _backend: crate::trace::Backend, _outcome: MiOutcome) {}
+    /// The Prometheus text exposition (format 0.0.4) of every statistic, served at
+    /// `GET /metrics`; `None`: no metrics (the path answers 404).
+    fn metrics(&self) -> Option<String> {
+        None
     }
 }

@@ -57,6 +57,9 @@ pub struct SipStats {
     pub traced: Counter,
     /// Messages skipped by `sip_methods` or dropped by `sip_trace_route`.
     pub filtered: Counter,
+    /// Messages not traced because tracing was switched off (`trace_on`, the trace id's
+    /// switch: `sip_trace off`, `sip_trace <tid> off`).
+    pub switched_off: Counter,
     /// Stream parts that were not SIP; the framer resynchronised.
     pub malformed: Counter,
     /// Messages too large for one HEP frame: counted, not traced, never truncated.
@@ -76,6 +79,7 @@ impl SipStats {
             messages: stats.counter(group, "sip_messages"),
             traced: stats.counter(group, "sip_traced"),
             filtered: stats.counter(group, "sip_filtered"),
+            switched_off: stats.counter(group, "sip_switched_off"),
             malformed: stats.counter(group, "sip_malformed"),
             oversize: stats.counter(group, "sip_oversize"),
             gave_up: stats.counter(group, "sip_gave_up"),
@@ -176,7 +180,11 @@ impl<'a> SipConn<'a> {
     /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so. One too large
     /// for a HEP packet is reported lost, and its head traced.
     pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
-        if self.trace(tracer, dir, &msg, read_at) == Some(Traced::TooLarge) {
+        let traced = self.trace(tracer, dir, &msg, read_at);
+        if traced.is_none() {
+            self.stats.switched_off.inc();
+        }
+        if traced == Some(Traced::TooLarge) {
             let head = read_head(&msg).ok().map(|h| msg.slice(..h.head_len));
             let bytes = msg.len() as u64;
             self.lost(
