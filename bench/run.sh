@@ -42,6 +42,8 @@
 # REV_NOTE (what to print as the heptap revision, default from git),
 # MEASURE (default "idle bulk rr rr_max connrate": a subset for quick comparisons while
 # working), PROTOS (default "tcp tls"),
+# SCRAPE (default 0: seconds between scrapes of every heptap relay's GET /metrics, on its
+# [mi] metrics_listen, during the measurements, as Prometheus would; 0: not scraped),
 # SKIP_BUILD=1 (use the binaries already in $CARGO_TARGET_DIR/release), KEEP=1 (keep the work
 # directory with configs, logs and results), POSTSCRIPT (a Markdown file appended to the section).
 # Needs root for apt-get (HAProxy is installed if missing) and for raising `ulimit -n`.
@@ -60,7 +62,8 @@ RELAY_CPUS=${RELAY_CPUS:-0-$(($(nproc) - 1))}
 PORT_BASE=${PORT_BASE:-17000}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE; do printf '%s=%s ' "$v" "${!v}"; done)"
+SCRAPE=${SCRAPE:-0}
+COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE SCRAPE; do printf '%s=%s ' "$v" "${!v}"; done)"
 [[ -n ${MEASURE:-} ]] && COMMAND+="MEASURE=\"$MEASURE\" "
 [[ -n ${PROTOS:-} ]] && COMMAND+="PROTOS=\"$PROTOS\" "
 COMMAND+="bench/run.sh"
@@ -122,6 +125,9 @@ declare -A PORT_tls=([heptap-on]=$((PORT_BASE + 111)) [heptap-off]=$((PORT_BASE 
     [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)) [heptap-tcp]=$((PORT_BASE + 511))
     [heptap-spool]=$((PORT_BASE + 611)))
 RELAYS=(heptap-on heptap-tcp heptap-off haproxy)
+# Each heptap's [mi] metrics_listen (scraped when SCRAPE is set).
+declare -A METRICS_PORT=([heptap-on]=$((PORT_BASE + 951)) [heptap-tcp]=$((PORT_BASE + 952))
+    [heptap-off]=$((PORT_BASE + 953)) [heptap-spool]=$((PORT_BASE + 954)))
 # Started only for rr --max (see heptap-spool above).
 SPOOL_RELAY=heptap-spool
 HEP_PORT=$((PORT_BASE + 900))
@@ -192,6 +198,7 @@ trace_destination = "col"
 fifo_name = "$WORK/$name/fifo"
 reply_dir = "$WORK/$name/"
 http_listen = ""
+metrics_listen = "127.0.0.1:${METRICS_PORT[$name]}"
 EOF
     "$HEPTAP" check-config -c "$WORK/$name.toml" >/dev/null
 }
@@ -304,6 +311,19 @@ done
 
 start_relays
 wanted rr_max && start_spool_relay
+if [[ $SCRAPE != 0 ]]; then
+    # One scrape of every heptap every SCRAPE seconds, each line of scrapes.log one answer.
+    (
+        while :; do
+            for t in heptap-on heptap-tcp heptap-off heptap-spool; do
+                curl -s -o /dev/null -w '%{http_code}\n' --max-time 2 \
+                    "http://127.0.0.1:${METRICS_PORT[$t]}/metrics" || echo failed
+            done
+            sleep "$SCRAPE"
+        done
+    ) >>"$WORK/scrapes.log" 2>&1 &
+    PID[scraper]=$!
+fi
 TARGETS=(heptap-on heptap-tcp heptap-off haproxy direct)
 for round in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first (or right after another).
@@ -331,6 +351,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+SCRAPES=$(grep -c '^200$' "$WORK/scrapes.log" 2>/dev/null || echo 0)
 SPOOL_DU=$(du -sh "$WORK/spool" 2>/dev/null | cut -f1 || echo 0)
 
 # heptap-spool against heptap-tcp, rr --max: medians over the rounds, per transport.
@@ -407,6 +428,9 @@ same config with every \`trace_on = false\`. TLS is terminated by the relay (TLS
 AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct TLS is the
 responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that
 connection and only its connection events are traced there.
+$([[ $SCRAPE != 0 ]] && echo "
+Every heptap's \`GET /metrics\` (\`[mi] metrics_listen\`) was scraped every $SCRAPE s during the
+measurements, as Prometheus would: $SCRAPES scrapes answered 200." || true)
 EOF
 POST_ARGS=()
 [[ -n ${POSTSCRIPT:-} ]] && POST_ARGS=(--postscript "$POSTSCRIPT")

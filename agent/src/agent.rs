@@ -131,6 +131,7 @@ pub(crate) async fn start_taking_over(
         }),
         workers: workers.handles().clone(),
         conns,
+        up_since: std::time::Instant::now(),
     });
     let mi_stop = CancellationToken::new();
     let mi = Mi::new(mi_settings, Arc::new(AgentControl::new(shared.clone())))?
@@ -172,6 +173,11 @@ impl Running {
     /// Where the MI's JSON-RPC over HTTP listens, if it does.
     pub fn mi_http_addr(&self) -> Option<SocketAddr> {
         self.mi.http_addr
+    }
+
+    /// Where `[mi] metrics_listen` listens (the real port when the config said port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.mi.metrics_addr
     }
 
     /// The MI FIFO, if there is one.
@@ -344,6 +350,7 @@ impl Running {
         self.mi.join().await;
         // Dropping the tracer's snapshot releases the last producers; then flush.
         self.shared.tracer.publish(build::empty_pipeline());
+        let dynamic = self.shared.tracer.dynamic.take_all();
         let built = self
             .shared
             .state
@@ -351,9 +358,15 @@ impl Running {
             .unwrap_or_else(|e| e.into_inner())
             .built
             .take();
-        if let Some(built) = built {
-            built.shutdown(flush.max(Duration::from_millis(200))).await;
+        let flush = flush.max(Duration::from_millis(200));
+        let mut drains = tokio::task::JoinSet::new();
+        for task in dynamic {
+            drains.spawn(task.shutdown(flush));
         }
+        if let Some(built) = built {
+            built.shutdown(flush).await;
+        }
+        while drains.join_next().await.is_some() {}
         self.workers.stop().await;
     }
 }

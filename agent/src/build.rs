@@ -183,8 +183,18 @@ fn encoder(config: &Config, version: Version) -> Encoder {
 
 /// The sender spec of every destination the config defines.
 pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
+    config
+        .destinations()
+        .into_iter()
+        .map(|(name, destination)| destination_spec(config, name, destination))
+        .collect()
+}
+
+/// The sender spec of `destination` under the config's `[hep]` settings.
+fn destination_spec(config: &Config, name: String, destination: Destination) -> DestinationSpec {
     let hep = &config.hep;
     let limits = |queue_packets: usize, queue_bytes: u64, max_udp_size: usize| Limits {
+        udp_replay_rate: hep.udp_replay_rate,
         queue_packets,
         queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
         max_udp_size,
@@ -193,30 +203,50 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
         backoff_initial: hep.backoff_initial,
         backoff_max: hep.backoff_max,
     };
-    let file_owner = crate::service::file_owner(&config.service);
-    config
-        .destinations()
-        .into_iter()
-        .map(|(name, destination)| {
-            let (version, limits) = match &destination {
-                Destination::Hep(id) => (
-                    id.version,
-                    limits(id.queue_packets, id.queue_bytes, id.max_udp_size),
-                ),
-                Destination::Stdout | Destination::File(_) => (
-                    Version::V3,
-                    limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
-                ),
-            };
-            DestinationSpec {
-                name,
-                destination,
-                encoder: encoder(config, version),
-                limits,
-                file_owner,
-            }
-        })
-        .collect()
+    let (version, limits) = match &destination {
+        Destination::Hep(id) => (
+            id.version,
+            Limits {
+                udp_replay_rate: id.udp_replay_rate,
+                ..limits(id.queue_packets, id.queue_bytes, id.max_udp_size)
+            },
+        ),
+        Destination::Stdout | Destination::File(_) => (
+            Version::V3,
+            limits(hep.queue_packets, hep.queue_bytes, hep.max_udp_size),
+        ),
+    };
+    DestinationSpec {
+        name,
+        destination,
+        encoder: encoder(config, version),
+        limits,
+        file_owner: crate::service::file_owner(&config.service),
+    }
+}
+
+/// The spec of a destination `trace_start` creates from `uri` (a hep_id without its `[name]`:
+/// `host[:port][;transport=..][;version=..]`), named `name`, with the config's `[hep]`
+/// settings. It has no disk spool: a dynamic trace is a diagnosis, not a record to keep.
+pub fn dynamic_destination(
+    config: &Config,
+    name: &str,
+    uri: &str,
+) -> Result<DestinationSpec, String> {
+    let parsed = heptap_config::HepIdString::parse(uri, false).map_err(|e| e.to_string())?;
+    if parsed.name.is_some() {
+        return Err("the uri takes no [name]: the trace id names the destination".to_owned());
+    }
+    let mut table = heptap_config::HepIdTable::from(parsed);
+    table.spool_dir = Some(std::path::PathBuf::new());
+    let id = table
+        .resolve(name, &config.hep)
+        .map_err(|e| e.to_string())?;
+    Ok(destination_spec(
+        config,
+        name.to_owned(),
+        Destination::Hep(id),
+    ))
 }
 
 /// Compiles the routes of the config and checks the names it refers to.
@@ -242,6 +272,27 @@ pub fn compile_routes(config: &Config) -> Result<Routes, BuildError> {
     config
         .check_route_names(|n| routes.get(n).is_some())
         .map_err(BuildProblem::Config)?;
+    let trace_ids: Vec<String> = config.trace_ids().into_iter().map(|t| t.name).collect();
+    let mut errors = match routes.check_trace_ids(|t| trace_ids.iter().any(|k| k == t)) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0,
+    };
+    // A connection route runs before any SIP message: one that reads SIP is a mistake.
+    for proto in NetProto::ALL {
+        if let Some(error) = config
+            .net
+            .get(proto)
+            .trace_filter_route
+            .as_ref()
+            .and_then(|name| routes.get(name)?.sip_use())
+            && !errors.contains(error)
+        {
+            errors.push(error.clone());
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildProblem::Routes(heptap_filters::CompileErrors(errors)).into());
+    }
     Ok(routes)
 }
 
@@ -551,8 +602,10 @@ fn carry(old: Option<&Switch>, initial: bool) -> Switch {
     old.cloned().unwrap_or_else(|| Switch::new(initial))
 }
 
-/// The listener specs of the config, in config order.
+/// The listener specs of the config, in config order. Their `sip_trace_route`s come from the
+/// config's routes, compiled again here (start and reload have compiled them without error).
 pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
+    let routes = compile_routes(config).unwrap_or_default();
     config
         .listener
         .iter()
@@ -560,7 +613,7 @@ pub fn listener_specs(config: &Config) -> Vec<ListenerSpec> {
         .map(|(i, l)| {
             // validate() bounds it to 16 MiB.
             let max_message_bytes = usize::try_from(l.max_message_bytes).unwrap_or(usize::MAX);
-            listener_spec(config, i, l, max_message_bytes)
+            listener_spec(config, i, l, max_message_bytes, &routes)
         })
         .collect()
 }
@@ -571,6 +624,7 @@ fn listener_spec(
     i: usize,
     l: &heptap_config::Listener,
     max_message_bytes: usize,
+    routes: &Routes,
 ) -> ListenerSpec {
     ListenerSpec {
         name: l.name.clone().unwrap_or_else(|| i.to_string()),
@@ -604,6 +658,10 @@ fn listener_spec(
                     .sip_methods
                     .clone()
                     .map(heptap_filters::Bwlist::ignoring_case),
+                route: l
+                    .sip_trace_route
+                    .as_ref()
+                    .and_then(|name| routes.get(name).cloned()),
                 json_payload: config.tracer.sip_payload == heptap_config::SipPayload::Json,
                 limits: FramerLimits::for_messages(max_message_bytes),
             })

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use heptap_config::{Config, Destination};
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, ProcessInfo, ReloadRefused, ReloadReport, Statistic,
-    TraceIdInfo, UnknownTraceId,
+    Backend, Control, DestinationInfo, DynamicTraceInfo, LogLevel, MiOutcome, ProcessInfo,
+    ReloadRefused, ReloadReport, Statistic, TraceIdInfo, TraceStart, TraceStartError,
+    UnknownTraceId,
 };
 use serde_json::{Value, json};
 
+use crate::dyntrace::{DynTrace, Filter, Scope, StartError, Target};
+use crate::sender::SenderTask;
 use crate::shared::Shared;
 
 /// The MI's view of the running agent.
@@ -23,6 +26,7 @@ pub struct AgentControl {
 impl AgentControl {
     /// The control of a running agent.
     pub fn new(shared: Arc<Shared>) -> Self {
+        register_mi_counters(&shared.stats);
         Self { shared }
     }
 
@@ -34,6 +38,20 @@ impl AgentControl {
             .config
             .clone()
     }
+}
+
+/// Longest dynamic trace id; ids name a destination and its statistics.
+const MAX_TRACE_ID_LEN: usize = 64;
+
+/// Whether `id` can name a dynamic trace (and the destination it starts): letters, digits, `_`,
+/// `-`, `.`, not starting with `.`.
+fn good_trace_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TRACE_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// `HEP`, `FILE` or `STDOUT`, and the uri as OpenSIPS prints it.
@@ -156,16 +174,30 @@ impl Control for AgentControl {
         let config = self.config();
         let dests = config.destinations();
         let pipeline = self.shared.tracer.load();
-        let rows: Vec<Value> = pipeline
-            .destinations
-            .values()
-            .map(|s| {
-                let st = s.state();
-                let info = describe(dests.get(&st.name), &st.name);
-                let version = match dests.get(&st.name) {
-                    Some(Destination::Hep(id)) => id.version.number(),
-                    _ => 3,
+        let configured = pipeline.destinations.values().map(|s| {
+            let name = s.name();
+            let version = match dests.get(name) {
+                Some(Destination::Hep(id)) => id.version.number(),
+                _ => 3,
+            };
+            (s.clone(), describe(dests.get(name), name), version)
+        });
+        // Destinations started by trace_start, while their trace runs.
+        let dynamic = self.shared.tracer.dynamic.load();
+        let started = dynamic.iter().filter_map(|t| match &t.target {
+            Target::Own { sender, version } => {
+                let info = DestinationInfo {
+                    kind: "HEP".to_owned(),
+                    uri: t.uri.clone(),
                 };
+                Some((sender.clone(), info, *version))
+            }
+            Target::Named(_) => None,
+        });
+        let rows: Vec<Value> = configured
+            .chain(started)
+            .map(|(s, info, version)| {
+                let st = s.state();
                 let c = st.counters;
                 let mut row = json!({
                     "name": st.name,
@@ -254,5 +286,217 @@ impl Control for AgentControl {
 
     fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> heptap_mi::TcpConnList {
         self.shared.conns.list(proto, max)
+    }
+
+    fn trace_start(&self, req: TraceStart) -> Result<(), TraceStartError> {
+        use TraceStartError::{BadParameter, NotAcceptable};
+        let id = req.id.trim();
+        if !good_trace_id(id) {
+            return Err(BadParameter(format!(
+                "bad trace id '{id}': letters, digits, '_', '-', '.', at most \
+                 {MAX_TRACE_ID_LEN} characters"
+            )));
+        }
+        if let Some(kind) = &req.kind
+            && !kind.trim().eq_ignore_ascii_case("sip")
+        {
+            return Err(BadParameter(format!(
+                "trace type '{}': heptap traces SIP only (type=sip)",
+                kind.trim()
+            )));
+        }
+        let scope = match &req.scope {
+            Some(text) => Scope::parse(text).map_err(BadParameter)?,
+            None => Scope::Dialog,
+        };
+        let filters = req
+            .filters
+            .iter()
+            .map(|f| Filter::parse(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BadParameter)?;
+        let config = self.config();
+        let is_static = config.trace_ids().iter().any(|t| t.name == id);
+        let tracer = &self.shared.tracer;
+        if is_static {
+            return Err(TraceStartError::StaticName);
+        }
+        if tracer.dynamic.contains(id) {
+            return Err(TraceStartError::DynamicName);
+        }
+        let uri = req.uri.trim();
+        let rest = match uri.get(..4) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("hep:") => uri[4..].trim(),
+            _ => {
+                return Err(NotAcceptable(format!(
+                    "uri '{uri}': heptap traces to HEP only: hep:<hep_id name> or \
+                     hep:host[:port][;transport=udp|tcp|tls][;version=3]"
+                )));
+            }
+        };
+        let dests = config.destinations();
+        let pipeline = tracer.load();
+        let (target, shown, task) = if pipeline.destinations.contains_key(rest) {
+            let shown = describe(dests.get(rest), rest).uri;
+            (Target::Named(rest.to_owned()), shown, None)
+        } else {
+            let allocating =
+                |why: String| BadParameter(format!("error while allocating new hep_id: {why}"));
+            if pipeline.destinations.contains_key(id) {
+                return Err(allocating(format!(
+                    "a hep_id named '{id}' exists: use uri=hep:{id} or another trace id"
+                )));
+            }
+            let spec = crate::build::dynamic_destination(&config, id, rest).map_err(allocating)?;
+            let shown = describe(Some(&spec.destination), id).uri;
+            let version = match &spec.destination {
+                Destination::Hep(hep) => hep.version.number(),
+                _ => 3,
+            };
+            let (sender, task) =
+                crate::sender::spawn_on(spec, &self.shared.stats, &self.shared.workers)
+                    .map_err(|e| allocating(e.to_string()))?;
+            (Target::Own { sender, version }, shown, Some(task))
+        };
+        drop(pipeline);
+        let trace = DynTrace::new(
+            id.to_owned(),
+            shown,
+            (scope, filters),
+            target,
+            &self.shared.stats,
+        );
+        match tracer.dynamic.start(trace, task, is_static) {
+            Ok(()) => {
+                tracing::info!(trace_id = id, scope = scope.name(), "Dynamic trace started");
+                Ok(())
+            }
+            Err((why, task)) => {
+                if let Some(task) = task {
+                    self.drain(task);
+                }
+                Err(match why {
+                    StartError::StaticName => TraceStartError::StaticName,
+                    StartError::DynamicName => TraceStartError::DynamicName,
+                    StartError::TooMany => BadParameter(why.to_string()),
+                })
+            }
+        }
+    }
+
+    fn trace_stop(&self, id: &str) -> Result<(), UnknownTraceId> {
+        let task = self
+            .shared
+            .tracer
+            .dynamic
+            .stop(id)
+            .ok_or_else(|| UnknownTraceId(id.to_owned()))?;
+        if let Some(task) = task {
+            self.drain(task);
+        }
+        tracing::info!(trace_id = id, "Dynamic trace stopped");
+        Ok(())
+    }
+
+    fn dynamic_traces(&self) -> Vec<DynamicTraceInfo> {
+        self.shared
+            .tracer
+            .dynamic
+            .load()
+            .iter()
+            .map(|t| DynamicTraceInfo {
+                name: t.name.clone(),
+                kind: "HEP".to_owned(),
+                uri: t.uri.clone(),
+                filters: t
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        let (k, v) = f.listed();
+                        (k.to_owned(), v)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn count_mi_request(&self, backend: Backend, outcome: MiOutcome) {
+        self.shared
+            .stats
+            .counter(MI_GROUP, &mi_request_stat(backend, outcome))
+            .inc();
+    }
+
+    fn metrics(&self) -> Option<String> {
+        let destinations = self
+            .shared
+            .tracer
+            .load()
+            .destinations
+            .values()
+            .map(|s| {
+                let st = s.state();
+                crate::metrics::DestinationInfo {
+                    name: st.name,
+                    proto: st.transport,
+                    address: st.destination,
+                }
+            })
+            .collect();
+        let listeners = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listeners
+            .infos();
+        let now_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Some(crate::metrics::render(&crate::metrics::Scrape {
+            stats: self.statistics(),
+            listeners,
+            destinations,
+            uptime: self.shared.up_since.elapsed(),
+            now_unix_ms,
+        }))
+    }
+}
+
+/// The statistics group of the MI's own counters (`mi:requests_<transport>_<result>`).
+const MI_GROUP: &str = "mi";
+
+/// `requests_<transport>_<result>`: the transport as operators call it (`http` for
+/// OpenSIPS's `json` backend).
+fn mi_request_stat(backend: Backend, outcome: MiOutcome) -> String {
+    let transport = match backend {
+        Backend::Fifo => "fifo",
+        Backend::Json => "http",
+    };
+    format!("requests_{transport}_{}", outcome.name())
+}
+
+/// Registers every MI request counter at zero, so that each series exists before its first
+/// request (a rate over a series that appears late misses its first increase).
+pub fn register_mi_counters(stats: &crate::stats::Stats) {
+    for backend in [Backend::Fifo, Backend::Json] {
+        for outcome in [MiOutcome::Ok, MiOutcome::Error, MiOutcome::Refused] {
+            stats.counter(MI_GROUP, &mi_request_stat(backend, outcome));
+        }
+    }
+}
+
+impl AgentControl {
+    /// Lets a stopped dynamic destination deliver what it holds (2 s), then closes it.
+    fn drain(&self, task: SenderTask) {
+        let grace = std::time::Duration::from_secs(2);
+        match self.shared.workers.first() {
+            Some(worker) => {
+                worker.spawn(async move {
+                    let _ = task.shutdown(grace).await;
+                });
+            }
+            None => drop(task),
+        }
     }
 }

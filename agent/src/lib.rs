@@ -21,7 +21,8 @@
 //! `handover` (SIGUSR2: a new process takes the listening sockets over while this one drains;
 //! `heptap upgrade`), `control` (the MI's view of the agent, `heptap_mi::Control`), `mi_settings` (`[mi]` as the MI
 //! crate wants it), `tls` (TLS material shared by the taps and the senders), `stats` (the one
-//! registry of counters, named `group:name` as OpenSIPS names statistics), `hep_dump` (`heptap
+//! registry of counters, named `group:name` as OpenSIPS names statistics), `metrics` (their
+//! Prometheus exposition), `hep_dump` (`heptap
 //! hep-dump`), `workers` (the relay threads), and the process around it: `cli`, `logging`,
 //! `signals`, `service`, `pid_file`, `clock`, `conn_id`.
 
@@ -34,10 +35,12 @@ mod clock;
 mod conn_id;
 mod control;
 mod dump_text;
+mod dyntrace;
 mod handover;
 mod hep_dump;
 mod listeners;
 mod logging;
+mod metrics;
 mod mi_settings;
 mod pid_file;
 pub mod sender;

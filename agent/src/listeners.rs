@@ -154,6 +154,21 @@ impl Listeners {
             .collect()
     }
 
+    /// Each serving listener for the metrics: name, protocol, address, in config order.
+    pub fn infos(&self) -> Vec<crate::metrics::ListenerInfo> {
+        self.serving
+            .iter()
+            .map(|e| {
+                let tap = e.listener.tap();
+                crate::metrics::ListenerInfo {
+                    name: tap.spec.name.clone(),
+                    proto: tap.spec.proto.name(),
+                    listen: e.listener.local_addr().to_string(),
+                }
+            })
+            .collect()
+    }
+
     /// The rows of MI `ps`: each serving listener, then each removed one still relaying.
     pub fn rows(&mut self) -> Vec<String> {
         self.prune();

@@ -95,6 +95,7 @@ pub fn mi_settings(config: &Config) -> Result<MiSettings, heptap_mi::MiError> {
         fifo_group: mi.fifo_group.clone(),
         reply_dir,
         http_listen: mi.http_listen,
+        metrics_listen: mi.metrics_listen,
         http_root: mi.http_root.clone(),
         http_allow_remote: mi.http_allow_remote,
         http_hosts: mi.http_hosts.clone(),

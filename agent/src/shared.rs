@@ -36,6 +36,8 @@ pub struct Shared {
     pub workers: Arc<[tokio::runtime::Handle]>,
     /// The relayed connections now (`list_tcp_conns`).
     pub conns: crate::tap::LiveConns,
+    /// When the agent started (`heptap_uptime_seconds`).
+    pub up_since: std::time::Instant,
 }
 
 /// The part a reload replaces.

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use heptap_filters::{Inspect, Route};
-use heptap_hep::NetProto;
+use heptap_filters::{Bwlist, ConnInfo, Inspect, Route, SipVerdict, sip_fields};
+use heptap_hep::{NetProto, TraceMessage};
 
+use crate::dyntrace::{DynTraces, Target};
 use crate::sender::{FanOut, Sender};
+use crate::sip::SipMessage;
 
 /// A run-time on/off switch, shared by every snapshot that names it.
 #[derive(Clone, Debug)]
@@ -99,11 +101,65 @@ pub enum LegVerdict {
     Dropped,
 }
 
+/// One SIP message as the tracer is asked about it.
+#[derive(Clone, Copy, Debug)]
+pub struct SipEvent<'a> {
+    /// The message.
+    pub msg: SipMessage<'a>,
+    /// The connection it crosses (`$si` is the client, `$Ri` the listening address).
+    pub conn: ConnInfo,
+    /// The listener's `sip_trace_id`.
+    pub trace_id: &'a str,
+    /// The listener's `sip_methods`.
+    pub methods: Option<&'a Bwlist>,
+    /// The listener's `sip_trace_route`.
+    pub route: Option<&'a Route>,
+}
+
+/// What became of a SIP message the tracer was asked about.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SipTraced<E> {
+    /// Not traced: the global switch is off, or nothing wanted it.
+    No,
+    /// Skipped by `sip_methods`, or `drop`ped by `sip_trace_route` (and no dynamic trace took
+    /// it).
+    Filtered,
+    /// Built and offered to every destination that wanted it.
+    Sent,
+    /// Wanted, but the message could not be built (too large for HEP).
+    Failed(E),
+}
+
+/// A SIP packet built on first need, then shared by every destination.
+struct Packet<F> {
+    /// How to build it, until it is built.
+    build: Option<F>,
+    /// Once built.
+    built: Option<Arc<TraceMessage>>,
+}
+
+impl<F> Packet<F> {
+    /// The packet, built now if it was not (`None` only after a failed build).
+    fn get<E>(&mut self) -> Result<Option<Arc<TraceMessage>>, E>
+    where
+        F: FnOnce() -> Result<Arc<TraceMessage>, E>,
+    {
+        if self.built.is_none()
+            && let Some(build) = self.build.take()
+        {
+            self.built = Some(build()?);
+        }
+        Ok(self.built.clone())
+    }
+}
+
 /// The published pipeline.
 #[derive(Debug)]
 pub struct Tracer {
     /// Swapped whole on reload; loaded without locks per event.
     current: ArcSwap<Pipeline>,
+    /// `trace_start`'s traces: not part of the config, so a reload keeps them.
+    pub dynamic: DynTraces,
 }
 
 impl Tracer {
@@ -111,6 +167,7 @@ impl Tracer {
     pub fn new(pipeline: Pipeline) -> Self {
         Self {
             current: ArcSwap::from_pointee(pipeline),
+            dynamic: DynTraces::default(),
         }
     }
 
@@ -165,19 +222,84 @@ impl Tracer {
             && verdict != LegVerdict::Dropped
     }
 
-    /// A SIP message of trace id `trace_id`: traced when the global SIP switch and the trace
-    /// id's switch are on and the id has destinations. `trace` builds the message and hands it to
-    /// them; it runs only when the message is traced.
-    pub fn sip<R>(&self, trace_id: &str, trace: impl FnOnce(&FanOut) -> R) -> Option<R> {
+    /// A SIP message: traced when the global SIP switch is on, `sip_methods` allows it, and
+    /// then (each destination once per set that wants it) to the trace ids the listener's
+    /// `sip_trace_route` chooses (its `sip_trace_id` when it has no route or the route chose
+    /// none; nothing on `drop`) whose switches are on, and to every dynamic trace that takes it.
+    /// `build` makes the packet, at most once and only when something wants it.
+    pub fn sip<E>(
+        &self,
+        ev: &SipEvent<'_>,
+        build: impl FnOnce() -> Result<Arc<TraceMessage>, E>,
+    ) -> SipTraced<E> {
         let pipeline = self.current.load();
         if !pipeline.sip_on.is_on() {
-            return None;
+            return SipTraced::No;
         }
-        let id = pipeline.trace_ids.get(trace_id)?;
-        if !id.on.is_on() || id.destinations.is_empty() {
-            return None;
+        if let Some(list) = ev.methods
+            && !sip_fields::method(&ev.msg).is_none_or(|m| list.allows(m))
+        {
+            return SipTraced::Filtered;
         }
-        Some(trace(&id.destinations))
+        let mut packet = Packet {
+            build: Some(build),
+            built: None,
+        };
+        let mut dropped = false;
+        let choice = match ev.route.map(|route| route.eval_sip(&ev.conn, &ev.msg)) {
+            None => Some(None),
+            Some(SipVerdict::Drop) => None,
+            Some(SipVerdict::Trace(choice)) => Some(Some(choice)),
+        };
+        let offer_id = |name: &str, packet: &mut Packet<_>| -> Result<(), E> {
+            if let Some(id) = pipeline.trace_ids.get(name)
+                && id.on.is_on()
+                && !id.destinations.is_empty()
+                && let Some(msg) = packet.get()?
+            {
+                id.destinations.offer(&msg);
+            }
+            Ok(())
+        };
+        let offered = match (choice, ev.route) {
+            (None, _) => {
+                dropped = true;
+                Ok(())
+            }
+            (Some(Some(choice)), Some(route)) if !choice.is_empty() => route
+                .chosen(choice)
+                .try_for_each(|name| offer_id(name, &mut packet)),
+            (Some(_), _) => offer_id(ev.trace_id, &mut packet),
+        };
+        if let Err(e) = offered {
+            return SipTraced::Failed(e);
+        }
+        let dynamic = self.dynamic.load();
+        if !dynamic.is_empty() {
+            let now = std::time::Instant::now();
+            let client = ev.conn.remote.ip();
+            for trace in dynamic.iter().filter(|t| t.wants(&ev.msg, client, now)) {
+                let sender = match &trace.target {
+                    Target::Own { sender, .. } => Some(sender),
+                    Target::Named(name) => pipeline.destinations.get(name),
+                };
+                if let Some(sender) = sender {
+                    match packet.get() {
+                        Ok(Some(msg)) => {
+                            sender.offer(&msg);
+                            trace.traced.inc();
+                        }
+                        Ok(None) => {}
+                        Err(e) => return SipTraced::Failed(e),
+                    }
+                }
+            }
+        }
+        match packet.built {
+            Some(_) => SipTraced::Sent,
+            None if dropped => SipTraced::Filtered,
+            None => SipTraced::No,
+        }
     }
 
     /// An MI request or reply: traced when `[mi] trace_destination` is set. `trace` builds the

@@ -199,6 +199,10 @@ pub struct Hep {
     /// Packets per second replayed from a destination's spool once its collector is back (all
     /// lanes together), so a collector is not flooded; 0: as fast as the collector takes them.
     pub spool_replay_rate: u32,
+    /// Packets per second at which a UDP destination sends, all lanes together, what queued
+    /// during a collector outage (what is held when a new socket is opened after a failure),
+    /// so the collector's receive buffer is not overrun; 0: as fast as the socket takes them.
+    pub udp_replay_rate: u32,
     /// `hep_id`: named destinations, by name. `stdout` always exists besides these.
     pub ids: BTreeMap<String, HepIdEntry>,
 }
@@ -223,6 +227,7 @@ impl Default for Hep {
             spool_max_bytes: 1 << 30,
             spool_max_age: Duration::from_secs(24 * 3600),
             spool_replay_rate: 20_000,
+            udp_replay_rate: 10_000,
             ids: BTreeMap::new(),
         }
     }
@@ -357,6 +362,9 @@ pub struct HepIdTable {
     /// Overrides `[hep] spool_replay_rate` for this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_replay_rate: Option<u32>,
+    /// Overrides `[hep] udp_replay_rate` for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_replay_rate: Option<u32>,
 }
 
 fn default_hep_port() -> u16 {
@@ -402,6 +410,7 @@ impl HepIdTable {
             spool_max_bytes: None,
             spool_max_age: None,
             spool_replay_rate: None,
+            udp_replay_rate: None,
         }
     }
 
@@ -430,6 +439,7 @@ impl HepIdTable {
             queue_packets: self.queue_packets.unwrap_or(hep.queue_packets),
             queue_bytes: self.queue_bytes.unwrap_or(hep.queue_bytes),
             max_udp_size: self.max_udp_size.unwrap_or(hep.max_udp_size),
+            udp_replay_rate: self.udp_replay_rate.unwrap_or(hep.udp_replay_rate),
             spool: self.spool(name, hep),
         })
     }
@@ -485,6 +495,9 @@ pub struct HepId {
     pub queue_bytes: u64,
     /// Largest UDP datagram (the `[hep]` value unless overridden).
     pub max_udp_size: usize,
+    /// UDP: packets per second while catching up after an outage (the `[hep]` value unless
+    /// overridden); 0: no limit.
+    pub udp_replay_rate: u32,
     /// The disk spool, when `spool_dir` is set (`[hep]` or the table form's override).
     pub spool: Option<HepSpool>,
 }
@@ -646,6 +659,11 @@ pub struct Listener {
         with = "crate::opensips::bwlist"
     )]
     pub sip_methods: Option<Bwlist>,
+    /// A route of `[routes]` run once per SIP message before it is traced (the OpenSIPS
+    /// script's `if (...) trace("tid");`): `drop` means not traced, `trace("tid")` chooses the
+    /// trace ids; when it chooses none, `sip_trace_id` applies. Needs `sip_trace_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_trace_route: Option<String>,
     /// Connections accepted at once; more wait in the kernel backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -713,6 +731,7 @@ impl Listener {
             upstream_source_fallback: UpstreamSourceFallback::Refuse,
             sip_trace_id: None,
             sip_methods: None,
+            sip_trace_route: None,
             max_connections: default_max_connections(),
             handshake_timeout: five_seconds(),
             connect_timeout: five_seconds(),
@@ -928,6 +947,11 @@ pub struct Mi {
     /// JSON-RPC over HTTP (`POST /<http_root>`); None (`""` in a file): no HTTP listener.
     #[serde(with = "units::socket_addr::empty_is_none")]
     pub http_listen: Option<SocketAddr>,
+    /// Where Prometheus metrics alone are served (`GET /metrics`) without the MI's token; None
+    /// (`""`, the default): only on `http_listen`, behind its checks. Any address: it reads
+    /// counters and switches nothing.
+    #[serde(with = "units::socket_addr::empty_is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// mi_http `root`: the URL path of the JSON-RPC endpoint.
     pub http_root: String,
     /// Allow `http_listen` on a non-loopback address (the MI can switch tracing and reload).
@@ -971,6 +995,7 @@ impl Default for Mi {
             fifo_group: None,
             reply_dir: Some(PathBuf::from("/run/heptap/")),
             http_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8888)),
+            metrics_listen: None,
             http_root: "mi".to_owned(),
             http_allow_remote: false,
             http_hosts: Vec::new(),

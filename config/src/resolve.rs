@@ -87,22 +87,26 @@ impl Config {
         out
     }
 
-    /// The route names the config refers to (`net.*.trace_filter_route`), for the agent to
-    /// check against the compiled routes.
+    /// The route names the config refers to (`net.*.trace_filter_route`,
+    /// `listener[i].sip_trace_route`), for the agent to check against the compiled routes.
     pub fn route_refs(&self) -> Vec<RouteRef> {
-        NetProto::ALL
-            .into_iter()
-            .filter_map(|p| {
-                self.net
-                    .get(p)
-                    .trace_filter_route
-                    .as_ref()
-                    .map(|name| RouteRef {
-                        path: format!("net.{p}.trace_filter_route"),
-                        name: name.clone(),
-                    })
+        let net = NetProto::ALL.into_iter().filter_map(|p| {
+            self.net
+                .get(p)
+                .trace_filter_route
+                .as_ref()
+                .map(|name| RouteRef {
+                    path: format!("net.{p}.trace_filter_route"),
+                    name: name.clone(),
+                })
+        });
+        let sip = self.listener.iter().enumerate().filter_map(|(i, l)| {
+            l.sip_trace_route.as_ref().map(|name| RouteRef {
+                path: format!("listener[{i}].sip_trace_route"),
+                name: name.clone(),
             })
-            .collect()
+        });
+        net.chain(sip).collect()
     }
 
     /// Reports every route reference that `is_defined` does not know, as config errors at the

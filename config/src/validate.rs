@@ -308,6 +308,13 @@ impl Config {
                     format!("unknown trace_id '{tid}': {hint}"),
                 );
             }
+            if l.sip_trace_route.is_some() && l.sip_trace_id.is_none() {
+                errs.push(
+                    format!("{path}.sip_trace_route"),
+                    "sip_trace_route needs sip_trace_id: the trace id of the messages the route \
+                     lets through without choosing one with trace()",
+                );
+            }
             if let Some(methods) = &l.sip_methods {
                 for m in methods.non_sip_methods() {
                     errs.push(
@@ -388,6 +395,18 @@ impl Config {
                 format!(
                     "{addr} is not a loopback address: the MI switches tracing and reloads the \
                      config, so set http_allow_remote = true to expose it on purpose"
+                ),
+            );
+        }
+        if let (Some(metrics), Some(http)) = (mi.metrics_listen, mi.http_listen)
+            && metrics == http
+            && metrics.port() != 0
+        {
+            errs.push(
+                "mi.metrics_listen",
+                format!(
+                    "{metrics} is http_listen's address: leave metrics_listen empty to scrape \
+                     GET /metrics there, or give it another port"
                 ),
             );
         }

@@ -1294,6 +1294,7 @@ fn every_key_is_documented_and_in_the_example() {
     id.spool_max_bytes = Some(1);
     id.spool_max_age = Some(Duration::from_secs(1));
     id.spool_replay_rate = Some(1);
+    id.udp_replay_rate = Some(1);
     full.hep.ids.insert("h".into(), HepIdEntry::Hep(id));
     full.hep.spool_dir = Some("/s".into());
     full.hep.auth_key = Some("k".into());

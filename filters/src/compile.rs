@@ -13,12 +13,17 @@ use crate::conn::{ProtoName, UnknownProto};
 use crate::groups::AddressGroups;
 use crate::lexer::StrLit;
 use crate::program::{
-    Cond, IntOperand, IpVar, Ordering, Piece, PortVar, Stmt, VarRef, Xlog, XlogLevel,
+    Cond, HeaderName, IntOperand, IpVar, MAX_HEADER_NAME, Ordering, Piece, PortVar, SipVar, Stmt,
+    VarRef, Xlog, XlogLevel,
 };
 
 /// How long a chain of `route(...)` calls may be (the calling route counts). Evaluation
 /// recurses along calls, so this and [`crate::parser::MAX_NESTING`] bound its stack use.
 pub(crate) const MAX_ROUTE_DEPTH: usize = 16;
+
+/// How many distinct trace ids `trace("tid")` may name in one set of routes (a message's choice
+/// is a 64-bit set).
+pub(crate) const MAX_TRACE_IDS: usize = 64;
 
 /// Compiled regexes may not grow beyond this many bytes: a pathological pattern is refused at
 /// load time instead of costing memory and time per connection.
@@ -49,6 +54,13 @@ pub(crate) struct Compiler<'a> {
     pub(crate) calls: Vec<(usize, usize)>,
     /// Everything reported so far.
     pub(crate) diags: Vec<Diag>,
+    /// Every trace id `trace()` names, in order of first use (the program's table).
+    pub(crate) trace_ids: Vec<Box<str>>,
+    /// The route being compiled: where it first reads the SIP message (a SIP variable or
+    /// function, or `trace()`), and what it reads there.
+    pub(crate) sip_use: Option<(usize, String)>,
+    /// The route being compiled: each `trace()` call, its trace id's index and offset.
+    pub(crate) trace_refs: Vec<(usize, usize)>,
 }
 
 /// A resolved operand.
@@ -67,6 +79,13 @@ enum Val<'t> {
 }
 
 impl Compiler<'_> {
+    /// Notes that the route reads the SIP message at `at` (the first place counts).
+    fn note_sip(&mut self, at: usize, what: impl FnOnce() -> String) {
+        if self.sip_use.is_none() {
+            self.sip_use = Some((at, what()));
+        }
+    }
+
     fn report(&mut self, at: usize, message: impl Into<String>) {
         self.diags.push(Diag {
             source: self.source,
@@ -116,13 +135,54 @@ impl Compiler<'_> {
                         out.push(Stmt::Xlog(xlog));
                     }
                 }
-                "is_in_subnet" | "check_source_address" => self.report(
+                "trace" => {
+                    if let Some(index) = self.trace(args, *at) {
+                        out.push(Stmt::Trace(index));
+                    }
+                }
+                "is_in_subnet" | "check_source_address" | "is_method" | "has_totag" => self.report(
                     *at,
                     format!("{name}() has no effect as a statement; use it as an if condition"),
                 ),
                 _ => self.report(*at, format!("unknown function {name}()")),
             },
         }
+    }
+
+    /// `trace("tid")`: the message goes to trace id `tid` (`sip_trace_route` only).
+    fn trace(&mut self, args: &[Operand], at: usize) -> Option<u8> {
+        self.note_sip(at, || "trace()".to_owned());
+        let name = match args {
+            [Operand::Str(lit, _)] if !lit.value.trim().is_empty() => lit.value.trim(),
+            [_, extra, ..] => {
+                self.report(
+                    extra.at(),
+                    "trace() takes only the trace id here: each message is traced on its own \
+                     (scope and type arguments are not supported)",
+                );
+                return None;
+            }
+            _ => {
+                self.report(at, "trace() needs a quoted trace id: trace(\"tid\")");
+                return None;
+            }
+        };
+        let index = match self.trace_ids.iter().position(|t| &**t == name) {
+            Some(index) => index,
+            None if self.trace_ids.len() < MAX_TRACE_IDS => {
+                self.trace_ids.push(name.into());
+                self.trace_ids.len() - 1
+            }
+            None => {
+                self.report(
+                    at,
+                    format!("trace() may name at most {MAX_TRACE_IDS} different trace ids"),
+                );
+                return None;
+            }
+        };
+        self.trace_refs.push((index, at));
+        u8::try_from(index).ok()
     }
 
     /// `xlog("fmt")`, `xlog("L_LEVEL", "fmt")`, `xdbg("fmt")`.
@@ -208,6 +268,10 @@ impl Compiler<'_> {
             }
             match resolve_var(name, arg) {
                 Ok(var) => {
+                    if matches!(var, VarRef::Sip(_)) {
+                        let at = format.origin(i, format_at);
+                        self.note_sip(at, || format!("${name}"));
+                    }
                     if !text.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut text).into_boxed_str()));
                     }
@@ -240,7 +304,12 @@ impl Compiler<'_> {
     fn value<'t>(&mut self, operand: &'t Operand) -> Option<Val<'t>> {
         match operand {
             Operand::Var { name, arg, at } => match resolve_var(name, arg.as_deref()) {
-                Ok(var) => Some(Val::Var(var)),
+                Ok(var) => {
+                    if matches!(var, VarRef::Sip(_)) {
+                        self.note_sip(*at, || var_text(operand));
+                    }
+                    Some(Val::Var(var))
+                }
                 Err(message) => {
                     self.report(*at, message);
                     None
@@ -344,6 +413,8 @@ impl Compiler<'_> {
                 }
                 VarRef::Port(port) => self.compare_port(port, op, other, other_at),
                 VarRef::Proto => self.compare_proto(op, op_at, other, other_at),
+                VarRef::Sip(SipVar::Status) => self.compare_status(op, other, other_at),
+                VarRef::Sip(sip) => self.compare_sip_text(sip, op, op_at, other, other_at),
             },
         }
     }
@@ -497,6 +568,70 @@ impl Compiler<'_> {
         }
     }
 
+    /// `$rs` against a number.
+    fn compare_status(&mut self, op: CmpOp, other: Val<'_>, other_at: usize) -> Cond {
+        let Some(op) = ordering(op) else {
+            return Cond::Const(false);
+        };
+        let rhs = match other {
+            Val::Int(n) => n,
+            Val::Str(lit) => match lit.value.trim().parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.report(other_at, format!("{:?} is not a status code", lit.value));
+                    return Cond::Const(false);
+                }
+            },
+            _ => {
+                self.report(other_at, "$rs is compared with a status code such as 200");
+                return Cond::Const(false);
+            }
+        };
+        Cond::Status { op, rhs }
+    }
+
+    /// A SIP text variable against a literal: `==` and `!=` only, exact comparison.
+    fn compare_sip_text(
+        &mut self,
+        var: SipVar,
+        op: CmpOp,
+        op_at: usize,
+        other: Val<'_>,
+        other_at: usize,
+    ) -> Cond {
+        let equal = match op {
+            CmpOp::Eq => true,
+            CmpOp::Ne => false,
+            _ => {
+                self.report(
+                    op_at,
+                    format!(
+                        "operator {} does not apply to SIP text; use ==, !=, =~ or !~",
+                        op.as_str()
+                    ),
+                );
+                return Cond::Const(false);
+            }
+        };
+        let text = match other {
+            Val::Str(lit) => lit.value.clone(),
+            Val::Int(n) => n.to_string(),
+            Val::Net(text) => text.to_owned(),
+            Val::Var(_) | Val::Call(_) => {
+                self.report(
+                    other_at,
+                    "a SIP variable is compared with a quoted text such as \"alice\"",
+                );
+                return Cond::Const(false);
+            }
+        };
+        Cond::SipText {
+            var,
+            text: text.into_boxed_str(),
+            equal,
+        }
+    }
+
     /// Builds a `=~` pattern: case-insensitive like OpenSIPS's `REG_ICASE` (`(?-i)` turns it
     /// off), unanchored like `regexec`.
     fn regex(&mut self, lit: &StrLit, at: usize) -> Option<Regex> {
@@ -526,6 +661,18 @@ impl Compiler<'_> {
         match name {
             "is_in_subnet" => self.is_in_subnet(args, at),
             "check_source_address" => self.check_source_address(args, at),
+            "is_method" => self.is_method(args, at),
+            "has_totag" => {
+                self.note_sip(at, || "has_totag()".to_owned());
+                if let Some(extra) = args.first() {
+                    self.report(extra.at(), "has_totag() takes no arguments");
+                }
+                Cond::HasToTag
+            }
+            "trace" => {
+                self.report(at, "trace() is a statement, not a condition");
+                Cond::Const(false)
+            }
             "xlog" | "xdbg" => {
                 self.report(at, format!("{name}() is a statement, not a condition"));
                 Cond::Const(false)
@@ -535,6 +682,32 @@ impl Compiler<'_> {
                 Cond::Const(false)
             }
         }
+    }
+
+    /// `is_method("INVITE")`, `is_method("INVITE|BYE")`.
+    fn is_method(&mut self, args: &[Operand], at: usize) -> Cond {
+        self.note_sip(at, || "is_method()".to_owned());
+        let [Operand::Str(lit, lit_at)] = args else {
+            self.report(
+                at,
+                "is_method() takes one quoted method list: is_method(\"INVITE|BYE\")",
+            );
+            return Cond::Const(false);
+        };
+        let methods: Vec<Box<str>> = lit.value.split('|').map(|m| m.trim().into()).collect();
+        if let Some(bad) = methods.iter().find(|m| {
+            m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        }) {
+            self.report(
+                *lit_at,
+                format!("{bad:?} is not a SIP method (expected a list such as \"INVITE|BYE\")"),
+            );
+            return Cond::Const(false);
+        }
+        Cond::IsMethod(methods.into_boxed_slice())
     }
 
     /// `is_in_subnet($si, "10.0.0.0/8[, 192.168.0.0/16...]")`.
@@ -655,14 +828,38 @@ impl Compiler<'_> {
     }
 }
 
-/// The variables filter routes know. Filter routes run per connection, before any SIP message,
-/// so only connection variables exist.
+/// The variables routes know: the connection's, and the SIP message's (which only a
+/// `sip_trace_route` may read; the routes check where each route is used).
 pub(crate) fn resolve_var(name: &str, arg: Option<&str>) -> Result<VarRef, String> {
     let plain = |var: VarRef| match arg {
         None => Ok(var),
         Some(_) => Err(format!("${name} takes no argument")),
     };
+    let sip = |var: SipVar| plain(VarRef::Sip(var));
     match name {
+        "rm" => sip(SipVar::Method),
+        "rs" => sip(SipVar::Status),
+        "ru" => sip(SipVar::Ruri),
+        "rU" => sip(SipVar::RuriUser),
+        "rd" => sip(SipVar::RuriHost),
+        "fu" => sip(SipVar::FromUri),
+        "fU" => sip(SipVar::FromUser),
+        "fd" => sip(SipVar::FromHost),
+        "tu" => sip(SipVar::ToUri),
+        "tU" => sip(SipVar::ToUser),
+        "ci" => sip(SipVar::CallId),
+        "ua" => sip(SipVar::UserAgent),
+        "hdr" => match arg {
+            Some(header) => HeaderName::new(header)
+                .map(|h| VarRef::Sip(SipVar::Header(h)))
+                .ok_or_else(|| {
+                    format!(
+                        "{header:?} is not a header name (letters, digits and -._!%*+`'~, at \
+                         most {MAX_HEADER_NAME} characters)"
+                    )
+                }),
+            None => Err("$hdr needs a header name: $hdr(User-Agent)".to_owned()),
+        },
         "si" => plain(VarRef::Ip(IpVar::Remote)),
         "sp" => plain(VarRef::Port(PortVar::Remote)),
         "Ri" => plain(VarRef::Ip(IpVar::Local)),
@@ -702,12 +899,14 @@ fn var_text(operand: &Operand) -> String {
     }
 }
 
-/// "an address", "a port", "a protocol".
+/// "an address", "a port", "a protocol", "a SIP value".
 fn describe(var: VarRef) -> &'static str {
     match var {
         VarRef::Ip(_) => "an address",
         VarRef::Port(_) => "a port",
         VarRef::Proto => "a protocol",
+        VarRef::Sip(SipVar::Status) => "a status code",
+        VarRef::Sip(_) => "a SIP value",
     }
 }
 

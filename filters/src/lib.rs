@@ -51,13 +51,15 @@ mod lists;
 mod parser;
 mod program;
 mod routes;
+mod sip;
 mod text;
 
 pub use conn::{ConnInfo, Inspect, Verdict};
 pub use error::{CompileError, CompileErrors};
 pub use groups::AddressGroups;
 pub use lists::{Bwlist, BwlistError, BwlistKind};
-pub use routes::{Route, Routes, Source};
+pub use routes::{Route, Routes, SipVerdict, Source, TraceChoice};
+pub use sip::{SipInspect, SipStart, fields as sip_fields};
 
 /// How deep blocks, parentheses and `!` may nest in a route.
 pub const MAX_NESTING: usize = parser::MAX_NESTING;

@@ -13,6 +13,8 @@ use regex::Regex;
 
 use crate::cidr::CidrSet;
 use crate::conn::Inspect;
+use crate::error::CompileError;
+use crate::sip::{SipInspect, SipStart, fields};
 use crate::text::StackText;
 
 /// The two addresses a route can read.
@@ -42,6 +44,115 @@ pub(crate) enum VarRef {
     Port(PortVar),
     /// `$proto`.
     Proto,
+    /// A SIP message variable (`sip_trace_route` only).
+    Sip(SipVar),
+}
+
+/// Longest header name `$hdr(...)` takes: kept inline so a variable stays `Copy` and reading
+/// it allocates nothing (real header names are far shorter).
+pub(crate) const MAX_HEADER_NAME: usize = 48;
+
+/// A `$hdr(Name)` name, stored inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderName {
+    /// The name's bytes (ASCII token characters), then zeros.
+    bytes: [u8; MAX_HEADER_NAME],
+    /// How many bytes are the name.
+    len: u8,
+}
+
+impl HeaderName {
+    /// The name, if it is a non-empty SIP token of at most [`MAX_HEADER_NAME`] bytes.
+    pub(crate) fn new(name: &str) -> Option<HeaderName> {
+        let token = |b: u8| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
+        };
+        if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.bytes().all(token) {
+            return None;
+        }
+        let mut bytes = [0; MAX_HEADER_NAME];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(HeaderName {
+            bytes,
+            len: name.len() as u8,
+        })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII was copied in; "" keeps it total.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// The SIP variables of `sip_trace_route`, with OpenSIPS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SipVar {
+    /// `$rm`: the request's method (a response's CSeq method, as OpenSIPS gives it).
+    Method,
+    /// `$rs`: the response's status code.
+    Status,
+    /// `$ru`: the Request-URI.
+    Ruri,
+    /// `$rU`: its user.
+    RuriUser,
+    /// `$rd`: its domain.
+    RuriHost,
+    /// `$fu`: the From URI.
+    FromUri,
+    /// `$fU`: its user.
+    FromUser,
+    /// `$fd`: its domain.
+    FromHost,
+    /// `$tu`: the To URI.
+    ToUri,
+    /// `$tU`: its user.
+    ToUser,
+    /// `$ci`: the Call-ID.
+    CallId,
+    /// `$ua`: the User-Agent.
+    UserAgent,
+    /// `$hdr(Name)`: the first header of that name.
+    Header(HeaderName),
+}
+
+impl SipVar {
+    /// The variable's text in `sip` (None when the message has no such value). `$rs` is written
+    /// by [`Ctx::write_var`] instead: it is a number.
+    fn text(self, sip: &dyn SipInspect) -> Option<&str> {
+        let ruri = || match sip.start()? {
+            SipStart::Request { uri, .. } => Some(uri),
+            SipStart::Response { .. } => None,
+        };
+        let from = || sip.header("From").map(fields::name_addr_uri);
+        let to = || sip.header("To").map(fields::name_addr_uri);
+        match self {
+            SipVar::Method => fields::method(sip),
+            SipVar::Status => None,
+            SipVar::Ruri => ruri(),
+            SipVar::RuriUser => ruri().and_then(fields::uri_user),
+            SipVar::RuriHost => ruri().and_then(fields::uri_host),
+            SipVar::FromUri => from(),
+            SipVar::FromUser => from().and_then(fields::uri_user),
+            SipVar::FromHost => from().and_then(fields::uri_host),
+            SipVar::ToUri => to(),
+            SipVar::ToUser => to().and_then(fields::uri_user),
+            SipVar::CallId => sip.header("Call-ID"),
+            SipVar::UserAgent => sip.header("User-Agent"),
+            SipVar::Header(name) => sip.header(name.as_str()),
+        }
+    }
+
+    /// A response's status code.
+    fn status(sip: &dyn SipInspect) -> Option<u16> {
+        match sip.start()? {
+            SipStart::Response { code } => Some(code),
+            SipStart::Request { .. } => None,
+        }
+    }
 }
 
 /// Integer comparison operators.
@@ -158,6 +269,27 @@ pub(crate) enum Cond {
         /// The group's networks, shared with the config's [`crate::AddressGroups`].
         nets: Arc<CidrSet>,
     },
+    /// `$fU == "alice"` / `!=`: a SIP variable's text, compared exactly (a message without the
+    /// value is unequal to everything).
+    SipText {
+        /// The variable.
+        var: SipVar,
+        /// The literal.
+        text: Box<str>,
+        /// `==` (true) or `!=` (false).
+        equal: bool,
+    },
+    /// `$rs >= 400` and friends: false for requests (`!=` true).
+    Status {
+        /// The operator.
+        op: Ordering,
+        /// The literal.
+        rhs: i64,
+    },
+    /// `is_method("INVITE|BYE")`: the method (a response's CSeq method), any case.
+    IsMethod(Box<[Box<str>]>),
+    /// `has_totag()`: the To header has a `tag` parameter.
+    HasToTag,
 }
 
 /// A compiled statement.
@@ -181,6 +313,8 @@ pub(crate) enum Stmt {
     Call(usize),
     /// `xlog(...)`.
     Xlog(Xlog),
+    /// `trace("tid")`: trace the message to this trace id (index into the program's table).
+    Trace(u8),
 }
 
 /// Log levels of `xlog`, with OpenSIPS's names.
@@ -221,6 +355,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) name: Box<str>,
     /// Its statements.
     pub(crate) body: Box<[Stmt]>,
+    /// Where it (or a route it calls) first reads the SIP message, as the error a connection
+    /// route that does so gets; `None` when it reads only the connection.
+    pub(crate) sip_use: Option<CompileError>,
 }
 
 /// All routes of one compilation; route calls index into `routes`.
@@ -228,6 +365,38 @@ pub(crate) struct CompiledRoute {
 pub(crate) struct Program {
     /// The routes, in definition order.
     pub(crate) routes: Vec<CompiledRoute>,
+    /// The trace ids `trace("tid")` names, in order of first use; a message's choice is a bit
+    /// set over this table.
+    pub(crate) trace_ids: Vec<Box<str>>,
+}
+
+/// What one evaluation reads and what it chose: the connection, the SIP message (for a
+/// `sip_trace_route`), and the trace ids `trace()` picked.
+pub(crate) struct Ctx<'a> {
+    /// The connection's variables.
+    pub(crate) facts: Facts,
+    /// The message, when the route runs for one.
+    pub(crate) sip: Option<&'a dyn SipInspect>,
+    /// Bit `i` set: `trace()` named `Program::trace_ids[i]`.
+    pub(crate) traced: u64,
+}
+
+impl Ctx<'_> {
+    /// Writes a variable's text (the same text `xlog` prints and regexes see); an absent SIP
+    /// value writes nothing and answers false.
+    fn write_var(&self, var: VarRef, out: &mut impl std::fmt::Write) -> bool {
+        match var {
+            VarRef::Sip(SipVar::Status) => match self.sip.and_then(SipVar::status) {
+                Some(code) => write!(out, "{code}").is_ok(),
+                None => false,
+            },
+            VarRef::Sip(var) => match self.sip.and_then(|sip| var.text(sip)) {
+                Some(text) => out.write_str(text).is_ok(),
+                None => false,
+            },
+            other => self.facts.write_var(other, out).is_ok(),
+        }
+    }
 }
 
 /// What the route reads of the connection, taken once per evaluation.
@@ -281,6 +450,8 @@ impl Facts {
             },
             VarRef::Port(var) => write!(out, "{}", self.port(var)),
             VarRef::Proto => out.write_str(self.proto.name()),
+            // SIP variables are written by `Ctx::write_var`.
+            VarRef::Sip(_) => Ok(()),
         }
     }
 }
@@ -324,14 +495,14 @@ pub(crate) enum Flow {
 
 impl Program {
     /// Runs route `index` to its end.
-    pub(crate) fn run(&self, index: usize, facts: &Facts) -> Flow {
+    pub(crate) fn run(&self, index: usize, facts: &mut Ctx<'_>) -> Flow {
         let Some(route) = self.routes.get(index) else {
             return Flow::Next;
         };
         self.block(&route.body, facts, &route.name)
     }
 
-    fn block(&self, body: &[Stmt], facts: &Facts, route: &str) -> Flow {
+    fn block(&self, body: &[Stmt], facts: &mut Ctx<'_>, route: &str) -> Flow {
         for stmt in body {
             let flow = match stmt {
                 Stmt::If { arms, otherwise } => {
@@ -353,6 +524,10 @@ impl Program {
                     xlog.emit(facts, route);
                     Flow::Next
                 }
+                Stmt::Trace(index) => {
+                    facts.traced |= 1u64 << index;
+                    Flow::Next
+                }
             };
             if flow != Flow::Next {
                 return flow;
@@ -364,12 +539,13 @@ impl Program {
 
 impl Cond {
     /// Evaluates the condition; no allocation.
-    pub(crate) fn holds(&self, facts: &Facts) -> bool {
+    pub(crate) fn holds(&self, ctx: &Ctx<'_>) -> bool {
+        let facts = &ctx.facts;
         match self {
             Cond::Const(value) => *value,
-            Cond::Not(inner) => !inner.holds(facts),
-            Cond::All(terms) => terms.iter().all(|term| term.holds(facts)),
-            Cond::Any(terms) => terms.iter().any(|term| term.holds(facts)),
+            Cond::Not(inner) => !inner.holds(ctx),
+            Cond::All(terms) => terms.iter().all(|term| term.holds(ctx)),
+            Cond::Any(terms) => terms.iter().any(|term| term.holds(ctx)),
             Cond::IpIs { var, ip, equal } => (facts.ip(*var) == *ip) == *equal,
             Cond::IpSame { lhs, rhs, equal } => (facts.ip(*lhs) == facts.ip(*rhs)) == *equal,
             Cond::IpInNet { var, net, equal } => net.contains(facts.ip(*var)) == *equal,
@@ -381,28 +557,56 @@ impl Cond {
                 op.holds(i64::from(facts.port(*lhs)), rhs)
             }
             Cond::ProtoIs { proto, equal } => (facts.proto == *proto) == *equal,
+            Cond::Matches {
+                var: VarRef::Sip(var),
+                re,
+                matching,
+            } if *var != SipVar::Status => {
+                // SIP text is matched where it lies; an absent value matches nothing.
+                let text = ctx.sip.and_then(|sip| var.text(sip));
+                text.is_some_and(|text| re.is_match(text)) == *matching
+            }
             Cond::Matches { var, re, matching } => {
                 let mut text = StackText::new();
                 // Every variable's text fits the buffer (an IPv6 address is at most 45 bytes);
                 // were it ever cut short, matching the prefix is the best effort left.
-                let _ = facts.write_var(*var, &mut text);
-                re.is_match(text.as_str()) == *matching
+                let present = ctx.write_var(*var, &mut text);
+                (present && re.is_match(text.as_str())) == *matching
             }
             Cond::InSubnet { var, nets } => nets.contains(facts.ip(*var)),
             Cond::InGroup { nets } => nets.contains(facts.si),
+            Cond::SipText { var, text, equal } => {
+                let value = ctx.sip.and_then(|sip| var.text(sip));
+                (value == Some(&**text)) == *equal
+            }
+            Cond::Status { op, rhs } => match ctx.sip.and_then(SipVar::status) {
+                Some(code) => op.holds(i64::from(code), *rhs),
+                None => *op == Ordering::Ne,
+            },
+            Cond::IsMethod(methods) => ctx
+                .sip
+                .and_then(|sip| fields::method(sip))
+                .is_some_and(|m| methods.iter().any(|want| want.eq_ignore_ascii_case(m))),
+            Cond::HasToTag => ctx
+                .sip
+                .and_then(|sip| sip.header("To"))
+                .is_some_and(fields::has_tag),
         }
     }
 }
 
 impl Xlog {
     /// Formats the line and logs it through `tracing` under the `heptap::xlog` target.
-    fn emit(&self, facts: &Facts, route: &str) {
+    fn emit(&self, ctx: &Ctx<'_>, route: &str) {
         let mut line = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => line.push_str(text),
                 Piece::Var(var) => {
-                    let _ = facts.write_var(*var, &mut line);
+                    // OpenSIPS prints an absent value as <null>.
+                    if !ctx.write_var(*var, &mut line) {
+                        line.push_str("<null>");
+                    }
                 }
             }
         }

@@ -10,7 +10,8 @@ use crate::error::{CompileError, CompileErrors};
 use crate::groups::AddressGroups;
 use crate::lexer::lex;
 use crate::parser::parse;
-use crate::program::{CompiledRoute, Facts, Flow, Program};
+use crate::program::{CompiledRoute, Ctx, Facts, Flow, Program};
+use crate::sip::SipInspect;
 
 /// One text holding `route[name] { ... }` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,31 @@ impl<'a> Source<'a> {
 pub struct Routes {
     /// Each route, by name.
     by_name: BTreeMap<String, Route>,
+    /// Each `trace("tid")` call of any route: the trace id, and the call located (its message
+    /// says the id is unknown, for [`Routes::check_trace_ids`]).
+    trace_refs: Vec<(Box<str>, CompileError)>,
+}
+
+/// What a `sip_trace_route` decided for one SIP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipVerdict {
+    /// `drop`: the message is not traced.
+    Drop,
+    /// Traced: to the trace ids `trace()` chose, or, when it chose none, to the listener's own
+    /// `sip_trace_id`.
+    Trace(TraceChoice),
+}
+
+/// The trace ids a `sip_trace_route` chose with `trace("tid")` for one message: a set over the
+/// route's table, read back with [`Route::chosen`]. Copy, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TraceChoice(u64);
+
+impl TraceChoice {
+    /// Whether `trace()` chose nothing (the listener's `sip_trace_id` applies).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 }
 
 /// One compiled route, ready to evaluate. Holds the compiled program (and through it the
@@ -105,19 +131,37 @@ impl Routes {
             source: 0,
             calls: Vec::new(),
             diags: Vec::new(),
+            trace_ids: Vec::new(),
+            sip_use: None,
+            trace_refs: Vec::new(),
         };
         let mut compiled = Vec::with_capacity(asts.len());
         let mut calls = Vec::with_capacity(asts.len());
+        let mut sip_uses = Vec::with_capacity(asts.len());
+        let mut trace_refs = Vec::new();
         for (source_index, route) in &asts {
             compiler.source = *source_index;
             let body = compiler.block(&route.body);
             calls.push(std::mem::take(&mut compiler.calls));
+            sip_uses.push(compiler.sip_use.take().map(|(at, what)| {
+                let message = format!(
+                    "route {:?} reads the SIP message ({what}), which only a sip_trace_route \
+                     sees: connection routes run before any SIP message",
+                    route.name
+                );
+                locate(sources, *source_index, at, message)
+            }));
+            for (index, at) in std::mem::take(&mut compiler.trace_refs) {
+                trace_refs.push((*source_index, index, at));
+            }
             compiled.push(CompiledRoute {
                 name: route.name.as_str().into(),
                 body,
+                sip_use: None,
             });
         }
         diags.append(&mut compiler.diags);
+        let trace_ids = std::mem::take(&mut compiler.trace_ids);
         let route_sources: Vec<usize> = asts.iter().map(|(source, _)| *source).collect();
         let names: Vec<(&str, usize)> = asts
             .iter()
@@ -136,7 +180,22 @@ impl Routes {
             ));
         }
 
-        let program = Arc::new(Program { routes: compiled });
+        // A route that calls one reading the SIP message reads it too (at the call).
+        for (index, route) in compiled.iter_mut().enumerate() {
+            route.sip_use = sip_use_of(index, &calls, &sip_uses, &asts, sources);
+        }
+        let trace_refs = trace_refs
+            .into_iter()
+            .filter_map(|(source, index, at): (usize, usize, usize)| {
+                let name = trace_ids.get(index)?.clone();
+                let message = format!("unknown trace id {name:?}: no trace_id of that name");
+                Some((name, locate(sources, source, at, message)))
+            })
+            .collect();
+        let program = Arc::new(Program {
+            routes: compiled,
+            trace_ids,
+        });
         let by_name = index_of
             .into_iter()
             .map(|(name, index)| {
@@ -147,7 +206,26 @@ impl Routes {
                 (name, route)
             })
             .collect();
-        Ok(Routes { by_name })
+        Ok(Routes {
+            by_name,
+            trace_refs,
+        })
+    }
+
+    /// Checks every `trace("tid")` of every route against the configured trace ids: each
+    /// unknown one is an error located at its call.
+    pub fn check_trace_ids(&self, is_defined: impl Fn(&str) -> bool) -> Result<(), CompileErrors> {
+        let errors: Vec<CompileError> = self
+            .trace_refs
+            .iter()
+            .filter(|(name, _)| !is_defined(name))
+            .map(|(_, error)| error.clone())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CompileErrors(errors))
+        }
     }
 
     /// The route called `name` (what `trace_filter_route` names).
@@ -183,14 +261,79 @@ impl Route {
     /// Runs the route for a connection: [`Verdict::Drop`] if it ends in `drop`,
     /// [`Verdict::Trace`] for any other end (`exit`, `return`, falling off the end).
     ///
-    /// Reads `conn` once and does not allocate (an `xlog` statement formats its line).
+    /// Reads `conn` once and does not allocate (an `xlog` statement formats its line). A route
+    /// that reads the SIP message ([`Route::sip_use`]) sees none here: its SIP values are absent.
     pub fn eval(&self, conn: &(impl Inspect + ?Sized)) -> Verdict {
-        let facts = Facts::read(conn);
-        match self.program.run(self.index, &facts) {
+        let mut ctx = Ctx {
+            facts: Facts::read(conn),
+            sip: None,
+            traced: 0,
+        };
+        match self.program.run(self.index, &mut ctx) {
             Flow::Drop => Verdict::Drop,
             Flow::Next | Flow::Exit | Flow::Return => Verdict::Trace,
         }
     }
+
+    /// Runs the route as a `sip_trace_route` for one message on connection `conn`: `drop`
+    /// means not traced; otherwise the trace ids `trace()` chose. Reads SIP values only as the
+    /// route asks for them, and does not allocate (but `xlog`).
+    pub fn eval_sip(&self, conn: &(impl Inspect + ?Sized), sip: &dyn SipInspect) -> SipVerdict {
+        let mut ctx = Ctx {
+            facts: Facts::read(conn),
+            sip: Some(sip),
+            traced: 0,
+        };
+        match self.program.run(self.index, &mut ctx) {
+            Flow::Drop => SipVerdict::Drop,
+            Flow::Next | Flow::Exit | Flow::Return => SipVerdict::Trace(TraceChoice(ctx.traced)),
+        }
+    }
+
+    /// The trace ids of a choice, in the order the routes first name them.
+    pub fn chosen(&self, choice: TraceChoice) -> impl Iterator<Item = &str> {
+        self.program
+            .trace_ids
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| choice.0 & (1u64 << index) != 0)
+            .map(|(_, name)| &**name)
+    }
+
+    /// Where the route (or a route it calls) reads the SIP message, as the error to give when
+    /// it is used where there is none (`trace_filter_route`); `None` if it reads only the
+    /// connection.
+    pub fn sip_use(&self) -> Option<&CompileError> {
+        self.program
+            .routes
+            .get(self.index)
+            .and_then(|route| route.sip_use.as_ref())
+    }
+}
+
+/// Where route `index` reads the SIP message: its own first use, else the first call of a route
+/// that does (the call graph is acyclic here: recursion was refused before).
+fn sip_use_of(
+    index: usize,
+    calls: &[Vec<(usize, usize)>],
+    own: &[Option<CompileError>],
+    asts: &[(usize, crate::ast::RouteAst)],
+    sources: &[Source<'_>],
+) -> Option<CompileError> {
+    if let Some(error) = own.get(index)?.as_ref() {
+        return Some(error.clone());
+    }
+    let (source, route) = asts.get(index)?;
+    calls.get(index)?.iter().find_map(|&(callee, at)| {
+        let inner = sip_use_of(callee, calls, own, asts, sources)?;
+        let callee_name = asts.get(callee).map_or("?", |(_, r)| r.name.as_str());
+        let message = format!(
+            "route {:?} calls route {callee_name:?}, which reads the SIP message; only a \
+             sip_trace_route sees one (there: {})",
+            route.name, inner.message
+        );
+        Some(locate(sources, *source, at, message))
+    })
 }
 
 /// Turns a diagnostic into a located, quoted error.

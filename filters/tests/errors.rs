@@ -38,10 +38,10 @@ fn the_display_names_the_file_line_and_column_and_draws_a_caret() {
 const TABLE: &[(&str, &str, usize, usize, &str)] = &[
     (
         "unknown variable",
-        "route[f] {\n  if ($ru == \"x\") drop;\n}",
+        "route[f] {\n  if ($du == \"x\") drop;\n}",
         2,
         7,
-        "unknown variable $ru",
+        "unknown variable $du",
     ),
     (
         "unknown variable with argument",
@@ -73,10 +73,10 @@ const TABLE: &[(&str, &str, usize, usize, &str)] = &[
     ),
     (
         "unknown function in a condition",
-        "route[f] { if (has_totag()) drop; }",
+        "route[f] { if (is_present_hf(\"X\")) drop; }",
         1,
         16,
-        "unknown function has_totag()",
+        "unknown function is_present_hf()",
     ),
     (
         "unknown function as a statement",
@@ -250,10 +250,10 @@ const TABLE: &[(&str, &str, usize, usize, &str)] = &[
     ),
     (
         "unknown variable inside an xlog format",
-        "route[f] { xlog(\"L_INFO\", \"from \\t$si to $ru\"); }",
+        "route[f] { xlog(\"L_INFO\", \"from \\t$si to $du\"); }",
         1,
         42,
-        "unknown variable $ru",
+        "unknown variable $du",
     ),
     (
         "empty xlog format",

@@ -27,6 +27,8 @@ pub(crate) enum Cmd {
     HepIds,
     SipTrace,
     Trace,
+    TraceStart,
+    TraceStop,
     NetTrace(NetProto),
     ListTcpConns,
     ResetAllStatistics,
@@ -142,6 +144,24 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         recipes: &[NONE, &["id"], &["mode"], &["id", "mode"]],
         named_only: true,
         cmd: Cmd::Trace,
+    },
+    CommandSpec {
+        name: "trace_start",
+        aliases: &["tracer:start"],
+        recipes: &[
+            &["id", "uri"],
+            &["id", "uri", "filter"],
+            &["id", "uri", "filter", "scope", "type"],
+        ],
+        named_only: false,
+        cmd: Cmd::TraceStart,
+    },
+    CommandSpec {
+        name: "trace_stop",
+        aliases: &["tracer:stop"],
+        recipes: &[&["id"]],
+        named_only: false,
+        cmd: Cmd::TraceStop,
     },
     CommandSpec {
         name: "tcp_trace",
@@ -309,6 +329,16 @@ impl Args {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(number_as_int(n).to_string())),
             Some(_) => Err(bad_type(name)),
+        }
+    }
+
+    /// An array-of-strings parameter that may also be given as one string (`trace_start
+    /// filter=`: opensips-cli sends an array, an HTTP client may send one filter as text).
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, RpcError> {
+        match self.0.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(_) => Ok(self.string_array(name)?.unwrap_or_default()),
         }
     }
 

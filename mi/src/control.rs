@@ -30,6 +30,55 @@ pub struct TraceIdInfo {
     pub destinations: Vec<DestinationInfo>,
 }
 
+/// A dynamic trace (`trace_start`), as `trace` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicTraceInfo {
+    /// Its id.
+    pub name: String,
+    /// `HEP`.
+    pub kind: String,
+    /// Where it goes: `host:port` of the destination it started, or the hep_id's.
+    pub uri: String,
+    /// Its filters as `(caller|callee|ip, value)`, in the order given.
+    pub filters: Vec<(String, String)>,
+}
+
+/// What `trace_start` asks for, as given (the agent parses and checks it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStart {
+    /// `id`: the new trace's name.
+    pub id: String,
+    /// `uri`: `hep:<hep_id>` (an existing destination by name) or `hep:host[:port][;..]` (a
+    /// new one, the hep_id syntax).
+    pub uri: String,
+    /// `filter`: `caller=..`, `callee=..`, `ip=..`.
+    pub filters: Vec<String>,
+    /// `scope`: `m`/`message` or `d`/`dialog` (the default).
+    pub scope: Option<String>,
+    /// `type`: `sip` (the only one heptap traces; also the default).
+    pub kind: Option<String>,
+}
+
+/// Why `trace_start` refused, with OpenSIPS's reply for each.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TraceStartError {
+    /// A configured trace id has that name (500 "Bad parameter value").
+    #[error("trace id already used")]
+    StaticName,
+    /// A dynamic trace has that name (500 "Bad parameter value").
+    #[error("dynamic trace id already used")]
+    DynamicName,
+    /// A parameter that cannot be used, and why (500 "Bad parameter value").
+    #[error("{0}")]
+    BadParameter(String),
+    /// A uri heptap cannot trace to (`sip:`, `file:`, databases) (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// The agent cannot start dynamic traces (a test double).
+    #[error("dynamic tracing is not available")]
+    Unavailable,
+}
+
 /// One statistic, named `group:name` as OpenSIPS names them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statistic {
@@ -271,6 +320,32 @@ pub struct ReloadRefused {
 #[error("unknown trace id {0:?}")]
 pub struct UnknownTraceId(pub String);
 
+/// What became of one MI request (the `result` of the agent's `mi:<transport>_<result>`
+/// counters and of `heptap_mi_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MiOutcome {
+    /// Answered with a result (or accepted, a notification; or forwarded and answered by the
+    /// upstream).
+    Ok,
+    /// Answered with an error: bad JSON-RPC, an unknown command, bad parameters, a failed
+    /// command or upstream.
+    Error,
+    /// Refused by the HTTP listener before any command ran: Host, Origin, token, Content-Type,
+    /// path, method, size or time limits.
+    Refused,
+}
+
+impl MiOutcome {
+    /// The label value: `ok`, `error`, `refused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MiOutcome::Ok => "ok",
+            MiOutcome::Error => "error",
+            MiOutcome::Refused => "refused",
+        }
+    }
+}
+
 /// What the MI may read and switch in heptap. The agent implements it; tests implement it with
 /// plain fields. Object-safe: the MI holds an `Arc<dyn Control>`.
 ///
@@ -318,4 +393,25 @@ pub trait Control: Send + Sync + 'static {
     /// The relayed connections (`list_tcp_conns`), of `proto` only when given, at most `max`
     /// of them (oldest first), and how many there are.
     fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> TcpConnList;
+    /// Starts a dynamic trace (`trace_start`); it runs until `trace_stop`, across reloads.
+    fn trace_start(&self, request: TraceStart) -> Result<(), TraceStartError> {
+        let _ = request;
+        Err(TraceStartError::Unavailable)
+    }
+    /// Stops dynamic trace `id` (`trace_stop`); a destination it started drains and closes.
+    fn trace_stop(&self, id: &str) -> Result<(), UnknownTraceId> {
+        Err(UnknownTraceId(id.to_owned()))
+    }
+    /// The dynamic traces, in the order they were started.
+    fn dynamic_traces(&self) -> Vec<DynamicTraceInfo> {
+        Vec::new()
+    }
+    /// Counts one MI request by the transport it came through (`fifo` or `json`, i.e. HTTP)
+    /// and what became of it. Must not block. Controls that keep no counters ignore it.
+    fn count_mi_request(&self, _backend: crate::trace::Backend, _outcome: MiOutcome) {}
+    /// The Prometheus text exposition (format 0.0.4) of every statistic, served at
+    /// `GET /metrics`; `None`: no metrics (the path answers 404).
+    fn metrics(&self) -> Option<String> {
+        None
+    }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use crate::commands::{self, Cmd, TracedCommands};
-use crate::control::Control;
+use crate::control::{Control, MiOutcome};
 use crate::handlers::{self, Env};
 use crate::jsonrpc::{self, Id, Params, Request, RpcError, Style};
 use crate::settings::MiSettings;
@@ -61,16 +61,30 @@ impl Core {
     pub async fn handle_jsonrpc(&self, body: &[u8], origin: &Origin) -> Option<String> {
         let req = match jsonrpc::parse_request(body) {
             Ok(r) => r,
-            Err(bad) => return Some(self.answer_bad_request(&bad, origin)),
+            Err(bad) => {
+                self.control
+                    .count_mi_request(origin.backend, MiOutcome::Error);
+                return Some(self.answer_bad_request(&bad, origin));
+            }
         };
         let corr = self.trace_request(&req.method, &req.params, origin);
-        let reply = match self.execute(&req, body).await {
-            Outcome::Forwarded(reply) => reply,
-            Outcome::Local(result) => req.id.as_ref().map(|id| match &result {
-                Ok(v) => jsonrpc::success(v, id, self.style),
-                Err(e) => jsonrpc::failure(e, id, self.style),
-            }),
+        let (reply, outcome) = match self.execute(&req, body).await {
+            // The upstream's own errors are its to count.
+            Outcome::Forwarded(reply) => (reply, MiOutcome::Ok),
+            Outcome::Local(result) => {
+                let outcome = if result.is_ok() {
+                    MiOutcome::Ok
+                } else {
+                    MiOutcome::Error
+                };
+                let reply = req.id.as_ref().map(|id| match &result {
+                    Ok(v) => jsonrpc::success(v, id, self.style),
+                    Err(e) => jsonrpc::failure(e, id, self.style),
+                });
+                (reply, outcome)
+            }
         };
+        self.control.count_mi_request(origin.backend, outcome);
         if let Some(corr) = corr {
             let traced = match (&reply, origin.backend) {
                 (Some(text), _) => Some(text.as_str()),
@@ -204,6 +218,12 @@ impl Core {
                 }
             },
         };
+        let outcome = if reply.code == 200 {
+            MiOutcome::Ok
+        } else {
+            MiOutcome::Error
+        };
+        self.control.count_mi_request(origin.backend, outcome);
         if let Some(corr) = corr {
             let msg =
                 self.tracer

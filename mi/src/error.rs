@@ -60,6 +60,14 @@ pub enum MiError {
         /// The error.
         source: std::io::Error,
     },
+    /// The metrics listener could not bind.
+    #[error("mi.metrics_listen {addr}: {source}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// `[mi.upstream]` cannot be used.
     #[error("mi.upstream: {0}")]
     Upstream(String),

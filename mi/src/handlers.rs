@@ -41,6 +41,8 @@ pub(crate) async fn run(
         Cmd::HepIds => Ok(c.hep_ids()),
         Cmd::SipTrace => sip_trace(c.as_ref(), &args),
         Cmd::Trace => trace(c.as_ref(), &args),
+        Cmd::TraceStart => crate::dyntrace::trace_start(c.as_ref(), &args),
+        Cmd::TraceStop => crate::dyntrace::trace_stop(c.as_ref(), &args),
         Cmd::NetTrace(proto) => net_trace(c.as_ref(), proto, &args),
         Cmd::ListTcpConns => list_tcp_conns(c.as_ref(), &args),
         Cmd::ResetAllStatistics => Ok(reset_all_statistics(c.as_ref())),
@@ -422,19 +424,23 @@ fn destinations<'a>(ids: impl IntoIterator<Item = &'a TraceIdInfo>) -> Vec<Value
 }
 
 fn trace_status(c: &dyn Control) -> Value {
+    let mut rows = destinations(&c.trace_ids());
+    rows.extend(crate::dyntrace::rows(&c.dynamic_traces(), None));
     json!({
         "global": on_off(c.sip_trace_on()),
-        "trace destinations": destinations(&c.trace_ids()),
+        "trace destinations": rows,
     })
 }
 
 fn trace_id_status(c: &dyn Control, id: &str) -> Result<Value, RpcError> {
     let ids = c.trace_ids();
     let found: Vec<&TraceIdInfo> = ids.iter().filter(|t| t.name == id).collect();
-    if found.is_empty() {
+    let mut rows = destinations(found);
+    rows.extend(crate::dyntrace::rows(&c.dynamic_traces(), Some(id)));
+    if rows.is_empty() {
         return Err(RpcError::new(400, "Bad trace id value"));
     }
-    Ok(json!({ "trace destinations": destinations(found) }))
+    Ok(json!({ "trace destinations": rows }))
 }
 
 fn bad_trace_mode() -> RpcError {

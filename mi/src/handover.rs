@@ -27,6 +27,9 @@ pub struct Inherited {
     /// The previous process's FIFO: served when `fifo_name` still is this inode, otherwise a new
     /// FIFO is created as at any start.
     pub fifo: Option<FifoId>,
+    /// Started by a hand-over: the previous process may still hold `metrics_listen`, which is
+    /// then bound as soon as it lets go.
+    pub handover: bool,
 }
 
 /// What a running MI gives the next process (see [`crate::MiRunning::handover`]).

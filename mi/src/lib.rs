@@ -20,6 +20,7 @@ pub mod client;
 mod commands;
 pub mod control;
 mod core;
+mod dyntrace;
 mod error;
 mod fifo;
 mod handlers;
@@ -48,8 +49,9 @@ pub use client::{
 };
 pub use commands::UnknownBwlistCommand;
 pub use control::{
-    ConnLeg, ConnState, Control, DestinationInfo, LogLevel, ProcessInfo, ReloadItem, ReloadRefused,
-    ReloadReport, Statistic, TcpConnInfo, TcpConnList, TraceIdInfo, UnknownTraceId,
+    ConnLeg, ConnState, Control, DestinationInfo, DynamicTraceInfo, LogLevel, MiOutcome,
+    ProcessInfo, ReloadItem, ReloadRefused, ReloadReport, Statistic, TcpConnInfo, TcpConnList,
+    TraceIdInfo, TraceStart, TraceStartError, UnknownTraceId,
 };
 pub use error::MiError;
 pub use handlers::MAX_LISTED_CONNECTIONS;
@@ -209,6 +211,21 @@ impl Mi {
             }
             None => None,
         };
+        let handover = inherited.handover;
+        // A hand-over's new process binds while the old one still serves: the address may be
+        // taken until the old one stops its MI, and is bound then.
+        let (metrics, metrics_later) = match settings.metrics_listen {
+            None => (None, None),
+            Some(addr) => match http::metrics::bind(addr) {
+                Ok(l) => (Some(l), None),
+                Err(e) if handover && http::metrics::in_use(&e) => (None, Some(addr)),
+                Err(e) => return Err(e),
+            },
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .or(metrics_later);
         if let Some(server) = fifo_server {
             tasks.push(tokio::spawn(
                 server.run(shutdown.clone(), Arc::clone(&recheck)),
@@ -230,9 +247,27 @@ impl Mi {
                 shutdown.clone(),
             )));
         }
+        if let Some(listener) = metrics {
+            if let Some(addr) = metrics_addr {
+                tracing::info!(metrics.addr = %addr, "Metrics listening (GET /metrics, no token)");
+            }
+            tasks.push(tokio::spawn(http::metrics::serve(
+                Arc::clone(&self.core.control),
+                listener,
+                shutdown.clone(),
+            )));
+        }
+        if let Some(addr) = metrics_later {
+            tasks.push(tokio::spawn(http::metrics::serve_when_free(
+                Arc::clone(&self.core.control),
+                addr,
+                shutdown.clone(),
+            )));
+        }
         Ok(MiRunning {
             fifo_path: settings.fifo_name.clone(),
             http_addr,
+            metrics_addr,
             recheck,
             tasks,
             http_socket: Mutex::new(http_socket),
@@ -248,6 +283,8 @@ pub struct MiRunning {
     pub fifo_path: Option<PathBuf>,
     /// Where HTTP listens (the real port when `http_listen` had port 0).
     pub http_addr: Option<SocketAddr>,
+    /// Where `metrics_listen` listens (the real port when it had port 0).
+    pub metrics_addr: Option<SocketAddr>,
     /// Wakes the FIFO server to check its FIFO now.
     recheck: Arc<Notify>,
     /// The server tasks, awaited by `join`.

@@ -24,6 +24,9 @@ pub struct MiSettings {
     pub reply_dir: PathBuf,
     /// Where JSON-RPC over HTTP listens (`http_listen`); `None` = no HTTP server.
     pub http_listen: Option<SocketAddr>,
+    /// Where the Prometheus metrics alone are served (`GET /metrics`), without the MI's token
+    /// (`metrics_listen`); `None` = only on `http_listen`, behind its gate.
+    pub metrics_listen: Option<SocketAddr>,
     /// The URL path (without the leading `/`) that answers JSON-RPC (`http_root`, default `mi`).
     pub http_root: String,
     /// Allows `http_listen` on a non-loopback address; off so the MI is not exposed by accident.
@@ -62,6 +65,7 @@ impl Default for MiSettings {
             fifo_group: None,
             reply_dir: PathBuf::from("/tmp/"),
             http_listen: None,
+            metrics_listen: None,
             http_root: "mi".to_owned(),
             http_allow_remote: false,
             http_hosts: Vec::new(),

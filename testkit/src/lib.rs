@@ -135,6 +135,27 @@ pub fn opensips_cli() -> PathBuf {
     }
 }
 
+/// A Python with the Prometheus project's `prometheus_client` package, for the tests that read
+/// heptap's `/metrics` with a real parser: `HEPTAP_PYTHON`, else the `.ci/.venv` that .ci/run
+/// builds in the checkout. Panics when there is none, saying how to get it.
+pub fn prometheus_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEPTAP_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/.venv/bin/python3");
+    let works = std::process::Command::new(&venv)
+        .args(["-c", "import prometheus_client.parser"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return venv;
+    }
+    panic!(
+        "no Python with prometheus_client: run .ci/run, or `.ci/.venv/bin/pip install \
+         prometheus-client`, or set HEPTAP_PYTHON to a python3 that has it"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

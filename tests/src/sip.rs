@@ -168,3 +168,100 @@ impl Drop for SipUpstream {
         self.task.abort();
     }
 }
+
+/// A request of `user`'s call `call_id` to bob: `method` with CSeq number `cseq`; the INVITE
+/// has no To tag, later requests carry the callee's tag (`;tag=up`, as [`MirrorUpstream`]
+/// answers).
+pub fn call_request(method: &str, user: &str, call_id: &str, cseq: u32) -> Vec<u8> {
+    let to_tag = if method == "INVITE" { "" } else { ";tag=up" };
+    format!(
+        "{method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK{cseq}\r\n\
+         From: <sip:{user}@example.com>;tag=from-{user}\r\nTo: <sip:bob@example.com>{to_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The reply a proxy gives `request`: `code` with its Via, From, Call-ID and CSeq, and a To
+/// with the tag `up`.
+pub fn reply_to(request: &[u8], code: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let mut out = format!("SIP/2.0 {code}\r\n");
+    for line in text.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{line}\r\n")),
+            "to" if line.contains(";tag=") => out.push_str(&format!("{line}\r\n")),
+            "to" => out.push_str(&format!("{line};tag=up\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+/// A TCP upstream that answers every request but ACK with [`reply_to`] (INVITE: 100, 180 and
+/// 200), so replies carry their request's Call-ID and From.
+#[derive(Debug)]
+pub struct MirrorUpstream {
+    /// Where heptap relays to.
+    pub addr: SocketAddr,
+    /// The accept task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MirrorUpstream {
+    /// Binds 127.0.0.1:0.
+    pub async fn bind() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    while let Some(m) = read_message(&mut s).await {
+                        let reply = if m.starts_with(b"INVITE") {
+                            [
+                                reply_to(&m, "100 Trying"),
+                                reply_to(&m, "180 Ringing"),
+                                reply_to(&m, "200 OK"),
+                            ]
+                            .concat()
+                        } else if m.starts_with(b"ACK") {
+                            continue;
+                        } else {
+                            reply_to(&m, "200 OK")
+                        };
+                        if s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for MirrorUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Plays one call of `user` (`call_id`) on `s` through heptap to a [`MirrorUpstream`]: INVITE
+/// (waits for its 100, 180, 200), ACK, BYE (waits for its 200). Seven messages cross.
+pub async fn play_call<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, user: &str, call_id: &str) {
+    s.write_all(&call_request("INVITE", user, call_id, 1))
+        .await
+        .expect("INVITE");
+    for _ in 0..3 {
+        read_message(s).await.expect("reply to INVITE");
+    }
+    s.write_all(&call_request("ACK", user, call_id, 1))
+        .await
+        .expect("ACK");
+    s.write_all(&call_request("BYE", user, call_id, 2))
+        .await
+        .expect("BYE");
+    read_message(s).await.expect("200 to BYE");
+}

@@ -39,6 +39,8 @@ struct Setup {
     listen: SocketAddr,
     /// The MI's HTTP listener.
     http: SocketAddr,
+    /// `[mi] metrics_listen`.
+    metrics: SocketAddr,
     upstream: SipUpstream,
     col: UdpCollector,
 }
@@ -52,6 +54,7 @@ impl Setup {
             scratch,
             listen: free_port(),
             http: free_port(),
+            metrics: free_port(),
             upstream: SipUpstream::bind().await,
             col: UdpCollector::bind().await,
         }
@@ -67,8 +70,9 @@ impl Setup {
              [tracer]\ntrace_id = [\"[tid]uri=hep:col\"]\n\n\
              [net.tcp]\ntrace_on = false\n\n\
              [service]\nshutdown_grace = \"2s\"\n{service}\n\n\
-             [mi]\nfifo_name = \"{dir}/fifo\"\nreply_dir = \"{dir}\"\nhttp_listen = \"{}\"\n",
-            self.listen, self.upstream.addr, self.col.addr, self.http
+             [mi]\nfifo_name = \"{dir}/fifo\"\nreply_dir = \"{dir}\"\nhttp_listen = \"{}\"\n\
+             metrics_listen = \"{}\"\n",
+            self.listen, self.upstream.addr, self.col.addr, self.http, self.metrics
         );
         std::fs::write(&self.cfg, text).unwrap();
     }
@@ -425,6 +429,18 @@ async fn a_sigusr2_with_a_broken_config_leaves_the_old_process_serving_and_logs_
     assert_eq!(old.exit_within(WAIT).await.code(), Some(0));
 }
 
+/// The status of `GET /metrics` on `addr`, if it answers (blocking, bounded).
+fn scrape_status(addr: SocketAddr) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 /// The pid in the MI's `ps` reply.
 fn ps_pid(reply: &heptap_mi::Reply) -> u64 {
     reply.result["Processes"][0]["PID"]
@@ -465,6 +481,7 @@ async fn after_a_hand_over_the_new_process_answers_the_mi_fifo_and_http_and_hold
         std::fs::read_to_string(&pid_file).unwrap().trim(),
         old.pid.to_string()
     );
+    assert_eq!(scrape_status(setup.metrics), Some(200), "metrics_listen");
     assert_eq!(listening_sockets(setup.listen.port()), 1);
 
     // The new process runs one more worker: it adds a socket of its own to the group.
@@ -486,6 +503,14 @@ async fn after_a_hand_over_the_new_process_answers_the_mi_fifo_and_http_and_hold
     assert_eq!(ps_pid(&ps), u64::from(new_pid), "FIFO ps");
     let ps = heptap_mi::http_call(&url, "ps", &none, WAIT).await.unwrap();
     assert_eq!(ps_pid(&ps), u64::from(new_pid), "HTTP ps");
+    // metrics_listen was the old process's until it let go; the new one binds it then.
+    let metrics = setup.metrics;
+    eventually(
+        WAIT,
+        "GET /metrics answered by the new process",
+        move || scrape_status(metrics) == Some(200),
+    )
+    .await;
     let version = heptap_mi::http_call(&url, "version", &none, WAIT)
         .await
         .unwrap();

@@ -177,6 +177,10 @@ fn split(offer: Offer, fds: Vec<OwnedFd>) -> Inherited {
     });
     Inherited {
         listeners,
-        mi: heptap_mi::Inherited { http, fifo },
+        mi: heptap_mi::Inherited {
+            http,
+            fifo,
+            handover: true,
+        },
     }
 }

@@ -192,6 +192,8 @@ pub(crate) struct Counters {
     pub(crate) queue_depth: Counter,
     /// Gauge: estimated bytes held.
     pub(crate) queue_bytes: Counter,
+    /// Gauge: when a packet was last delivered (Unix time, ms; 0: never).
+    pub(crate) last_sent_unix_ms: Counter,
 }
 
 impl Counters {
@@ -216,6 +218,7 @@ impl Counters {
             connected: gauge("connected"),
             queue_depth: gauge("queue_depth"),
             queue_bytes: gauge("queue_bytes"),
+            last_sent_unix_ms: gauge("last_sent_unix_ms"),
         }
     }
 

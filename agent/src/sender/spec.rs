@@ -27,6 +27,10 @@ pub struct Limits {
     pub backoff_initial: Duration,
     /// Longest delay between reconnection attempts; attempts never stop.
     pub backoff_max: Duration,
+    /// UDP: packets per second (all lanes together) at which what queued during an outage is
+    /// sent after the reconnection, so the collector's receive buffer is not overrun; 0: no
+    /// limit.
+    pub udp_replay_rate: u32,
 }
 
 impl Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            udp_replay_rate: 10_000,
         }
     }
 }

@@ -260,6 +260,12 @@ pub(crate) struct Task {
     spool: Option<Spool>,
     /// The replay's rate limit (this lane's share of `spool_replay_rate`).
     replay: Bucket,
+    /// UDP: the rate limit while catching up after an outage (this lane's share of
+    /// `udp_replay_rate`).
+    catchup: Bucket,
+    /// UDP: datagrams of the backlog (found at a reconnection, or queued behind it) still to
+    /// send at the `catchup` rate, not in a burst a collector's receive buffer cannot hold.
+    catchup_left: usize,
     /// A UDP socket not yet known to reach a listening collector (spool only, see
     /// [`UDP_PROBE_WAIT`]).
     probe: bool,
@@ -335,10 +341,13 @@ impl Task {
         let rate = shared.spool.as_ref().map_or(0.0, |sp| {
             f64::from(sp.settings.replay_rate) / shared.lanes() as f64
         });
+        let udp_rate = f64::from(spec.limits.udp_replay_rate) / shared.lanes() as f64;
         Task {
             lane,
             spool,
             replay: Bucket::new(rate),
+            catchup: Bucket::new(udp_rate),
+            catchup_left: 0,
             probe: false,
             spool_warned: None,
             framing: endpoint.framing(),
@@ -735,12 +744,23 @@ impl Task {
     }
 
     fn connected(&mut self, link: Link) {
+        let reconnected = self.ever_connected;
         if self.ever_connected {
             self.shared.counters.reconnects.inc();
         }
         self.ever_connected = true;
         self.shared.link_up();
-        self.probe = self.spool.is_some() && matches!(link, Link::Datagram(_));
+        // Every new UDP socket waits for a "port unreachable" before its first datagram counts
+        // as sent: `sent` then never counts datagrams a collector that is not there lost.
+        self.probe = matches!(link, Link::Datagram(_));
+        // What queued while the collector was away goes out paced, and what queued behind it
+        // meanwhile, until no more than a batch waits. (Not at the first connection: nothing
+        // was away, and a start under load would only queue and drop.)
+        self.catchup_left = if self.probe && reconnected && self.catchup.rate > 0.0 {
+            self.pending.units.len() + self.rx.len()
+        } else {
+            0
+        };
         if self.last_warned.take().is_some() {
             tracing::info!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 "Connected to HEP destination");
@@ -869,6 +889,11 @@ impl Task {
         self.pending.head += bytes;
         self.shared.counters.sent.add(n as u64);
         self.shared.counters.sent_bytes.add(bytes as u64);
+        // Once per batch: a clock read is cheap next to the system call that sent it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.shared.counters.last_sent_unix_ms.set(now);
         self.shared.release_many(n - from_spool, est);
         if from_spool > 0
             && let Some(spool) = self.spool.as_mut()
@@ -913,7 +938,22 @@ impl Task {
             // Up to a batch's worth of datagrams in one system call: on loopback the call itself
             // costs about as much as handing the datagram to the kernel.
             let mut end = offset;
-            let most = if alone { 1 } else { BATCH_MESSAGES };
+            let mut most = if alone { 1 } else { BATCH_MESSAGES };
+            if self.catchup_left > 0 {
+                most = self.catchup.available(most.min(self.catchup_left));
+                if most == 0 {
+                    let wait = self.catchup.wait().max(Duration::from_millis(1));
+                    if within(&mut self.stop, wait, std::future::pending::<()>())
+                        .await
+                        .is_none()
+                        && self.stop.deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        // The grace period ended: what is left is abandoned by the caller.
+                        break;
+                    }
+                    continue;
+                }
+            }
             let batch: Vec<&[u8]> = (self.pending.units.range(done..).take(most))
                 .map(|unit| {
                     let datagram = &self.pending.buf[end..end + unit.len];
@@ -933,6 +973,19 @@ impl Task {
             };
             match result {
                 Some(Ok(n)) => {
+                    if self.catchup_left > 0 {
+                        self.catchup.spend(n);
+                        self.catchup_left = self.catchup_left.saturating_sub(n);
+                        if self.catchup_left == 0 {
+                            // What queued during the catch-up is a backlog too, unless it is
+                            // no more than a batch: the catch-up ends once the lane keeps up.
+                            let held =
+                                self.pending.units.len().saturating_sub(done + n) + self.rx.len();
+                            if held > BATCH_MESSAGES {
+                                self.catchup_left = held;
+                            }
+                        }
+                    }
                     alone = n < batch.len();
                     offset += batch.iter().take(n).map(|d| d.len()).sum::<usize>();
                     done += n;

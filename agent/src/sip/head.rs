@@ -175,6 +175,59 @@ fn read_fields(msg: &[u8]) -> Result<(SipHead<'_>, Lengths), HeadError> {
     Ok((head, lengths))
 }
 
+/// RFC 3261 §7.3.3 and later RFCs' compact header forms, by full name.
+const COMPACT_FORMS: &[(&str, &str)] = &[
+    ("Accept-Contact", "a"),
+    ("Allow-Events", "u"),
+    ("Call-ID", "i"),
+    ("Contact", "m"),
+    ("Content-Encoding", "e"),
+    ("Content-Length", "l"),
+    ("Content-Type", "c"),
+    ("Event", "o"),
+    ("From", "f"),
+    ("Identity", "y"),
+    ("Refer-To", "r"),
+    ("Referred-By", "b"),
+    ("Reject-Contact", "j"),
+    ("Request-Disposition", "d"),
+    ("Session-Expires", "x"),
+    ("Subject", "s"),
+    ("Supported", "k"),
+    ("To", "t"),
+    ("Via", "v"),
+];
+
+/// The value of the first header called `name` (any case, or its compact form) in a message's
+/// header section, trimmed, folded lines included; `None` if absent or not UTF-8. Reads the
+/// headers with the same rules as the framer, stopping at the empty line.
+pub fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {
+    let compact = COMPACT_FORMS
+        .iter()
+        .find(|(full, _)| full.eq_ignore_ascii_case(name))
+        .map_or(b"" as &[u8], |(_, c)| c.as_bytes());
+    let headers_at = memchr(b'\n', msg)? + 1;
+    Fields::new(&msg[headers_at..])
+        .find(|field| {
+            field.name.eq_ignore_ascii_case(name.as_bytes())
+                || (!compact.is_empty() && field.name.eq_ignore_ascii_case(compact))
+        })
+        .and_then(|field| std::str::from_utf8(field.value).ok())
+}
+
+/// The Request-URI of a request's start line (between its two spaces).
+pub fn request_uri(msg: &[u8]) -> Option<&str> {
+    let line = trim_cr(&msg[..memchr(b'\n', msg).unwrap_or(msg.len())]);
+    let first = memchr(b' ', line)?;
+    let last = memchr::memrchr(b' ', line)?;
+    std::str::from_utf8(line.get(first + 1..last)?).ok()
+}
+
+/// The start line's kind, read as the framer reads it.
+pub fn start_kind(msg: &[u8]) -> Option<Kind<'_>> {
+    start_line(trim_cr(&msg[..memchr(b'\n', msg).unwrap_or(msg.len())]))
+}
+
 /// True for a WS data frame (or any chunk) made only of CR and LF: an RFC 5626 style keep-alive,
 /// not a SIP message.
 pub fn is_keepalive(msg: &[u8]) -> bool {

@@ -11,6 +11,8 @@
 //! - [`parse_head`]: request method or response code, Call-ID (HEP chunk 0x0011), CSeq method,
 //!   Content-Length, from a whole message; [`read_head`] the same as a proxy reads it (the
 //!   first Content-Length counts), for tracing.
+//! - [`SipMessage`]: the one accessor routes (`sip_trace_route`) and dynamic traces
+//!   (`trace_start` filters) read a message through: start line and any header, on demand.
 //! - On WS/WSS one data frame is one message: call [`read_head`] on it directly (after
 //!   [`is_keepalive`] to skip CRLF-only frames); no framer is involved.
 //!
@@ -18,9 +20,11 @@
 
 mod framer;
 mod head;
+mod message;
 
 pub use framer::{Framed, FramerCounters, Limits, LostReason, SipFramer};
 pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head, read_head};
+pub use message::SipMessage;
 
 #[cfg(test)]
 mod framer_tests;

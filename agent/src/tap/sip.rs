@@ -6,8 +6,9 @@
 //! correlation). On TCP and TLS each direction has a [`SipFramer`] behind a [`SipObserver`]; on
 //! WS and WSS each data message is handed to [`SipConn::frame`] directly.
 //!
-//! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, then the trace id's), so
-//! `sip_trace tid off` stops the very next message. Nothing here can change or delay the relayed bytes: it
+//! The tracer is asked per message ([`Tracer::sip`]: global `trace_on`, `sip_methods`, the
+//! listener's `sip_trace_route`, the trace ids' switches, the dynamic traces), so `sip_trace tid
+//! off` stops the very next message. Nothing here can change or delay the relayed bytes: it
 //! only looks at them after they were read, and `offer`s to queues that never block.
 //!
 //! SIP that was relayed but cannot be traced whole (framing lost, a message too large) is never
@@ -21,14 +22,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use heptap_filters::Bwlist;
+use heptap_filters::{Bwlist, ConnInfo, Route};
 use heptap_hep::{NetProto, TraceMessage, proto_type};
 
 use super::events::{Direction, Leg};
 use crate::clock::split;
-use crate::sip::{Framed, FramerCounters, Limits, LostReason, SipFramer, is_keepalive, read_head};
+use crate::sip::{
+    Framed, FramerCounters, Limits, LostReason, SipFramer, SipMessage, is_keepalive, read_head,
+};
 use crate::stats::Counter;
-use crate::tracer::Tracer;
+use crate::tracer::{SipEvent, SipTraced, Tracer};
 
 /// How a listener traces SIP (from `[[listener]]` and `[tracer]`).
 #[derive(Clone, Debug)]
@@ -37,6 +40,8 @@ pub struct SipSettings {
     pub trace_id: String,
     /// `sip_methods`: which methods are traced (responses by their CSeq method).
     pub methods: Option<Bwlist>,
+    /// `sip_trace_route`: run per message; `drop` skips it, `trace("tid")` picks trace ids.
+    pub route: Option<Route>,
     /// `sip_payload = "json"`: OpenSIPS's `{"payload": "..."}` form instead of the raw message.
     pub json_payload: bool,
     /// What the stream framer holds and traces whole (the listener's `max_message_bytes`).
@@ -50,8 +55,11 @@ pub struct SipStats {
     pub messages: Counter,
     /// Messages handed to the trace id's destinations.
     pub traced: Counter,
-    /// Messages skipped by `sip_methods`.
+    /// Messages skipped by `sip_methods` or dropped by `sip_trace_route`.
     pub filtered: Counter,
+    /// Messages not traced because tracing was switched off (`trace_on`, the trace id's
+    /// switch: `sip_trace off`, `sip_trace <tid> off`).
+    pub switched_off: Counter,
     /// Stream parts that were not SIP; the framer resynchronised.
     pub malformed: Counter,
     /// Messages too large for one HEP frame: counted, not traced, never truncated.
@@ -78,6 +86,7 @@ impl SipStats {
             messages: stats.counter(group, "sip_messages"),
             traced: stats.counter(group, "sip_traced"),
             filtered: stats.counter(group, "sip_filtered"),
+            switched_off: stats.counter(group, "sip_switched_off"),
             malformed: stats.counter(group, "sip_malformed"),
             oversize: stats.counter(group, "sip_oversize"),
             gave_up: stats.counter(group, "sip_gave_up"),
@@ -144,6 +153,8 @@ pub struct SipConn<'a> {
     client: SocketAddr,
     /// Our listening address as the client sees it (the proxy, in Homer's call flow).
     listen: SocketAddr,
+    /// The listener's protocol (`$proto` for `sip_trace_route`).
+    proto: NetProto,
     /// TCP 6, TLS 22, WS/WSS 50.
     ip_proto: u8,
     /// The client leg's connection id, the `net` extra correlation.
@@ -171,6 +182,7 @@ impl<'a> SipConn<'a> {
             stats,
             client,
             listen,
+            proto,
             ip_proto: proto.ip_proto(),
             conn_id,
             last: AtomicU64::new(0),
@@ -198,7 +210,11 @@ impl<'a> SipConn<'a> {
     /// for a HEP packet is reported lost, and its head traced.
     pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
         self.stats.count(&msg);
-        if self.trace(tracer, dir, &msg, read_at) == Some(Traced::TooLarge) {
+        let traced = self.trace(tracer, dir, &msg, read_at);
+        if traced.is_none() {
+            self.stats.switched_off.inc();
+        }
+        if traced == Some(Traced::TooLarge) {
             let head = read_head(&msg).ok().map(|h| msg.slice(..h.head_len));
             let bytes = msg.len() as u64;
             self.lost(
@@ -235,25 +251,25 @@ impl<'a> SipConn<'a> {
         }
     }
 
-    /// Hands `msg` to the trace id's destinations when SIP is traced (None when it is not).
+    /// Hands `msg` to the destinations that want it (None when nothing does).
     fn trace(&self, tracer: &Tracer, dir: Direction, msg: &Bytes, read_at: u64) -> Option<Traced> {
-        tracer.sip(&self.settings.trace_id, |destinations| {
+        let settings = &*self.settings;
+        let ev = SipEvent {
+            msg: SipMessage::new(msg),
+            conn: ConnInfo {
+                remote: self.client,
+                local: self.listen,
+                proto: self.proto,
+            },
+            trace_id: &settings.trace_id,
+            methods: settings.methods.as_ref(),
+            route: settings.route.as_ref(),
+        };
+        let traced = tracer.sip(&ev, || {
             // Read as the proxy reads it: disagreeing Content-Lengths still give a Call-ID.
-            let head = read_head(msg).ok();
-            if let Some(list) = &self.settings.methods {
-                let allowed = head
-                    .as_ref()
-                    .and_then(|h| h.method())
-                    .is_none_or(|m| list.allows(m));
-                if !allowed {
-                    self.stats.filtered.inc();
-                    return Traced::Filtered;
-                }
-            }
-            let call_id = head.as_ref().and_then(|h| h.call_id);
+            let call_id = read_head(msg).ok().and_then(|h| h.call_id);
             if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
-                self.stats.oversize.inc();
-                return Traced::TooLarge;
+                return Err(Traced::TooLarge);
             }
             let (sec, usec) = self.stamp(read_at);
             let (src, dst) = match dir {
@@ -264,7 +280,7 @@ impl<'a> SipConn<'a> {
             m.correlation_id = call_id.map(|c| Cow::Owned(c.to_owned()));
             m.extra_correlation
                 .push(("net".into(), Cow::Owned(self.conn_id.to_string())));
-            if self.settings.json_payload {
+            if settings.json_payload {
                 m.parts.push((
                     "payload".into(),
                     Cow::Owned(String::from_utf8_lossy(msg).into_owned()),
@@ -272,10 +288,23 @@ impl<'a> SipConn<'a> {
             } else {
                 m.payload = Some(msg.clone());
             }
-            destinations.offer(&Arc::new(m));
-            self.stats.traced.inc();
-            Traced::Sent
-        })
+            Ok(Arc::new(m))
+        });
+        match traced {
+            SipTraced::No => None,
+            SipTraced::Filtered => {
+                self.stats.filtered.inc();
+                Some(Traced::Filtered)
+            }
+            SipTraced::Sent => {
+                self.stats.traced.inc();
+                Some(Traced::Sent)
+            }
+            SipTraced::Failed(why) => {
+                self.stats.oversize.inc();
+                Some(why)
+            }
+        }
     }
 
     /// A WS/WSS data frame: one message, unless it is a CRLF keep-alive.

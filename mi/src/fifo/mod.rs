@@ -343,6 +343,10 @@ async fn answer(core: &Core, frame: Frame, server: &reply::ServerFifo) {
             command,
             why,
         } => {
+            core.control.count_mi_request(
+                crate::trace::Backend::Fifo,
+                crate::control::MiOutcome::Refused,
+            );
             let limit = core.settings.max_request_size;
             let detail = match &why {
                 Bad::TooLarge => format!("request larger than {limit} bytes"),

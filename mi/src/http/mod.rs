@@ -3,7 +3,8 @@
 //! methods, 400 for an empty body, 413 for a body over `max_request_size`, 408 for a request
 //! that does not arrive within `request_timeout` of its first byte. Before anything else the
 //! request must pass the gate (`gate`: Host 421, Origin 403, bearer token 401, Content-Type
-//! 415).
+//! 415). `GET /metrics` answers the Prometheus exposition behind the same gate (`metrics`,
+//! which also serves the optional token-less `metrics_listen`).
 //!
 //! hyper-util serves the connections (HTTP/1.1 and HTTP/2 with prior knowledge, graceful
 //! shutdown) with the limits a lock-out needs: a header timeout, capped streams, a slot kept
@@ -13,6 +14,7 @@
 
 mod conn;
 mod gate;
+pub(crate) mod metrics;
 mod slots;
 
 use std::net::SocketAddr;
@@ -28,10 +30,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::control::MiOutcome;
 use crate::core::Core;
 use crate::error::MiError;
 use crate::jsonrpc::{self, Id, RpcError};
-use crate::trace::Origin;
+use crate::trace::{Backend, Origin};
 use conn::{Clocked, ConnState};
 use gate::{Gate, Refusal, Throttle};
 use slots::Slots;
@@ -261,12 +264,27 @@ async fn respond(
         state.request_started()
     };
     let deadline = started + core.settings.request_timeout;
+    // Every answer before the command runs is a refusal, counted as such.
+    let refused = |r: Response<Full<Bytes>>| {
+        core.control
+            .count_mi_request(Backend::Json, MiOutcome::Refused);
+        r
+    };
     if let Err(refusal) = shared.gate.admit(req.uri(), req.headers()) {
-        return refuse(shared, origin, version, &refusal);
+        return refused(refuse(shared, origin, version, &refusal));
+    }
+    // A scrape passes the same gate (Prometheus sends the Host it scrapes and, when
+    // configured, the bearer token) and is no MI request: not counted, not traced.
+    if metrics::is_scrape(req.method(), req.uri().path()) {
+        state.answered();
+        return metrics::respond(core.control.as_ref(), req.method());
     }
     if !is_root(req.uri().path(), &core.settings.http_root) {
         state.answered();
-        return closing(version, plain(StatusCode::NOT_FOUND, "Not Found\n"));
+        return refused(closing(
+            version,
+            plain(StatusCode::NOT_FOUND, "Not Found\n"),
+        ));
     }
     if req.method() != Method::POST {
         core.trace_http_refusal("405 Method Not Allowed", origin);
@@ -274,10 +292,10 @@ async fn respond(
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         state.answered();
-        return closing(version, r);
+        return refused(closing(version, r));
     }
     if let Err(refusal) = gate::check_content_type(req.headers()) {
-        return refuse(shared, origin, version, &refusal);
+        return refused(refuse(shared, origin, version, &refusal));
     }
     let max = core.settings.max_request_size;
     let collect = Limited::new(req.into_body(), max).collect();
@@ -285,23 +303,23 @@ async fn respond(
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             let why = format!("request larger than {max} bytes");
-            return closing(
+            return refused(closing(
                 version,
                 rpc_refusal(core, StatusCode::PAYLOAD_TOO_LARGE, why),
-            );
+            ));
         }
-        Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n"),
+        Ok(Err(_)) => return refused(plain(StatusCode::BAD_REQUEST, "400 Bad Request\n")),
         Err(_) => {
             // A connection whose request timed out takes no more.
             state.finish();
             let r = plain(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n");
-            return closing(version, r);
+            return refused(closing(version, r));
         }
     };
     state.answered();
     if body.iter().all(u8::is_ascii_whitespace) {
         core.trace_http_refusal("400 Bad Request", origin);
-        return plain(StatusCode::BAD_REQUEST, "400 Bad Request\n");
+        return refused(plain(StatusCode::BAD_REQUEST, "400 Bad Request\n"));
     }
     let running = state.executing();
     let reply = core.handle_jsonrpc(&body, origin).await;
