@@ -137,7 +137,10 @@ impl Shared {
             Some(src) => Config::load(src)?,
             None => self.lock().config.clone(),
         };
-        build::check_reload(&config)?;
+        build::check_reload(&config).map_err(|e| match &self.source {
+            Some(src) => e.located(src),
+            None => e,
+        })?;
         self.reload(config)
     }
 

@@ -22,7 +22,7 @@ pub mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Origin};
-pub use load::{ENV_PREFIX, ENV_SEPARATOR, Source};
+pub use load::{ENV_PREFIX, ENV_SEPARATOR, Loaded, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepSpool, HepTls,
     Listener, ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service,

@@ -141,6 +141,8 @@ impl Default for Service {
 #[serde(default, deny_unknown_fields)]
 pub struct Hep {
     /// `hep_capture_id`: the capture agent id in every packet (HEPv2 carries the low 16 bits).
+    /// OpenSIPS's name is accepted too.
+    #[serde(alias = "hep_capture_id")]
     pub capture_id: u32,
     /// `homer5_on`: payloads as values joined by `homer5_delim` instead of JSON. OpenSIPS's
     /// default is on; heptap's is JSON, which Homer 7 reads.
@@ -558,6 +560,8 @@ pub struct Tracer {
     pub trace_on: bool,
     /// tracer `trace_id` entries: `"[tid]uri=hep:<hep_id>"`, `"[tid]uri=stdout"`,
     /// `"[tid]uri=file:/path"`. Entries sharing a name form one id with several destinations.
+    /// One string is one entry, as one modparam line is.
+    #[serde(deserialize_with = "units::one_or_many")]
     pub trace_id: Vec<TraceIdEntry>,
     /// What a SIP trace carries as payload: the raw message bytes, or a JSON wrapper.
     pub sip_payload: SipPayload,
@@ -865,7 +869,8 @@ pub struct Mi {
     /// JSON-RPC over HTTP (`POST /<http_root>`); None (`""` in a file): no HTTP listener.
     #[serde(with = "units::socket_addr::empty_is_none")]
     pub http_listen: Option<SocketAddr>,
-    /// mi_http `root`: the URL path of the JSON-RPC endpoint.
+    /// mi_http `root`: the URL path of the JSON-RPC endpoint (`root` is accepted too).
+    #[serde(alias = "root")]
     pub http_root: String,
     /// Allow `http_listen` on a non-loopback address (the MI can switch tracing and reload).
     /// Needs `http_token_file`.

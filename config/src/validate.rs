@@ -56,7 +56,16 @@ impl Config {
     }
 
     fn check_destination_ref(&self, errs: &mut ConfigErrors, path: &str, name: &str) {
-        if !self.destination_exists(name) {
+        if let Some(dest) = name.strip_prefix("hep:")
+            && self.destination_exists(dest)
+        {
+            errs.push(
+                path,
+                format!(
+                    "'{name}': hep:<name> is trace_id's uri syntax; here write the name alone, \"{dest}\""
+                ),
+            );
+        } else if !self.destination_exists(name) {
             errs.push(
                 path,
                 format!(
@@ -649,6 +658,8 @@ fn check_host(errs: &mut ConfigErrors, path: &str, host: &str) {
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
             errs.push(path, format!("'{v6}' is not an IPv6 address"));
         }
+    } else if let Some(hint) = crate::units::pasted_uri(host) {
+        errs.push(path, hint);
     } else if host.contains(':') {
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             errs.push(

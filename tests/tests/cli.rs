@@ -105,6 +105,79 @@ fn check_config_lists_every_error_with_its_key_and_line_and_exits_1() {
     assert!(err.contains("listener[0].proto"), "{err}");
 }
 
+/// The issue's file: what once took four runs (types, then references, then routes) comes in
+/// one, the route name at its own line (not "built-in default"), with `-c` before the
+/// subcommand and with `-t` alike.
+#[test]
+fn check_config_shows_types_references_and_route_names_in_one_run_and_takes_t_and_c_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[hep]
+hep_capture_id = \"lots\"
+
+[hep.ids]
+homer = \"udp:10.0.0.1:9060\"
+
+\
+         [tracer]
+trace_id = \"[tid]uri=hep:homer\"
+
+[routes]
+inline = \"route[a] { drop; }\"
+
+\
+         [net.tcp]
+trace_on = true
+trace_destination = \"homer\"
+trace_filter_route = \"b\"
+
+\
+         [[listener]]
+proto = \"tcp\"
+listen = \"127.0.0.1:5062\"
+upstream = \"127.0.0.1:5060\"
+\
+         sip_trace_id = \"nope\"
+max_connections = -1
+",
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["-c", path.to_str().unwrap(), "check-config"],
+        vec!["check-config", "-c", path.to_str().unwrap()],
+        vec!["-t", "-c", path.to_str().unwrap()],
+    ] {
+        let out = Command::new(heptap_bin()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        outputs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let err = &outputs[0];
+    for line in [
+        "hep.hep_capture_id (FILE line 2): expected a whole number from 0 to 4294967295, found \"lots\"",
+        "hep.ids.homer (FILE line 5): bad destination: 'udp:10.0.0.1:9060' is a URI",
+        "net.tcp.trace_filter_route (FILE line 16): unknown route 'b'",
+        "listener[0].sip_trace_id (FILE line 22): unknown trace_id 'nope'",
+        "listener[0].max_connections (FILE line 23): expected a whole number (0 or more), found -1",
+    ] {
+        let line = line.replace("FILE", &path.display().to_string());
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+    assert!(outputs.iter().all(|o| o == err), "{outputs:#?}");
+    // -t with the built-in default, and -t beside another subcommand.
+    let out = Command::new(heptap_bin()).arg("-t").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let out = Command::new(heptap_bin())
+        .args(["-t", "hep-dump", "--listen", "udp:127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn a_route_that_does_not_compile_is_refused_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
