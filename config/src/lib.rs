@@ -33,4 +33,4 @@ pub use opensips::{
     Transport,
 };
 pub use resolve::{RouteRef, RouteText};
-pub use units::HostPort;
+pub use units::{HostPort, Sha256Fingerprint};

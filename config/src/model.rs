@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::opensips::{HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceUri, Transport};
-use crate::units::{self, HostPort};
+use crate::units::{self, HostPort, Sha256Fingerprint};
 
 /// The whole heptap configuration.
 /// `Config::default()` holds the serde defaults: what an empty config file yields.
@@ -319,6 +319,10 @@ pub struct HepIdTable {
     /// Verify the collector's certificate and name. Turn off only for lab collectors.
     #[serde(default = "yes")]
     pub tls_verify: bool,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (a self-signed collector),
+    /// instead of a CA; its name and dates are not checked, the handshake's signature is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin_sha256: Option<Sha256Fingerprint>,
     /// The name sent in SNI and checked in the certificate, when it is not `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
@@ -393,6 +397,7 @@ impl HepIdTable {
             cert_file: None,
             key_file: None,
             tls_verify: true,
+            tls_pin_sha256: None,
             server_name: None,
             queue_packets: None,
             queue_bytes: None,
@@ -424,6 +429,7 @@ impl HepIdTable {
                 cert_file: self.cert_file.clone(),
                 key_file: self.key_file.clone(),
                 tls_verify: self.tls_verify,
+                pin_sha256: self.tls_pin_sha256,
                 server_name: self.server_name.clone(),
             },
             queue_packets: self.queue_packets.unwrap_or(hep.queue_packets),
@@ -511,6 +517,8 @@ pub struct HepTls {
     pub key_file: Option<PathBuf>,
     /// Verify the collector's certificate and name.
     pub tls_verify: bool,
+    /// `tls_pin_sha256`: trust this one certificate instead of a CA.
+    pub pin_sha256: Option<Sha256Fingerprint>,
     /// SNI / certificate name when not the host.
     pub server_name: Option<String>,
 }
@@ -524,6 +532,7 @@ impl Default for HepTls {
             cert_file: None,
             key_file: None,
             tls_verify: true,
+            pin_sha256: None,
             server_name: None,
         }
     }

@@ -292,6 +292,56 @@ pub(crate) use serde_via_str;
 
 serde_via_str!(HostPort, "a host:port string");
 
+/// A certificate's SHA-256 fingerprint (`tls_pin_sha256`): the one certificate a collector
+/// may show, however it is signed. Written as 64 hex digits, with or without the colons
+/// `openssl x509 -noout -fingerprint -sha256` puts between bytes (its `sha256 Fingerprint=`
+/// prefix too), in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Fingerprint(pub [u8; 32]);
+
+impl FromStr for Sha256Fingerprint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let t = t
+            .split_once('=')
+            .filter(|(label, _)| label.to_ascii_lowercase().contains("fingerprint"))
+            .map_or(t, |(_, value)| value.trim());
+        let digits: Vec<u8> = t.bytes().filter(|b| *b != b':').collect();
+        let bad = || {
+            format!(
+                "'{text}' is not a SHA-256 fingerprint: expected 64 hex digits, as `openssl x509 \
+                 -noout -fingerprint -sha256 -in cert.pem` prints them"
+            )
+        };
+        if digits.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Sha256Fingerprint(out))
+    }
+}
+
+impl fmt::Display for Sha256Fingerprint {
+    /// The form `openssl` prints: upper-case hex bytes joined by colons.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+serde_via_str!(Sha256Fingerprint, "a SHA-256 fingerprint (64 hex digits)");
+
 /// Newtype used by the helper modules: the text forms of durations.
 struct DurationText(Duration);
 

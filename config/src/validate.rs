@@ -208,6 +208,7 @@ impl Config {
             ("cert_file", t.cert_file.is_some()),
             ("key_file", t.key_file.is_some()),
             ("server_name", t.server_name.is_some()),
+            ("tls_pin_sha256", t.tls_pin_sha256.is_some()),
         ];
         if transport != Transport::Tls {
             for (key, set) in tls_only {
@@ -220,6 +221,21 @@ impl Config {
             }
         } else {
             check_cert_pair(errs, path, t.cert_file.as_deref(), t.key_file.as_deref());
+            if t.tls_pin_sha256.is_some() {
+                let key = format!("{path}.tls_pin_sha256");
+                if t.ca_file.is_some() {
+                    errs.push(
+                        &key,
+                        "tls_pin_sha256 trusts one certificate, ca_file a CA: set one of them",
+                    );
+                }
+                if !t.tls_verify {
+                    errs.push(
+                        &key,
+                        "tls_pin_sha256 is a way of verifying: it cannot go with tls_verify = false",
+                    );
+                }
+            }
             for (key, file) in [
                 ("ca_file", &t.ca_file),
                 ("cert_file", &t.cert_file),
