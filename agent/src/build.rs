@@ -199,6 +199,7 @@ pub fn destination_specs(config: &Config) -> Vec<DestinationSpec> {
         write_timeout: hep.write_timeout,
         backoff_initial: hep.backoff_initial,
         backoff_max: hep.backoff_max,
+        down_log_interval: hep.down_log_interval,
     };
     let file_owner = crate::service::file_owner(&config.service);
     config

@@ -363,7 +363,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log = crate::logging::init(&config.log.level);
+    let log = crate::logging::init(&config.log.level, config.log.format);
     match rt.block_on(crate::agent::serve(config, source(file), log, incoming)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

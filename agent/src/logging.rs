@@ -1,6 +1,7 @@
 //! Logs through `tracing` to stderr (journald picks them up); stdout belongs to the `stdout`
 //! destination. The level can be changed at run time (MI `log_level`) through [`LogHandle`].
 
+use heptap_config::LogFormat;
 use tracing_subscriber::{EnvFilter, prelude::*, reload};
 
 /// Changes the log filter of the running process.
@@ -40,8 +41,8 @@ fn filter(level: &str) -> Result<EnvFilter, BadLevel> {
 }
 
 /// Installs the global subscriber at `level` (`RUST_LOG`, when set, wins: it is the developer's
-/// override). Falls back to `info` on a bad level, saying so.
-pub fn init(level: &str) -> LogHandle {
+/// override), writing `format`. Falls back to `info` on a bad level, saying so.
+pub fn init(level: &str, format: LogFormat) -> LogHandle {
     let from_env = std::env::var("RUST_LOG").ok();
     let wanted = from_env.clone().unwrap_or_else(|| level.to_owned());
     let (f, bad) = match filter(&wanted) {
@@ -49,13 +50,29 @@ pub fn init(level: &str) -> LogHandle {
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
     let (layer, handle) = reload::Layer::new(f);
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            ),
+            None,
+        ),
+        // One object per line, fields by name, for Vector, Fluent Bit, Promtail and the like.
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     let installed = tracing_subscriber::registry()
         .with(layer)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(text)
+        .with(json)
         .try_init()
         .is_ok();
     if let Some(e) = bad {

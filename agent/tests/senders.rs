@@ -499,6 +499,63 @@ async fn drops_log_one_warning_per_interval_with_the_count_not_one_per_packet() 
     task.shutdown(Duration::from_millis(50)).await;
 }
 
+/// A collector that stays away is not logged once and forgotten: a reminder per interval says
+/// for how long and how much was dropped meanwhile; the same connect error is not repeated.
+#[tokio::test]
+async fn a_collector_that_stays_down_gets_a_reminder_per_interval_with_duration_and_drops() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = hep_spec("gone", closed, Transport::Tcp);
+    spec.limits.queue_packets = 1;
+    spec.limits.backoff_initial = Duration::from_millis(10);
+    spec.limits.backoff_max = Duration::from_millis(20);
+    spec.limits.down_log_interval = Duration::from_secs(1);
+    let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
+    // The outage begins at the first failure; what is dropped from then on is reported.
+    eventually(Duration::from_secs(5), "a failed connect", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+    for i in 0..10 {
+        sender.offer(&message(i));
+    }
+    let reminders = || {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("HEP destination still disconnected for"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(10), "two reminders", || {
+        reminders().len() >= 2
+    })
+    .await;
+    let first = &reminders()[0];
+    assert!(first.contains("WARN"), "{first}");
+    assert!(first.contains("hep_id=gone"), "{first}");
+    // 9 of the 10 offers were dropped (the queue holds one) after the outage began.
+    let seconds = |line: &str| -> u64 {
+        let rest = line.split("still disconnected for ").nth(1).unwrap();
+        assert!(rest.contains(" s (9 dropped)"), "{line}");
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    // One interval apart, counted from the first failure.
+    let (a, b) = (seconds(first), seconds(&reminders()[1]));
+    assert!(a >= 1 && b > a, "{a} then {b}");
+    assert!(first.contains("Connection refused"), "{first}");
+    let text = logs.text();
+    let warned = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Cannot connect to HEP destination"))
+        .count();
+    assert_eq!(warned, 1, "{text}");
+    task.shutdown(Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 #[ignore = "needs IPv6 loopback; .ci/run runs it where [::1] can be bound"]
 async fn udp_reaches_an_ipv6_collector() {

@@ -25,8 +25,8 @@ pub use error::{ConfigError, ConfigErrors, Origin};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR, Loaded, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepSpool, HepTls,
-    Listener, ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service,
-    SipPayload, TraceId, Tracer, UpstreamTls,
+    Listener, ListenerTls, Log, LogFormat, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes,
+    Service, SipPayload, TraceId, Tracer, UpstreamTls,
 };
 pub use opensips::{
     DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,

@@ -80,14 +80,29 @@ pub struct Log {
     /// `trace`, `debug`, `info`, `warn`, `error`, `off`, or a tracing EnvFilter directive string
     /// (`"info,heptap::sender=debug"`) for finer control.
     pub level: String,
+    /// `text` (one line per event, for a terminal and journald) or `json` (one JSON object per
+    /// line, for log shippers). Read at start.
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2024-05-01T12:00:00Z  WARN heptap::sender::task: message key=value`.
+    #[default]
+    Text,
+    /// `{"timestamp":...,"level":"WARN","fields":{"message":...,"key":...},"target":...}`.
+    Json,
 }
 
 /// `[service]`
@@ -179,6 +194,10 @@ pub struct Hep {
     /// Longest reconnect delay. (OpenSIPS gives up for an hour; heptap keeps trying.)
     #[serde(with = "units::duration")]
     pub backoff_max: Duration,
+    /// While a collector stays unreachable, a "still disconnected for N s (M dropped)"
+    /// warning this often; "0s": none (the first failure is always warned about).
+    #[serde(with = "units::duration")]
+    pub down_log_interval: Duration,
     /// Where each HEP destination spools what its memory queue cannot hold while its collector
     /// is down or slow: one subdirectory per destination (`<spool_dir>/<name>`). Unset or `""`:
     /// no spool, the newest packets are dropped as before.
@@ -218,6 +237,7 @@ impl Default for Hep {
             write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            down_log_interval: Duration::from_secs(60),
             spool_dir: None,
             spool_max_bytes: 1 << 30,
             spool_max_age: Duration::from_secs(24 * 3600),

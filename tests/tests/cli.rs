@@ -487,3 +487,68 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
         child.wait().unwrap();
     }
 }
+
+/// `[log] format = "json"`: every line heptap logs is one JSON object (for Vector, Fluent Bit
+/// and the like), fields by name; and a collector that stays down is reminded about.
+#[test]
+fn json_logs_are_one_object_per_line_and_a_down_collector_is_reminded_about() {
+    let gone = free_port();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nlevel = \"info\"\nformat = \"json\"\n\n\
+             [hep]\nbackoff_max = \"100ms\"\ndown_log_interval = \"1s\"\n\n\
+             [hep.ids]\ngone = \"[gone] {gone}; transport=tcp\"\n\n\
+             [[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{up}\"\n\n\
+             [net.tcp]\ntrace_on = true\ntrace_destination = \"gone\"\n\n\
+             [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+            dir.path().join("fifo").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(heptap_bin())
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = line_channel(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut next = || {
+        let line = logs.recv_timeout(WAIT).expect("a log line");
+        let v = json(&line);
+        seen.push(line);
+        v
+    };
+    while next()["fields"]["message"] != "heptap is ready" {}
+    // Events for the collector: its lanes try, fail, and the outage is reminded about.
+    let _client = TcpStream::connect(listen).unwrap();
+    let reminder = loop {
+        let v = next();
+        let message = v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if message.starts_with("HEP destination still disconnected for ") {
+            break v;
+        }
+    };
+    assert_eq!(reminder["level"], "WARN");
+    assert_eq!(reminder["fields"]["hep_id"], "gone");
+    assert!(
+        reminder["fields"]["down_for_s"].as_u64().unwrap() >= 1,
+        "{reminder}"
+    );
+    assert!(reminder["fields"]["dropped"].is_u64(), "{reminder}");
+    assert!(reminder["timestamp"].is_string(), "{reminder}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -27,6 +27,9 @@ pub struct Limits {
     pub backoff_initial: Duration,
     /// Longest delay between reconnection attempts; attempts never stop.
     pub backoff_max: Duration,
+    /// While the collector stays unreachable, a "still disconnected" warning this often;
+    /// zero: only the first failure (and changes of error) are warned about.
+    pub down_log_interval: Duration,
 }
 
 impl Limits {
@@ -57,7 +60,7 @@ impl Limits {
 
 impl Default for Limits {
     /// The `[hep]` defaults of docs/configuration.md: 10000 packets or 16 MiB, datagrams up to
-    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s.
+    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s, a reminder every minute.
     fn default() -> Self {
         Limits {
             queue_packets: 10_000,
@@ -67,6 +70,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            down_log_interval: Duration::from_secs(60),
         }
     }
 }
