@@ -110,3 +110,62 @@ impl LogHandle {
         Ok(())
     }
 }
+
+/// A warning that can come in floods (a dead upstream refusing every client): written at once
+/// the first time, then at most once per `interval`, with how many happened since the last one
+/// written, so the log holds one line per interval with a count instead of one per occurrence.
+#[derive(Debug)]
+pub struct Flood {
+    /// The least time between two lines.
+    interval: std::time::Duration,
+    /// When the last line was written, and what happened since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Flood {
+    /// At most one line per `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// One more occurrence: `Some(n)` when a line is due now, `n` the occurrences it covers
+    /// (this one included); `None` when it waits for the next line.
+    pub fn hit(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.interval => None,
+            _ => {
+                let n = state.1;
+                *state = (Some(now), 0);
+                Some(n)
+            }
+        }
+    }
+
+    /// The interval, for the line's words.
+    pub fn interval(&self) -> std::time::Duration {
+        self.interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_one_line_per_interval_counting_what_came_between() {
+        let flood = Flood::new(std::time::Duration::from_secs(3600));
+        assert_eq!(flood.hit(), Some(1));
+        for _ in 0..99 {
+            assert_eq!(flood.hit(), None);
+        }
+        let now = Flood::new(std::time::Duration::ZERO);
+        assert_eq!(now.hit(), Some(1));
+        assert_eq!(now.hit(), Some(1));
+    }
+}

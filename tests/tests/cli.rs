@@ -552,3 +552,78 @@ fn json_logs_are_one_object_per_line_and_a_down_collector_is_reminded_about() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A dead upstream with many retrying clients: one warning, then one line per interval with
+/// how many connections failed, not one line per client.
+#[test]
+fn a_dead_upstream_is_logged_as_a_count_per_interval_not_a_line_per_client() {
+    let dead = free_port();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nlevel = \"info\"\n\n\
+             [[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{dead}\"\n\n\
+             [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+            dir.path().join("fifo").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(heptap_bin())
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = line_channel(child.stderr.take().unwrap());
+    wait_ready(&logs);
+    let refused = || {
+        // Accepted, then reset: heptap could not reach the upstream.
+        let mut c = TcpStream::connect(listen).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = std::io::Read::read(&mut c, &mut [0u8; 16]);
+    };
+    for _ in 0..30 {
+        refused();
+    }
+    let started = std::time::Instant::now();
+    let mut lines = Vec::new();
+    let counted = loop {
+        assert!(started.elapsed() < WAIT, "no count line in {lines:#?}");
+        refused();
+        while let Ok(l) = logs.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+        if let Some(l) = lines
+            .iter()
+            .find(|l| l.contains("Upstream connect failed for "))
+        {
+            break l.clone();
+        }
+    };
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Upstream connect failed"))
+        .collect();
+    // The first failure, then the count: two lines for 30 and more clients.
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(failed[0].contains("WARN"), "{}", failed[0]);
+    let n: u64 = counted
+        .split("Upstream connect failed for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(n >= 30, "{counted}");
+    assert!(
+        counted.contains("connections in the last 10 s or more"),
+        "{counted}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

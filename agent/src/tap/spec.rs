@@ -14,6 +14,7 @@ use super::sip::{SipSettings, SipStats};
 use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
+use crate::logging::Flood;
 use crate::stats::{Counter, Stats};
 use crate::tls::Digest;
 use crate::tracer::Tracer;
@@ -165,7 +166,13 @@ pub struct ListenerStats {
     pub ws_message_timeout: Counter,
     /// SIP framing and tracing.
     pub sip: SipStats,
+    /// The "Upstream connect failed" warning: one line per interval with a count, however
+    /// many clients retry against a dead upstream.
+    pub upstream_failures: Arc<Flood>,
 }
+
+/// The least time between two "Upstream connect failed" warnings of one listener.
+pub const UPSTREAM_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ListenerStats {
     /// Registers the counters of listener `name`.
@@ -182,6 +189,7 @@ impl ListenerStats {
             ws_message_too_big: stats.counter(&g, "ws_message_too_big"),
             ws_message_timeout: stats.counter(&g, "ws_message_timeout"),
             sip: SipStats::new(stats, &g),
+            upstream_failures: Arc::new(Flood::new(UPSTREAM_FAILURE_LOG_INTERVAL)),
         }
     }
 }
