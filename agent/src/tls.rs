@@ -192,8 +192,8 @@ impl TlsPeer {
                  place of ca_file)"
             ),
             TlsPeer::Upstream => format!(
-                "put that certificate in upstream_tls.ca_file only if it is a CA; for a proxy \
-                 on loopback, upstream_tls.tls_verify = false (its SHA-256 is {fp})"
+                "for a proxy on loopback, upstream_tls.tls_verify = false accepts it (its \
+                 SHA-256 is {fp})"
             ),
         }
     }
