@@ -42,6 +42,15 @@ pub enum BuildProblem {
         /// Why.
         source: crate::tap::TapError,
     },
+    /// A transparent listener (`upstream_source = "client"`) would lose its capability after
+    /// start-up.
+    #[error("listener[{index}]: upstream_source = \"client\": {reason}")]
+    Transparent {
+        /// The listener's index in the config.
+        index: usize,
+        /// What is missing.
+        reason: String,
+    },
     /// A destination cannot be set up (its TLS material, mostly).
     #[error("hep.ids.{name}: {source}")]
     Destination {
@@ -261,9 +270,55 @@ pub fn check_reload(config: &Config) -> Result<(), BuildError> {
 }
 
 /// Checks everything `start` would build, without binding or spawning: routes, TLS material,
-/// `[mi]`.
-pub fn check(config: &Config) -> Result<(), BuildError> {
-    check_parts(config, Parts::All)
+/// `[mi]`, what transparent listeners need. What may still be wrong but cannot be proved
+/// (the routing of transparent listeners) is returned, one warning per line.
+pub fn check(config: &Config) -> Result<Vec<String>, BuildError> {
+    let mut errors = match check_parts(config, Parts::All) {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0,
+    };
+    let mut warnings = Vec::new();
+    check_transparent(config, &mut errors, &mut warnings);
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(BuildError(errors))
+    }
+}
+
+/// What the transparent listeners need beyond the capability (which `Tap::new` checks, at
+/// reloads too; docs/transparent.md): to keep it after start-up (a switch to `[service] user`
+/// drops every capability), and the routing that brings the proxy's replies back, which is only
+/// warned about (heptap can inspect it, not prove it).
+fn check_transparent(config: &Config, errors: &mut Vec<BuildProblem>, warnings: &mut Vec<String>) {
+    use heptap_config::UpstreamSource;
+    let transparent = config
+        .listener
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.upstream_source == UpstreamSource::Client);
+    for (index, l) in transparent {
+        if let Ok(crate::service::Identity::Switch(target)) =
+            crate::service::Identity::resolve(&config.service)
+        {
+            errors.push(BuildProblem::Transparent {
+                index,
+                reason: format!(
+                    "heptap would switch to the user {} after start-up and lose the capability \
+                     every connection needs (CAP_NET_RAW or CAP_NET_ADMIN): start heptap as that \
+                     user with the capability instead (systemd: AmbientCapabilities=CAP_NET_RAW, \
+                     docs/packaging.md)",
+                    target.user
+                ),
+            });
+            continue;
+        }
+        warnings.extend(
+            crate::tap::routing_warnings(&l.upstream.to_string())
+                .into_iter()
+                .map(|w| format!("listener[{index}]: upstream_source = \"client\": {w}")),
+        );
+    }
 }
 
 /// What a check covers.
@@ -551,6 +606,10 @@ fn listener_spec(
             .is_tls()
             .then(|| l.upstream_tls.clone().unwrap_or_default()),
         proxy_protocol: l.proxy_protocol,
+        accept_proxy_protocol: l.accept_proxy_protocol,
+        upstream_source: l.upstream_source,
+        upstream_source_port: l.upstream_source_port,
+        upstream_source_fallback: l.upstream_source_fallback,
         handshake_timeout: l.handshake_timeout,
         max_message_bytes,
         message_timeout: l.message_timeout(),

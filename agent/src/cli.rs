@@ -280,12 +280,12 @@ fn source(file: Option<PathBuf>) -> Source {
 }
 
 /// Loads the config and every part the agent builds from it (routes, destinations), so that
-/// check-config refuses exactly what serve would refuse.
-fn load(file: Option<PathBuf>) -> Result<Config, String> {
+/// check-config refuses exactly what serve would refuse; with the warnings both show.
+fn load(file: Option<PathBuf>) -> Result<(Config, Vec<String>), String> {
     let src = source(file);
     let config = Config::load(&src).map_err(|e| e.to_string())?;
-    crate::build::check(&config).map_err(|e| e.located(&src).to_string())?;
-    Ok(config)
+    let warnings = crate::build::check(&config).map_err(|e| e.located(&src).to_string())?;
+    Ok((config, warnings))
 }
 
 /// `check-config` and `-t`: every error of the file in one run: types, values and references
@@ -294,33 +294,46 @@ fn load(file: Option<PathBuf>) -> Result<Config, String> {
 fn check_config(file: Option<PathBuf>) -> ExitCode {
     let mut loaded = Config::load_all(&source(file));
     let mut problems = Vec::new();
-    if loaded.any_loaded()
-        && let Err(e) = crate::build::check(&loaded.config)
-    {
-        for problem in e.0 {
-            match problem {
-                crate::build::BuildProblem::Config(errors) => loaded.add(errors),
-                crate::build::BuildProblem::Routes(e) => {
-                    if loaded.loaded("routes") && loaded.loaded("address_groups") {
-                        problems.push(e.to_string());
-                    }
-                }
-                crate::build::BuildProblem::Listener { index, source } => {
-                    let index = loaded.listener_index(index);
-                    problems.push(format!("listener[{index}]: {source}"));
-                }
-                crate::build::BuildProblem::Destination { name, source } => {
-                    if loaded.loaded(&format!("hep.ids.{name}")) {
-                        problems.push(format!("hep.ids.{name}: {source}"));
-                    }
-                }
-                crate::build::BuildProblem::Mi(e) => {
-                    if loaded.loaded("mi") {
-                        problems.push(format!("mi: {e}"));
+    let mut warnings = Vec::new();
+    if loaded.any_loaded() {
+        match crate::build::check(&loaded.config) {
+            Ok(w) => warnings = w,
+            Err(e) => {
+                for problem in e.0 {
+                    use crate::build::BuildProblem as P;
+                    match problem {
+                        P::Config(errors) => loaded.add(errors),
+                        P::Routes(e) => {
+                            if loaded.loaded("routes") && loaded.loaded("address_groups") {
+                                problems.push(e.to_string());
+                            }
+                        }
+                        // Numbered as in the file (listeners that failed to load are not built).
+                        P::Listener { index, source } => {
+                            let index = loaded.listener_index(index);
+                            problems.push(P::Listener { index, source }.to_string());
+                        }
+                        P::Transparent { index, reason } => {
+                            let index = loaded.listener_index(index);
+                            problems.push(P::Transparent { index, reason }.to_string());
+                        }
+                        P::Destination { name, source } => {
+                            if loaded.loaded(&format!("hep.ids.{name}")) {
+                                problems.push(P::Destination { name, source }.to_string());
+                            }
+                        }
+                        P::Mi(e) => {
+                            if loaded.loaded("mi") {
+                                problems.push(P::Mi(e).to_string());
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+    for w in warnings {
+        print_err(&format!("warning: {w}"));
     }
     if loaded.errors.is_empty() && problems.is_empty() {
         return print_out("OK");
@@ -353,7 +366,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         },
         None => None,
     };
-    let config = match load(file.clone()) {
+    let (config, warnings) = match load(file.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("heptap: the config is refused:\n{e}");
@@ -364,6 +377,9 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
         }
     };
     let log = crate::logging::init(&config.log.level, config.log.format);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     match rt.block_on(crate::agent::serve(config, source(file), log, incoming)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -62,7 +62,7 @@ async fn refused(config: Config) -> (String, String) {
         .unwrap()
     };
     let check = match checked {
-        Ok(()) => panic!("check-config accepted it"),
+        Ok(_) => panic!("check-config accepted it"),
         Err(e) => e.to_string(),
     };
     let started = tokio::time::timeout(

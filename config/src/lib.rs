@@ -26,7 +26,8 @@ pub use load::{ENV_PREFIX, ENV_SEPARATOR, Loaded, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepSpool, HepTls,
     Listener, ListenerTls, Log, LogFormat, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes,
-    Service, SipPayload, TraceId, Tracer, UpstreamTls,
+    Service, SipPayload, TraceId, Tracer, UpstreamSource, UpstreamSourceFallback,
+    UpstreamSourcePort, UpstreamTls,
 };
 pub use opensips::{
     DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,

@@ -643,6 +643,27 @@ pub struct Listener {
     /// PROXY protocol header sent first to the upstream so it sees the real client address.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocol,
+    /// Clients come through a load balancer that sends a PROXY protocol header (v1 or v2) first:
+    /// read it, and take the client's address (and the address it reached) from it, for the
+    /// traces, the filters, the PROXY header toward the upstream and `upstream_source`.
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
+    /// The source address of the upstream connection: heptap's own (`local`), or the client's
+    /// (`client`: a transparent socket, IP_TRANSPARENT, so the proxy sees the client's address
+    /// without any PROXY protocol; needs CAP_NET_RAW or CAP_NET_ADMIN and policy routing,
+    /// docs/transparent.md).
+    #[serde(default)]
+    pub upstream_source: UpstreamSource,
+    /// With `upstream_source = "client"`: the source port of the upstream connection, any
+    /// (`any`, the kernel picks one) or the client's own (`client`, where it is free; any
+    /// otherwise, counted).
+    #[serde(default)]
+    pub upstream_source_port: UpstreamSourcePort,
+    /// With `upstream_source = "client"`: what a connection does when the client's address
+    /// cannot be bound (no capability, the address in use): `refuse` it (the client gets a
+    /// reset), or fall back to heptap's `local` address. Either way it is counted and logged.
+    #[serde(default)]
+    pub upstream_source_fallback: UpstreamSourceFallback,
     /// The trace_id whose destinations get this listener's SIP messages; None: SIP on this
     /// listener is not traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -716,6 +737,10 @@ impl Listener {
             tls: None,
             upstream_tls: None,
             proxy_protocol: ProxyProtocol::None,
+            accept_proxy_protocol: false,
+            upstream_source: UpstreamSource::Local,
+            upstream_source_port: UpstreamSourcePort::Any,
+            upstream_source_fallback: UpstreamSourceFallback::Refuse,
             sip_trace_id: None,
             sip_methods: None,
             max_connections: default_max_connections(),
@@ -816,6 +841,41 @@ pub enum ProxyProtocol {
     V1,
     /// The binary header.
     V2,
+}
+
+/// The source address of a listener's upstream connections (`upstream_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamSource {
+    /// heptap's own address: the proxy sees heptap as the client.
+    #[default]
+    Local,
+    /// The client's address (transparent relay, IP_TRANSPARENT).
+    Client,
+}
+
+/// The source port of a transparent upstream connection (`upstream_source_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamSourcePort {
+    /// Whatever port the kernel picks on the client's address.
+    #[default]
+    Any,
+    /// The client's own port where it is free on the client's address, any otherwise.
+    Client,
+}
+
+/// What a transparent upstream connection does when the client's address cannot be bound
+/// (`upstream_source_fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamSourceFallback {
+    /// The connection is refused (the client gets a reset): the proxy never sees heptap's
+    /// address in place of a client's (which its ACLs may trust).
+    #[default]
+    Refuse,
+    /// The upstream connection is opened from heptap's own address, as with `local`.
+    Local,
 }
 
 /// `[net]`: connection-event tracing, one table per protocol.

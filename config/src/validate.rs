@@ -10,7 +10,10 @@ use std::time::Duration;
 use crate::error::ConfigErrors;
 use heptap_hep::NetProto;
 
-use crate::model::{ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetTracing};
+use crate::model::{
+    ClientCert, Config, HepIdEntry, HepIdTable, Listener, NetTracing, UpstreamSource,
+    UpstreamSourceFallback, UpstreamSourcePort,
+};
 use crate::opensips::{HepIdError, STDOUT, TraceUri, Transport};
 
 /// The smallest `max_udp_size` accepted: below it even a short SIP message cannot be sent.
@@ -315,6 +318,7 @@ impl Config {
                 );
             }
             check_listener_protos(errs, &path, l);
+            check_upstream_source(errs, &path, l);
             if let Some(tid) = &l.sip_trace_id
                 && !trace_ids.contains(tid.as_str())
             {
@@ -499,6 +503,26 @@ fn check_message_limits(errs: &mut ConfigErrors, path: &str, l: &Listener) {
                 ),
             );
         }
+    }
+}
+
+/// `upstream_source_port` and `upstream_source_fallback` mean something only for a transparent
+/// listener: set on another, they are a mistake worth telling.
+fn check_upstream_source(errs: &mut ConfigErrors, path: &str, l: &Listener) {
+    if l.upstream_source == UpstreamSource::Client {
+        return;
+    }
+    if l.upstream_source_port != UpstreamSourcePort::Any {
+        errs.push(
+            format!("{path}.upstream_source_port"),
+            "upstream_source_port is only used with upstream_source = \"client\"",
+        );
+    }
+    if l.upstream_source_fallback != UpstreamSourceFallback::Refuse {
+        errs.push(
+            format!("{path}.upstream_source_fallback"),
+            "upstream_source_fallback is only used with upstream_source = \"client\"",
+        );
     }
 }
 

@@ -1500,3 +1500,91 @@ fn collector_uris_pasted_from_freeswitch_kamailio_or_heplify_get_a_precise_hint(
             .contains("write the name alone, \"homer\""),
     );
 }
+
+// ---- transparent relay (upstream_source) -----------------------------------------------------
+
+#[test]
+fn upstream_source_is_local_by_default_and_client_takes_its_port_and_fallback() {
+    let c = Config::from_toml_str(
+        r#"
+        [[listener]]
+        proto = "tcp"
+        listen = "127.0.0.1:5062"
+        upstream = "127.0.0.1:5060"
+        [[listener]]
+        proto = "tcp"
+        listen = "127.0.0.1:5063"
+        upstream = "127.0.0.1:5060"
+        accept_proxy_protocol = true
+        upstream_source = "client"
+        upstream_source_port = "client"
+        upstream_source_fallback = "local"
+    "#,
+    )
+    .unwrap();
+    let plain = &c.listener[0];
+    assert!(!plain.accept_proxy_protocol);
+    assert!(c.listener[1].accept_proxy_protocol);
+    assert_eq!(plain.upstream_source, heptap_config::UpstreamSource::Local);
+    assert_eq!(
+        plain.upstream_source_port,
+        heptap_config::UpstreamSourcePort::Any
+    );
+    assert_eq!(
+        plain.upstream_source_fallback,
+        heptap_config::UpstreamSourceFallback::Refuse
+    );
+    let transparent = &c.listener[1];
+    assert_eq!(
+        transparent.upstream_source,
+        heptap_config::UpstreamSource::Client
+    );
+    assert_eq!(
+        transparent.upstream_source_port,
+        heptap_config::UpstreamSourcePort::Client
+    );
+    assert_eq!(
+        transparent.upstream_source_fallback,
+        heptap_config::UpstreamSourceFallback::Local
+    );
+}
+
+#[test]
+fn upstream_source_port_and_fallback_without_a_client_source_are_refused_and_bad_values_named() {
+    let (_dir, _file, result) = load_file(
+        r#"
+        [[listener]]
+        proto = "tcp"
+        listen = "127.0.0.1:5062"
+        upstream = "127.0.0.1:5060"
+        upstream_source_port = "client"
+        upstream_source_fallback = "local"
+    "#,
+        &[],
+    );
+    let errs = errors(result);
+    assert_eq!(
+        find(&errs, "listener[0].upstream_source_port").message,
+        "upstream_source_port is only used with upstream_source = \"client\""
+    );
+    assert_eq!(
+        find(&errs, "listener[0].upstream_source_fallback").message,
+        "upstream_source_fallback is only used with upstream_source = \"client\""
+    );
+    let (_dir, _file, result) = load_file(
+        r#"
+        [[listener]]
+        proto = "tcp"
+        listen = "127.0.0.1:5062"
+        upstream = "127.0.0.1:5060"
+        upstream_source = "proxy"
+    "#,
+        &[],
+    );
+    let errs = errors(result);
+    let e = find(&errs, "listener[0].upstream_source");
+    assert!(
+        e.message.contains("local") && e.message.contains("client"),
+        "{e}"
+    );
+}

@@ -88,6 +88,14 @@ pub enum TapError {
         /// Why.
         reason: String,
     },
+    /// `upstream_source = "client"`, but heptap may not open a transparent socket.
+    #[error("listener {listener}: upstream_source = \"client\": {source}")]
+    Transparent {
+        /// The listener's name.
+        listener: String,
+        /// Why.
+        source: super::transparent::SourceError,
+    },
 }
 
 /// A listener that cannot start listening.

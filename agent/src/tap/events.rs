@@ -17,6 +17,7 @@ use std::time::Duration;
 use heptap_hep::{NetProto, Part, TraceMessage, proto_type};
 
 use super::certs::CertNames;
+use super::transparent::SourceError;
 use super::transport::{ConnectTcpError, TlsInfo};
 use super::upgrade::{BadRequest, BadUpstreamUpgrade, WsHeads};
 use crate::clock::{FlowClock, now_micros};
@@ -242,6 +243,7 @@ impl End {
             EndKind::Read(e) => Some(Detail::Text(e)),
             EndKind::Unreachable(
                 e @ (Unreachable::ProxyHeader(_)
+                | Unreachable::Source(_)
                 | Unreachable::Tls(_)
                 | Unreachable::HandshakeTimeout(_)),
             ) => Some(Detail::Text(e)),
@@ -297,6 +299,10 @@ pub enum Unreachable {
     /// No address of the upstream took the connection (the last one's reason).
     #[error("{0}")]
     Connect(#[from] ConnectTcpError),
+    /// The client's address could not be the source (`upstream_source = "client"`, with
+    /// `upstream_source_fallback = "refuse"`).
+    #[error("upstream_source = \"client\": {0}")]
+    Source(SourceError),
     /// The PROXY protocol header could not be written.
     #[error("PROXY header: {0}")]
     ProxyHeader(io::Error),

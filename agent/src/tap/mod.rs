@@ -8,6 +8,8 @@
 //!   connection limit; a running listener changed or stopped on its own (reload).
 //! - `session`: per connection, accept -> open upstream -> relay -> close.
 //! - `transport` (with `certs`): TCP or TLS, server and client side.
+//! - `transparent`: the upstream leg opened from the client's address (`upstream_source =
+//!   "client"`), and the start-up check of what that needs.
 //! - `upgrade` and `proxy_protocol`: the handshakes on top of the transport (the WebSocket
 //!   upgrade both ways, the PROXY header toward the upstream).
 //! - `relay`: both directions of a connection in one loop, for bytes and messages alike.
@@ -29,6 +31,7 @@ mod relay;
 mod session;
 pub mod sip;
 mod spec;
+mod transparent;
 mod transport;
 mod upgrade;
 mod ws_frames;
@@ -37,3 +40,4 @@ mod ws_relay;
 pub use error::{ListenError, TapError};
 pub use listener::{BoundListener, Listener};
 pub use spec::{ListenerSpec, Tap, TapContext, check};
+pub use transparent::routing_warnings;

@@ -10,13 +10,15 @@
 //!
 //! A failure at any step is an [`End`] on the side it happened on; it ends the session there.
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use heptap_config::{UpstreamSource, UpstreamSourceFallback};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -28,6 +30,7 @@ use super::pump::Idle;
 use super::relay::{Relay, relay_bytes, relay_messages};
 use super::sip::{Observe as _, SipConn, SipObserver};
 use super::spec::{ListenerStats, Tap, TapContext};
+use super::transparent;
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::{MessageLimits, websocket};
@@ -69,10 +72,30 @@ struct Opened {
 
 impl Session<'_> {
     /// Relays the connection `tcp` and traces both legs.
-    pub async fn run(&self, tcp: TcpStream) {
+    pub async fn run(mut self, mut tcp: TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        // 0. A load balancer's PROXY header: the client and the address it reached are in it.
+        let header = if self.tap.spec.accept_proxy_protocol {
+            let read = {
+                let reading = pin!(self.read_proxy_header(&mut tcp));
+                self.or_stop(reading).await
+            };
+            match read {
+                None => return,
+                Some(Ok(addrs)) => {
+                    if let Some((peer, local)) = addrs {
+                        self.peer = peer;
+                        self.local = local;
+                    }
+                    Ok(())
+                }
+                Some(Err(kind)) => Err(kind),
+            }
+        } else {
+            Ok(())
+        };
         let tracer = &self.ctx.tracer;
         let spec = &self.tap.spec;
-        let _ = tcp.set_nodelay(true);
         let mut client_leg = Leg::new(
             spec.proto,
             self.ctx.ids.next_id(),
@@ -80,6 +103,12 @@ impl Session<'_> {
             self.local,
             None,
         );
+        if let Err(kind) = header {
+            let end = End::new(Side::Client, kind);
+            tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, error = %end, "Client PROXY header refused");
+            client_leg.handshake_failed(tracer, &end, None, None);
+            return self.end_early(&self.stats.handshake_failed, &mut client_leg, &end);
+        }
 
         // 1. The client's handshake.
         let accepted = {
@@ -219,6 +248,24 @@ impl Session<'_> {
         shared_leg
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The PROXY header a load balancer sends first (`accept_proxy_protocol`), within
+    /// `handshake_timeout`: the client's address and the one it reached, if it names them.
+    async fn read_proxy_header(
+        &self,
+        tcp: &mut TcpStream,
+    ) -> Result<Option<(SocketAddr, SocketAddr)>, EndKind> {
+        let spec = &self.tap.spec;
+        let deadline = Instant::now() + spec.handshake_timeout;
+        match timeout_at(deadline, proxy_protocol::accept(tcp)).await {
+            Ok(Ok(addrs)) => Ok(addrs),
+            Ok(Err(e)) => Err(EndKind::Read(io::Error::new(
+                io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))),
+            Err(_) => Err(EndKind::HandshakeTimeout(TimedOut(spec.handshake_timeout))),
+        }
     }
 
     /// Counts the WebSocket sides closed for a message too big or too slow.
@@ -436,14 +483,14 @@ impl Session<'_> {
         let mut last_failure = None;
         for addr in addrs {
             leg.remote = addr;
-            let (socket, any) = match tcp_socket_for(addr) {
+            let (socket, local) = match self.upstream_socket(client.remote, addr) {
                 Ok(s) => s,
                 Err(e) => {
                     last_failure = Some(e);
                     continue;
                 }
             };
-            leg.local = any;
+            leg.local = local;
             leg.connect_start(tracer);
             match connect_tcp(socket, addr, spec.connect_timeout).await {
                 Ok(stream) => {
@@ -452,16 +499,50 @@ impl Session<'_> {
                     }
                     return (leg, Ok(stream));
                 }
-                Err(e) => last_failure = Some(e),
+                Err(e) => last_failure = Some(Unreachable::Connect(e)),
             }
         }
-        let failure = match last_failure {
-            Some(e) => Unreachable::Connect(e),
-            None => Unreachable::NoAddress {
-                upstream: spec.upstream.clone(),
-            },
-        };
+        let failure = last_failure.unwrap_or_else(|| Unreachable::NoAddress {
+            upstream: spec.upstream.clone(),
+        });
         (leg, Err(failure))
+    }
+
+    /// A socket to connect to `addr`, and its local address until it connects: unbound (the
+    /// unspecified address), or bound to the client's address on a transparent listener. A
+    /// client address that cannot be bound is counted and logged, and either refuses the
+    /// connection or falls back to an unbound socket (`upstream_source_fallback`).
+    fn upstream_socket(
+        &self,
+        client: SocketAddr,
+        addr: SocketAddr,
+    ) -> Result<(TcpSocket, SocketAddr), Unreachable> {
+        let spec = &self.tap.spec;
+        if spec.upstream_source == UpstreamSource::Client {
+            match transparent::bind_client_source(client, addr, spec.upstream_source_port) {
+                Ok(bound) => {
+                    if bound.port_taken {
+                        self.stats.upstream_source_port_taken.inc();
+                    }
+                    return Ok((bound.socket, bound.local));
+                }
+                Err(e) => {
+                    let refuse = spec.upstream_source_fallback == UpstreamSourceFallback::Refuse;
+                    let outcome = if refuse {
+                        "connection refused (upstream_source_fallback = \"refuse\")"
+                    } else {
+                        "opened from heptap's address (upstream_source_fallback = \"local\")"
+                    };
+                    self.stats
+                        .upstream_source_failed
+                        .failed(&spec.name, client, &e, outcome);
+                    if refuse {
+                        return Err(Unreachable::Source(e));
+                    }
+                }
+            }
+        }
+        tcp_socket_for(addr).map_err(Unreachable::Connect)
     }
 }
 

@@ -6,11 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use heptap_config::{ListenerTls, ProxyProtocol, UpstreamTls};
+use heptap_config::{
+    ListenerTls, ProxyProtocol, UpstreamSource, UpstreamSourceFallback, UpstreamSourcePort,
+    UpstreamTls,
+};
 use heptap_hep::NetProto;
 
 use super::error::TapError;
 use super::sip::{SipSettings, SipStats};
+use super::transparent::{self, SourceFailures};
 use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
@@ -49,6 +53,15 @@ pub struct ListenerSpec {
     pub upstream_tls: Option<UpstreamTls>,
     /// PROXY protocol header sent first on every upstream connection.
     pub proxy_protocol: ProxyProtocol,
+    /// A PROXY header (v1 or v2) comes first from the client side (a load balancer): its
+    /// addresses are the client's.
+    pub accept_proxy_protocol: bool,
+    /// The upstream connection's source address: heptap's or the client's (transparent).
+    pub upstream_source: UpstreamSource,
+    /// With a client source: its port too, where free.
+    pub upstream_source_port: UpstreamSourcePort,
+    /// With a client source: what a connection does when the client's address cannot be bound.
+    pub upstream_source_fallback: UpstreamSourceFallback,
     /// Upper bound for the client's TLS handshake and WebSocket upgrade.
     pub handshake_timeout: Duration,
     /// `max_message_bytes`: the largest WebSocket message relayed (ws, wss); on tcp and tls,
@@ -80,8 +93,18 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// Loads the TLS material the spec names.
+    /// Loads the TLS material the spec names, and checks that a transparent listener may open
+    /// transparent sockets (so a missing capability refuses the listener, at start-up,
+    /// check-config and reload alike, instead of every connection).
     pub fn new(spec: ListenerSpec) -> Result<Self, TapError> {
+        if spec.upstream_source == UpstreamSource::Client {
+            transparent::check_capability(&spec.upstream_host).map_err(|source| {
+                TapError::Transparent {
+                    listener: spec.name.clone(),
+                    source,
+                }
+            })?;
+        }
         let tls_server = match (
             &spec.tls,
             matches!(spec.proto, NetProto::Tls | NetProto::Wss),
@@ -164,6 +187,13 @@ pub struct ListenerStats {
     pub ws_message_too_big: Counter,
     /// WebSocket sides closed with 1008: a message unfinished after `message_timeout`.
     pub ws_message_timeout: Counter,
+    /// Transparent listeners: connections whose upstream leg could not be opened from the
+    /// client's address (refused or opened from heptap's, per `upstream_source_fallback`),
+    /// counted and logged at a bounded rate.
+    pub upstream_source_failed: Arc<SourceFailures>,
+    /// Transparent listeners with `upstream_source_port = "client"`: connections opened from
+    /// another port of the client's address because the client's own was in use.
+    pub upstream_source_port_taken: Counter,
     /// SIP framing and tracing.
     pub sip: SipStats,
     /// The "Upstream connect failed" warning: one line per interval with a count, however
@@ -188,6 +218,10 @@ impl ListenerStats {
             accept_errors: stats.counter(&g, "accept_errors"),
             ws_message_too_big: stats.counter(&g, "ws_message_too_big"),
             ws_message_timeout: stats.counter(&g, "ws_message_timeout"),
+            upstream_source_failed: Arc::new(SourceFailures::new(
+                stats.counter(&g, "upstream_source_failed"),
+            )),
+            upstream_source_port_taken: stats.counter(&g, "upstream_source_port_taken"),
             sip: SipStats::new(stats, &g),
             upstream_failures: Arc::new(Flood::new(UPSTREAM_FAILURE_LOG_INTERVAL)),
         }
@@ -234,6 +268,10 @@ mod tests {
             tls,
             upstream_tls: None,
             proxy_protocol: ProxyProtocol::None,
+            accept_proxy_protocol: false,
+            upstream_source: UpstreamSource::Local,
+            upstream_source_port: UpstreamSourcePort::Any,
+            upstream_source_fallback: UpstreamSourceFallback::Refuse,
             handshake_timeout: Duration::from_secs(1),
             max_message_bytes: 65_535,
             message_timeout: Duration::from_secs(10),
