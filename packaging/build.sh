@@ -76,8 +76,10 @@ stage_common() {
     install -m 0644 "$here/heptap.sysusers" "$dir/usr/lib/sysusers.d/heptap.conf"
     gz "$here/heptap.1" "$dir/usr/share/man/man1/heptap.1.gz"
     gz "$root/README.md" "$dir/usr/share/doc/heptap/README.md.gz"
-    for doc in packaging configuration mi; do
-        [ -f "$root/docs/$doc.md" ] && gz "$root/docs/$doc.md" "$dir/usr/share/doc/heptap/$doc.md.gz"
+    # Every page of docs/ (the README links them all), and the two reports beside the README.
+    local doc
+    for doc in "$root"/docs/*.md "$root/RELIABILITY.md" "$root/BENCHMARKS.md"; do
+        gz "$doc" "$dir/usr/share/doc/heptap/$(basename "$doc").gz"
     done
     return 0
 }

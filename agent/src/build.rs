@@ -82,6 +82,22 @@ impl std::fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+impl BuildError {
+    /// With the file line (or variable) of each config error (route names), as the loader
+    /// gives its own.
+    pub fn located(self, src: &heptap_config::Source) -> BuildError {
+        BuildError(
+            self.0
+                .into_iter()
+                .map(|p| match p {
+                    BuildProblem::Config(errors) => BuildProblem::Config(src.locate(errors)),
+                    other => other,
+                })
+                .collect(),
+        )
+    }
+}
+
 impl From<BuildProblem> for BuildError {
     fn from(problem: BuildProblem) -> Self {
         BuildError(vec![problem])
@@ -202,6 +218,7 @@ fn destination_spec(config: &Config, name: String, destination: Destination) -> 
         write_timeout: hep.write_timeout,
         backoff_initial: hep.backoff_initial,
         backoff_max: hep.backoff_max,
+        down_log_interval: hep.down_log_interval,
     };
     let (version, limits) = match &destination {
         Destination::Hep(id) => (

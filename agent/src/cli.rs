@@ -15,14 +15,18 @@ use crate::hep_dump::{self, ListenSpec};
 
 /// heptap: a tracing sidecar for SIP proxies.
 #[derive(Debug, Parser)]
-#[command(name = "heptap", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "heptap", version, about, long_about = None)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
     command: Option<Command>,
-    /// For the implicit `serve`: the config file.
-    #[arg(short, long, value_name = "FILE", global = false)]
+    /// The config file, for the implicit `serve` or the subcommand that follows (`heptap -c
+    /// FILE check-config` is `heptap check-config -c FILE`).
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Check the config and exit, as `check-config` does (nginx's and haproxy's habit).
+    #[arg(short = 't', long = "test")]
+    test: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,9 +46,9 @@ enum Command {
     /// Send an MI command over the FIFO (2.x text framing, as `opensipsctl fifo`); print the
     /// reply. Exits 1 on an error reply, 2 when heptap cannot be reached.
     Fifo {
-        /// Take the FIFO and reply directory from this config file (default: the packaged
-        /// /etc/heptap/heptap.toml when it exists and --fifo is not given).
-        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
+        /// Take the FIFO and reply directory from this config file (or $HEPTAP_CONFIG; default:
+        /// the packaged /etc/heptap/heptap.toml when it exists and --fifo is not given).
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The MI FIFO (default: the config's `fifo_name`, else heptap's private run directory).
         #[arg(long, value_name = "PATH")]
@@ -66,9 +70,9 @@ enum Command {
     /// JSON. `name=value` words become named parameters. Exits 1 on an error, 2 when heptap
     /// cannot be reached.
     Mi {
-        /// Take the URL (and bearer token) from this config file's `[mi]` (default: the
-        /// packaged /etc/heptap/heptap.toml when it exists and --url is not given).
-        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
+        /// Take the URL (and bearer token) from this config file's `[mi]` (or $HEPTAP_CONFIG;
+        /// default: the packaged /etc/heptap/heptap.toml when it exists and --url is not given).
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The MI URL (default: from the config, else http://127.0.0.1:8888/mi).
         #[arg(long, value_name = "URL")]
@@ -101,9 +105,9 @@ enum Command {
         /// systemd unit's MainPID).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
-        /// The config whose `[service] pid_file` names the pid file (default: the packaged
-        /// /etc/heptap/heptap.toml when it exists).
-        #[arg(short, long, value_name = "FILE", env = CONFIG_ENV)]
+        /// The config whose `[service] pid_file` names the pid file (or $HEPTAP_CONFIG;
+        /// default: the packaged /etc/heptap/heptap.toml when it exists).
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// The systemd unit whose MainPID is heptap, when no pid or pid file is given.
         #[arg(long, default_value = "heptap.service")]
@@ -126,10 +130,21 @@ enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.test {
+        return match cli.command {
+            None => check_config(cli.config),
+            Some(Command::CheckConfig { config }) => check_config(config.or(cli.config)),
+            Some(_) => {
+                print_err("heptap: -t checks the config; it takes no other subcommand");
+                ExitCode::from(2)
+            }
+        };
+    }
+    // A -c before the subcommand is that subcommand's; written on both sides, the last wins.
     match cli.command {
         None => serve(cli.config),
         Some(Command::Serve { config }) => serve(config.or(cli.config)),
-        Some(Command::CheckConfig { config }) => check_config(config),
+        Some(Command::CheckConfig { config }) => check_config(config.or(cli.config)),
         Some(Command::Fifo {
             config,
             fifo,
@@ -138,7 +153,11 @@ pub fn main() -> ExitCode {
             any_server,
             command,
         }) => {
-            let config = client_config_file(config, fifo.is_some(), Path::new(PACKAGED_CONFIG));
+            let config = client_config_file(
+                client_config(config, cli.config),
+                fifo.is_some(),
+                Path::new(PACKAGED_CONFIG),
+            );
             mi_client(config, timeout, |config, timeout| async move {
                 let (fifo, reply_dir) = fifo_paths(config.as_ref(), fifo, reply_dir);
                 let (cmd, args) = split_command(command);
@@ -156,7 +175,11 @@ pub fn main() -> ExitCode {
             any_server,
             command,
         }) => {
-            let config = client_config_file(config, url.is_some(), Path::new(PACKAGED_CONFIG));
+            let config = client_config_file(
+                client_config(config, cli.config),
+                url.is_some(),
+                Path::new(PACKAGED_CONFIG),
+            );
             mi_client(config, timeout, |config, timeout| async move {
                 // The config's token goes only to the config's own MI, never to a --url.
                 let (url, config_token) = match url {
@@ -189,7 +212,7 @@ pub fn main() -> ExitCode {
             timeout,
         }) => {
             let config = client_config_file(
-                config,
+                client_config(config, cli.config),
                 pid.is_some() || pid_file.is_some(),
                 Path::new(PACKAGED_CONFIG),
             );
@@ -259,24 +282,71 @@ fn source(file: Option<PathBuf>) -> Source {
 /// Loads the config and every part the agent builds from it (routes, destinations), so that
 /// check-config refuses exactly what serve would refuse; with the warnings both show.
 fn load(file: Option<PathBuf>) -> Result<(Config, Vec<String>), String> {
-    let config = Config::load(&source(file)).map_err(|e| e.to_string())?;
-    let warnings = crate::build::check(&config).map_err(|e| e.to_string())?;
+    let src = source(file);
+    let config = Config::load(&src).map_err(|e| e.to_string())?;
+    let warnings = crate::build::check(&config).map_err(|e| e.located(&src).to_string())?;
     Ok((config, warnings))
 }
 
+/// `check-config` and `-t`: every error of the file in one run: types, values and references
+/// of the parts that loaded, then what `serve` would build from them (routes, TLS material,
+/// `[mi]`), each problem that follows only from a part already reported left out.
 fn check_config(file: Option<PathBuf>) -> ExitCode {
-    match load(file) {
-        Ok((_, warnings)) => {
-            for w in warnings {
-                print_err(&format!("warning: {w}"));
+    let mut loaded = Config::load_all(&source(file));
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    if loaded.any_loaded() {
+        match crate::build::check(&loaded.config) {
+            Ok(w) => warnings = w,
+            Err(e) => {
+                for problem in e.0 {
+                    use crate::build::BuildProblem as P;
+                    match problem {
+                        P::Config(errors) => loaded.add(errors),
+                        P::Routes(e) => {
+                            if loaded.loaded("routes") && loaded.loaded("address_groups") {
+                                problems.push(e.to_string());
+                            }
+                        }
+                        // Numbered as in the file (listeners that failed to load are not built).
+                        P::Listener { index, source } => {
+                            let index = loaded.listener_index(index);
+                            problems.push(P::Listener { index, source }.to_string());
+                        }
+                        P::Transparent { index, reason } => {
+                            let index = loaded.listener_index(index);
+                            problems.push(P::Transparent { index, reason }.to_string());
+                        }
+                        P::Destination { name, source } => {
+                            if loaded.loaded(&format!("hep.ids.{name}")) {
+                                problems.push(P::Destination { name, source }.to_string());
+                            }
+                        }
+                        P::Mi(e) => {
+                            if loaded.loaded("mi") {
+                                problems.push(P::Mi(e).to_string());
+                            }
+                        }
+                    }
+                }
             }
-            print_out("OK")
-        }
-        Err(e) => {
-            print_err(&e);
-            ExitCode::FAILURE
         }
     }
+    for w in warnings {
+        print_err(&format!("warning: {w}"));
+    }
+    if loaded.errors.is_empty() && problems.is_empty() {
+        return print_out("OK");
+    }
+    let mut text = loaded.errors.to_string();
+    for problem in problems {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&problem);
+    }
+    print_err(&text);
+    ExitCode::FAILURE
 }
 
 fn serve(file: Option<PathBuf>) -> ExitCode {
@@ -306,7 +376,7 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log = crate::logging::init(&config.log.level);
+    let log = crate::logging::init(&config.log.level, config.log.format);
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -322,6 +392,13 @@ fn serve(file: Option<PathBuf>) -> ExitCode {
 
 /// The variable that names the config file of `heptap fifo` / `heptap mi` (as `-c` does).
 const CONFIG_ENV: &str = "HEPTAP_CONFIG";
+
+/// A client's `-c`: after the subcommand, else before it, else [`CONFIG_ENV`].
+fn client_config(after: Option<PathBuf>, before: Option<PathBuf>) -> Option<PathBuf> {
+    after
+        .or(before)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+}
 
 /// Where the packages install heptap's config: the clients read it when nothing else says
 /// where heptap's MI is, since heptap's default port (8888) is OpenSIPS mi_http's too.

@@ -62,6 +62,8 @@ pub struct StartOnly {
     pub service: heptap_config::Service,
     /// `[mi]` at start (all but `trace_destination`).
     pub mi: heptap_config::Mi,
+    /// `[log] format` at start.
+    pub log_format: heptap_config::LogFormat,
 }
 
 impl StartOnly {
@@ -70,6 +72,7 @@ impl StartOnly {
         Self {
             service: config.service.clone(),
             mi: config.mi.clone(),
+            log_format: config.log.format,
         }
     }
 }
@@ -141,7 +144,10 @@ impl Shared {
             Some(src) => Config::load(src)?,
             None => self.lock().config.clone(),
         };
-        build::check_reload(&config)?;
+        build::check_reload(&config).map_err(|e| match &self.source {
+            Some(src) => e.located(src),
+            None => e,
+        })?;
         self.reload(config)
     }
 
@@ -200,6 +206,9 @@ impl Shared {
                     Err(e) => report.not_applied(item, e.to_string()),
                 }
             }
+        }
+        if started.log_format != new.log.format {
+            report.not_applied("log.format", restart);
         }
         for key in changed_keys(&started.service, &new.service) {
             match key.as_str() {

@@ -499,6 +499,63 @@ async fn drops_log_one_warning_per_interval_with_the_count_not_one_per_packet() 
     task.shutdown(Duration::from_millis(50)).await;
 }
 
+/// A collector that stays away is not logged once and forgotten: a reminder per interval says
+/// for how long and how much was dropped meanwhile; the same connect error is not repeated.
+#[tokio::test]
+async fn a_collector_that_stays_down_gets_a_reminder_per_interval_with_duration_and_drops() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = hep_spec("gone", closed, Transport::Tcp);
+    spec.limits.queue_packets = 1;
+    spec.limits.backoff_initial = Duration::from_millis(10);
+    spec.limits.backoff_max = Duration::from_millis(20);
+    spec.limits.down_log_interval = Duration::from_secs(1);
+    let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
+    // The outage begins at the first failure; what is dropped from then on is reported.
+    eventually(Duration::from_secs(5), "a failed connect", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+    for i in 0..10 {
+        sender.offer(&message(i));
+    }
+    let reminders = || {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("HEP destination still disconnected for"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(10), "two reminders", || {
+        reminders().len() >= 2
+    })
+    .await;
+    let first = &reminders()[0];
+    assert!(first.contains("WARN"), "{first}");
+    assert!(first.contains("hep_id=gone"), "{first}");
+    // 9 of the 10 offers were dropped (the queue holds one) after the outage began.
+    let seconds = |line: &str| -> u64 {
+        let rest = line.split("still disconnected for ").nth(1).unwrap();
+        assert!(rest.contains(" s (9 dropped)"), "{line}");
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    // One interval apart, counted from the first failure.
+    let (a, b) = (seconds(first), seconds(&reminders()[1]));
+    assert!(a >= 1 && b > a, "{a} then {b}");
+    assert!(first.contains("Connection refused"), "{first}");
+    let text = logs.text();
+    let warned = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Cannot connect to HEP destination"))
+        .count();
+    assert_eq!(warned, 1, "{text}");
+    task.shutdown(Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 #[ignore = "needs IPv6 loopback; .ci/run runs it where [::1] can be bound"]
 async fn udp_reaches_an_ipv6_collector() {
@@ -937,7 +994,7 @@ async fn a_renewed_ca_file_is_used_from_the_next_connection_and_a_bad_one_change
         sender
             .state()
             .last_error
-            .is_some_and(|e| e.contains("UnknownIssuer"))
+            .is_some_and(|e| e.contains("is not signed by a CA heptap trusts"))
             && sender.state().counters.send_errors > errors
     })
     .await;
@@ -984,7 +1041,14 @@ async fn tls_collector_signed_by_another_ca_is_refused_with_a_clear_log_line() {
     assert!(!state.connected);
     let error = state.last_error.unwrap();
     assert!(error.contains("TLS handshake with 127.0.0.1"), "{error}");
-    assert!(error.contains("UnknownIssuer"), "{error}");
+    assert!(
+        error.contains("the collector's certificate (SHA-256 ")
+            && error.contains(
+                "is not signed by a CA heptap trusts (hep.ids.secure.ca_file, or the system's CAs \
+             when it is unset): set hep.ids.secure.ca_file to the CA that issued it"
+            ),
+        "{error}"
+    );
     let text = logs.text();
     let line = text
         .lines()
@@ -993,7 +1057,7 @@ async fn tls_collector_signed_by_another_ca_is_refused_with_a_clear_log_line() {
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("hep_id=secure"), "{line}");
     assert!(
-        line.contains("invalid peer certificate: UnknownIssuer"),
+        line.contains("is not signed by a CA heptap trusts"),
         "{line}"
     );
     assert!(
@@ -1024,7 +1088,11 @@ async fn tls_collector_whose_certificate_names_another_host_is_refused() {
     .await;
     let error = sender.state().last_error.unwrap();
     assert!(
-        error.contains("certificate not valid for name \"127.0.0.1\""),
+        error.contains(
+            "the collector's certificate is not for '127.0.0.1' (it names \
+             DnsName(\"collector.example\")): set hep.ids.secure.server_name to a name it \
+             carries"
+        ),
         "{error}"
     );
     assert!(collector.packets.try_recv().is_err());
@@ -1121,6 +1189,148 @@ async fn tls_verify_false_accepts_an_untrusted_certificate_and_says_so() {
     sender.offer(&message(3));
     assert_eq!(seqs(&collector.recv(1).await), [3]);
     task.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A collector serving the self-signed CA certificate `openssl req -x509` makes (CA:TRUE,
+/// used as its own server certificate): (acceptor, the certificate's PEM, its SHA-256).
+fn self_signed_ca_acceptor(names: &[&str]) -> (tokio_rustls::TlsAcceptor, String, String) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, cert.der())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        cert.pem(),
+        fingerprint,
+    )
+}
+
+/// The issue's collector: its self-signed CA certificate as `ca_file` is refused in plain words
+/// that give the fingerprint to pin; pinned, it receives; another pin is refused.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_is_explained_and_trusted_by_its_pinned_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, pem, fingerprint) = self_signed_ca_acceptor(&["localhost"]);
+    let ca_file = dir.path().join("collector.pem");
+    std::fs::write(&ca_file, pem).unwrap();
+    let mut collector = TcpCollector::start_with(Some(acceptor)).await;
+    let port = collector.addr.port();
+
+    let (sender, task) = sender::spawn(
+        tls_spec("homer", "localhost", port, verified(ca_file)),
+        &Stats::new(),
+    )
+    .unwrap();
+    sender.offer(&message(1));
+    eventually(Duration::from_secs(5), "a refused handshake", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+    let error = sender.state().last_error.unwrap();
+    assert!(
+        error.contains(&format!(
+            "the collector shows a CA certificate (basicConstraints CA:TRUE, what `openssl req \
+             -x509` makes unless told otherwise) as its own, which TLS clients refuse: trust it \
+             by its fingerprint: hep.ids.homer.tls_pin_sha256 = \"{fingerprint}\""
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("Other("), "{error}");
+    task.shutdown(Duration::from_millis(100)).await;
+
+    // Pinned (the form openssl prints, its label included): trusted, whatever its name.
+    let pin: heptap_config::Sha256Fingerprint =
+        format!("sha256 Fingerprint={fingerprint}").parse().unwrap();
+    let pinned = HepTls {
+        pin_sha256: Some(pin),
+        ..HepTls::default()
+    };
+    let (sender, task) =
+        sender::spawn(tls_spec("homer", "127.0.0.1", port, pinned), &Stats::new()).unwrap();
+    sender.offer(&message(2));
+    assert_eq!(seqs(&collector.recv(1).await), [2]);
+    task.shutdown(Duration::from_secs(1)).await;
+
+    // Another certificate's fingerprint: refused, saying which was shown.
+    let other = HepTls {
+        pin_sha256: Some(heptap_config::Sha256Fingerprint([7; 32])),
+        ..HepTls::default()
+    };
+    let (sender, task) =
+        sender::spawn(tls_spec("homer", "localhost", port, other), &Stats::new()).unwrap();
+    sender.offer(&message(3));
+    eventually(Duration::from_secs(5), "a refused handshake", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+    let error = sender.state().last_error.unwrap();
+    assert!(
+        error.contains(&format!(
+            "the collector shows a certificate whose SHA-256 is {fingerprint}, not the one \
+             pinned in hep.ids.homer.tls_pin_sha256"
+        )),
+        "{error}"
+    );
+    assert!(collector.packets.try_recv().is_err());
+    task.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn an_expired_collector_certificate_is_refused_saying_when_it_expired() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let pki = Pki::new();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let collector =
+        TcpCollector::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let spec = tls_spec(
+        "old",
+        "localhost",
+        collector.addr.port(),
+        verified(pki.ca_file()),
+    );
+    let (sender, task) = sender::spawn(spec, &Stats::new()).unwrap();
+    sender.offer(&message(1));
+    eventually(Duration::from_secs(5), "a refused handshake", || {
+        sender.state().counters.send_errors >= 1
+    })
+    .await;
+    let error = sender.state().last_error.unwrap();
+    assert!(
+        error.contains("the collector's certificate expired at 2021-01-01 0:00:00.0 +00:00:00: renew it on the collector"),
+        "{error}"
+    );
+    task.shutdown(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]

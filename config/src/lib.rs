@@ -22,16 +22,16 @@ pub mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors, Origin};
-pub use load::{ENV_PREFIX, ENV_SEPARATOR, Source};
+pub use load::{ENV_PREFIX, ENV_SEPARATOR, Loaded, Source};
 pub use model::{
     ClientCert, Config, Destination, Hep, HepId, HepIdEntry, HepIdTable, HepSpool, HepTls,
-    Listener, ListenerTls, Log, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes, Service,
-    SipPayload, TraceId, Tracer, UpstreamSource, UpstreamSourceFallback, UpstreamSourcePort,
-    UpstreamTls,
+    Listener, ListenerTls, Log, LogFormat, Mi, MiUpstream, Net, NetTracing, ProxyProtocol, Routes,
+    Service, SipPayload, TraceId, Tracer, UpstreamSource, UpstreamSourceFallback,
+    UpstreamSourcePort, UpstreamTls,
 };
 pub use opensips::{
     DEFAULT_HEP_PORT, HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceIdError, TraceUri,
     Transport,
 };
 pub use resolve::{RouteRef, RouteText};
-pub use units::HostPort;
+pub use units::{HostPort, Sha256Fingerprint};

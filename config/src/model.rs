@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::opensips::{HepIdError, HepIdString, STDOUT, TraceIdEntry, TraceUri, Transport};
-use crate::units::{self, HostPort};
+use crate::units::{self, HostPort, Sha256Fingerprint};
 
 /// The whole heptap configuration.
 /// `Config::default()` holds the serde defaults: what an empty config file yields.
@@ -82,14 +82,29 @@ pub struct Log {
     /// `trace`, `debug`, `info`, `warn`, `error`, `off`, or a tracing EnvFilter directive string
     /// (`"info,heptap::sender=debug"`) for finer control.
     pub level: String,
+    /// `text` (one line per event, for a terminal and journald) or `json` (one JSON object per
+    /// line, for log shippers). Read at start.
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2024-05-01T12:00:00Z  WARN heptap::sender::task: message key=value`.
+    #[default]
+    Text,
+    /// `{"timestamp":...,"level":"WARN","fields":{"message":...,"key":...},"target":...}`.
+    Json,
 }
 
 /// `[service]`
@@ -143,6 +158,8 @@ impl Default for Service {
 #[serde(default, deny_unknown_fields)]
 pub struct Hep {
     /// `hep_capture_id`: the capture agent id in every packet (HEPv2 carries the low 16 bits).
+    /// OpenSIPS's name is accepted too.
+    #[serde(alias = "hep_capture_id")]
     pub capture_id: u32,
     /// `homer5_on`: payloads as values joined by `homer5_delim` instead of JSON. On by default,
     /// as OpenSIPS's proto_hep: a config moved from OpenSIPS without the modparam gives the same
@@ -180,6 +197,10 @@ pub struct Hep {
     /// Longest reconnect delay. (OpenSIPS gives up for an hour; heptap keeps trying.)
     #[serde(with = "units::duration")]
     pub backoff_max: Duration,
+    /// While a collector stays unreachable, a "still disconnected for N s (M dropped)"
+    /// warning this often; "0s": none (the first failure is always warned about).
+    #[serde(with = "units::duration")]
+    pub down_log_interval: Duration,
     /// Where each HEP destination spools what its memory queue cannot hold while its collector
     /// is down or slow: one subdirectory per destination (`<spool_dir>/<name>`). Unset or `""`:
     /// no spool, the newest packets are dropped as before.
@@ -223,6 +244,7 @@ impl Default for Hep {
             write_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            down_log_interval: Duration::from_secs(60),
             spool_dir: None,
             spool_max_bytes: 1 << 30,
             spool_max_age: Duration::from_secs(24 * 3600),
@@ -325,6 +347,10 @@ pub struct HepIdTable {
     /// Verify the collector's certificate and name. Turn off only for lab collectors.
     #[serde(default = "yes")]
     pub tls_verify: bool,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (a self-signed collector),
+    /// instead of a CA; its name and dates are not checked, the handshake's signature is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin_sha256: Option<Sha256Fingerprint>,
     /// The name sent in SNI and checked in the certificate, when it is not `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
@@ -402,6 +428,7 @@ impl HepIdTable {
             cert_file: None,
             key_file: None,
             tls_verify: true,
+            tls_pin_sha256: None,
             server_name: None,
             queue_packets: None,
             queue_bytes: None,
@@ -434,6 +461,7 @@ impl HepIdTable {
                 cert_file: self.cert_file.clone(),
                 key_file: self.key_file.clone(),
                 tls_verify: self.tls_verify,
+                pin_sha256: self.tls_pin_sha256,
                 server_name: self.server_name.clone(),
             },
             queue_packets: self.queue_packets.unwrap_or(hep.queue_packets),
@@ -525,6 +553,8 @@ pub struct HepTls {
     pub key_file: Option<PathBuf>,
     /// Verify the collector's certificate and name.
     pub tls_verify: bool,
+    /// `tls_pin_sha256`: trust this one certificate instead of a CA.
+    pub pin_sha256: Option<Sha256Fingerprint>,
     /// SNI / certificate name when not the host.
     pub server_name: Option<String>,
 }
@@ -538,6 +568,7 @@ impl Default for HepTls {
             cert_file: None,
             key_file: None,
             tls_verify: true,
+            pin_sha256: None,
             server_name: None,
         }
     }
@@ -574,6 +605,8 @@ pub struct Tracer {
     pub trace_on: bool,
     /// tracer `trace_id` entries: `"[tid]uri=hep:<hep_id>"`, `"[tid]uri=stdout"`,
     /// `"[tid]uri=file:/path"`. Entries sharing a name form one id with several destinations.
+    /// One string is one entry, as one modparam line is.
+    #[serde(deserialize_with = "units::one_or_many")]
     pub trace_id: Vec<TraceIdEntry>,
     /// What a SIP trace carries as payload: the raw message bytes, or a JSON wrapper.
     pub sip_payload: SipPayload,
@@ -952,7 +985,8 @@ pub struct Mi {
     /// counters and switches nothing.
     #[serde(with = "units::socket_addr::empty_is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// mi_http `root`: the URL path of the JSON-RPC endpoint.
+    /// mi_http `root`: the URL path of the JSON-RPC endpoint (`root` is accepted too).
+    #[serde(alias = "root")]
     pub http_root: String,
     /// Allow `http_listen` on a non-loopback address (the MI can switch tracing and reload).
     /// Needs `http_token_file`.

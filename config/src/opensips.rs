@@ -154,6 +154,11 @@ impl HepIdString {
             (None, s)
         };
 
+        // A FreeSWITCH or Kamailio URI's parameters would be refused as unknown keys first.
+        let first = rest.split(';').next().unwrap_or("");
+        if let Some(hint) = crate::units::pasted_uri(first) {
+            return Err(HepIdError::BadHost(hint));
+        }
         let mut host_port: Option<&str> = None;
         let mut transport = None;
         let mut version = None;

@@ -130,9 +130,39 @@ impl FromStr for HostPort {
     }
 }
 
+/// When `s` is a collector written as another tool writes it (`udp:10.0.0.1:9060;hep=3` in
+/// FreeSWITCH's `capture-server`, `sip:10.0.0.1:9060` in Kamailio's siptrace `duplicate_uri`,
+/// a `udp://` or `hep:` URI from a heplify or Homer how-to), what to write instead: a
+/// transport prefix otherwise reads as an IPv6 address without brackets.
+pub(crate) fn pasted_uri(s: &str) -> Option<String> {
+    let (scheme, rest) = s.trim().split_once(':')?;
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = rest.trim_start_matches('/');
+    // What follows the scheme, less FreeSWITCH's and Kamailio's parameters.
+    let host_port = rest.split([';', '?']).next().unwrap_or(rest);
+    let transport = match scheme.as_str() {
+        "udp" | "tcp" | "tls" => scheme.as_str(),
+        "sip" | "sips" | "hep" | "hep3" | "heps" => "udp",
+        _ => return None,
+    };
+    // `hep:homer` (trace_id's uri syntax) names a destination, no address.
+    if !host_port.contains(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    Some(format!(
+        "'{}' is a URI as FreeSWITCH (capture-server), Kamailio (duplicate_uri) or a heplify \
+         how-to write it; heptap takes the host and port alone and the transport as a key: \
+         \"{host_port}; transport={transport}\" (in a table: host, port, transport = \"{transport}\")",
+        s.trim()
+    ))
+}
+
 /// Splits `host[:port]` or `[v6][:port]`; refuses unbracketed IPv6 because the first-colon
 /// split (what OpenSIPS does) would silently cut it.
 pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    if let Some(hint) = pasted_uri(s) {
+        return Err(hint);
+    }
     let (host, port_text) = if let Some(rest) = s.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
             return Err(format!("'{s}': missing ']' after the IPv6 address"));
@@ -192,6 +222,30 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A list, or one value alone where OpenSIPS writes one modparam line per entry
+/// (`trace_id = "[tid]uri=hep:homer"` is `trace_id = ["[tid]uri=hep:homer"]`).
+pub(crate) fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+            use serde::de::IntoDeserializer;
+            T::deserialize(v.into_deserializer()).map(|one| vec![one])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
 /// Deserializes any `FromStr` type whose error is a message, from a string; shared by the
 /// `serde` helpers below and by the OpenSIPS string types.
 pub(crate) struct FromStrVisitor<T>(
@@ -237,6 +291,56 @@ macro_rules! serde_via_str {
 pub(crate) use serde_via_str;
 
 serde_via_str!(HostPort, "a host:port string");
+
+/// A certificate's SHA-256 fingerprint (`tls_pin_sha256`): the one certificate a collector
+/// may show, however it is signed. Written as 64 hex digits, with or without the colons
+/// `openssl x509 -noout -fingerprint -sha256` puts between bytes (its `sha256 Fingerprint=`
+/// prefix too), in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Fingerprint(pub [u8; 32]);
+
+impl FromStr for Sha256Fingerprint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let t = t
+            .split_once('=')
+            .filter(|(label, _)| label.to_ascii_lowercase().contains("fingerprint"))
+            .map_or(t, |(_, value)| value.trim());
+        let digits: Vec<u8> = t.bytes().filter(|b| *b != b':').collect();
+        let bad = || {
+            format!(
+                "'{text}' is not a SHA-256 fingerprint: expected 64 hex digits, as `openssl x509 \
+                 -noout -fingerprint -sha256 -in cert.pem` prints them"
+            )
+        };
+        if digits.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Sha256Fingerprint(out))
+    }
+}
+
+impl fmt::Display for Sha256Fingerprint {
+    /// The form `openssl` prints: upper-case hex bytes joined by colons.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+serde_via_str!(Sha256Fingerprint, "a SHA-256 fingerprint (64 hex digits)");
 
 /// Newtype used by the helper modules: the text forms of durations.
 struct DurationText(Duration);

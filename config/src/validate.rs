@@ -59,7 +59,16 @@ impl Config {
     }
 
     fn check_destination_ref(&self, errs: &mut ConfigErrors, path: &str, name: &str) {
-        if !self.destination_exists(name) {
+        if let Some(dest) = name.strip_prefix("hep:")
+            && self.destination_exists(dest)
+        {
+            errs.push(
+                path,
+                format!(
+                    "'{name}': hep:<name> is trace_id's uri syntax; here write the name alone, \"{dest}\""
+                ),
+            );
+        } else if !self.destination_exists(name) {
             errs.push(
                 path,
                 format!(
@@ -202,6 +211,7 @@ impl Config {
             ("cert_file", t.cert_file.is_some()),
             ("key_file", t.key_file.is_some()),
             ("server_name", t.server_name.is_some()),
+            ("tls_pin_sha256", t.tls_pin_sha256.is_some()),
         ];
         if transport != Transport::Tls {
             for (key, set) in tls_only {
@@ -214,6 +224,21 @@ impl Config {
             }
         } else {
             check_cert_pair(errs, path, t.cert_file.as_deref(), t.key_file.as_deref());
+            if t.tls_pin_sha256.is_some() {
+                let key = format!("{path}.tls_pin_sha256");
+                if t.ca_file.is_some() {
+                    errs.push(
+                        &key,
+                        "tls_pin_sha256 trusts one certificate, ca_file a CA: set one of them",
+                    );
+                }
+                if !t.tls_verify {
+                    errs.push(
+                        &key,
+                        "tls_pin_sha256 is a way of verifying: it cannot go with tls_verify = false",
+                    );
+                }
+            }
             for (key, file) in [
                 ("ca_file", &t.ca_file),
                 ("cert_file", &t.cert_file),
@@ -692,6 +717,8 @@ fn check_host(errs: &mut ConfigErrors, path: &str, host: &str) {
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
             errs.push(path, format!("'{v6}' is not an IPv6 address"));
         }
+    } else if let Some(hint) = crate::units::pasted_uri(host) {
+        errs.push(path, hint);
     } else if host.contains(':') {
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             errs.push(

@@ -105,6 +105,79 @@ fn check_config_lists_every_error_with_its_key_and_line_and_exits_1() {
     assert!(err.contains("listener[0].proto"), "{err}");
 }
 
+/// The issue's file: what once took four runs (types, then references, then routes) comes in
+/// one, the route name at its own line (not "built-in default"), with `-c` before the
+/// subcommand and with `-t` alike.
+#[test]
+fn check_config_shows_types_references_and_route_names_in_one_run_and_takes_t_and_c_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[hep]
+hep_capture_id = \"lots\"
+
+[hep.ids]
+homer = \"udp:10.0.0.1:9060\"
+
+\
+         [tracer]
+trace_id = \"[tid]uri=hep:homer\"
+
+[routes]
+inline = \"route[a] { drop; }\"
+
+\
+         [net.tcp]
+trace_on = true
+trace_destination = \"homer\"
+trace_filter_route = \"b\"
+
+\
+         [[listener]]
+proto = \"tcp\"
+listen = \"127.0.0.1:5062\"
+upstream = \"127.0.0.1:5060\"
+\
+         sip_trace_id = \"nope\"
+max_connections = -1
+",
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["-c", path.to_str().unwrap(), "check-config"],
+        vec!["check-config", "-c", path.to_str().unwrap()],
+        vec!["-t", "-c", path.to_str().unwrap()],
+    ] {
+        let out = Command::new(heptap_bin()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        outputs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let err = &outputs[0];
+    for line in [
+        "hep.hep_capture_id (FILE line 2): expected a whole number from 0 to 4294967295, found \"lots\"",
+        "hep.ids.homer (FILE line 5): bad destination: 'udp:10.0.0.1:9060' is a URI",
+        "net.tcp.trace_filter_route (FILE line 16): unknown route 'b'",
+        "listener[0].sip_trace_id (FILE line 22): unknown trace_id 'nope'",
+        "listener[0].max_connections (FILE line 23): expected a whole number (0 or more), found -1",
+    ] {
+        let line = line.replace("FILE", &path.display().to_string());
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+    assert!(outputs.iter().all(|o| o == err), "{outputs:#?}");
+    // -t with the built-in default, and -t beside another subcommand.
+    let out = Command::new(heptap_bin()).arg("-t").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let out = Command::new(heptap_bin())
+        .args(["-t", "hep-dump", "--listen", "udp:127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn a_route_that_does_not_compile_is_refused_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -414,4 +487,144 @@ fn service_workers_sets_how_many_threads_relay_and_the_default_is_one_per_core()
         child.kill().unwrap();
         child.wait().unwrap();
     }
+}
+
+/// `[log] format = "json"`: every line heptap logs is one JSON object (for Vector, Fluent Bit
+/// and the like), fields by name; and a collector that stays down is reminded about.
+#[test]
+fn json_logs_are_one_object_per_line_and_a_down_collector_is_reminded_about() {
+    let gone = free_port();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nlevel = \"info\"\nformat = \"json\"\n\n\
+             [hep]\nbackoff_max = \"100ms\"\ndown_log_interval = \"1s\"\n\n\
+             [hep.ids]\ngone = \"[gone] {gone}; transport=tcp\"\n\n\
+             [[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{up}\"\n\n\
+             [net.tcp]\ntrace_on = true\ntrace_destination = \"gone\"\n\n\
+             [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+            dir.path().join("fifo").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(heptap_bin())
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = line_channel(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut next = || {
+        let line = logs.recv_timeout(WAIT).expect("a log line");
+        let v = json(&line);
+        seen.push(line);
+        v
+    };
+    while next()["fields"]["message"] != "heptap is ready" {}
+    // Events for the collector: its lanes try, fail, and the outage is reminded about.
+    let _client = TcpStream::connect(listen).unwrap();
+    let reminder = loop {
+        let v = next();
+        let message = v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if message.starts_with("HEP destination still disconnected for ") {
+            break v;
+        }
+    };
+    assert_eq!(reminder["level"], "WARN");
+    assert_eq!(reminder["fields"]["hep_id"], "gone");
+    assert!(
+        reminder["fields"]["down_for_s"].as_u64().unwrap() >= 1,
+        "{reminder}"
+    );
+    assert!(reminder["fields"]["dropped"].is_u64(), "{reminder}");
+    assert!(reminder["timestamp"].is_string(), "{reminder}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A dead upstream with many retrying clients: one warning, then one line per interval with
+/// how many connections failed, not one line per client.
+#[test]
+fn a_dead_upstream_is_logged_as_a_count_per_interval_not_a_line_per_client() {
+    let dead = free_port();
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("heptap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nlevel = \"info\"\n\n\
+             [[listener]]\nproto = \"tcp\"\nlisten = \"{listen}\"\nupstream = \"{dead}\"\n\n\
+             [mi]\nhttp_listen = \"\"\nfifo_name = \"{}\"\nreply_dir = \"{}\"\n",
+            dir.path().join("fifo").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(heptap_bin())
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = line_channel(child.stderr.take().unwrap());
+    wait_ready(&logs);
+    let refused = || {
+        // Accepted, then reset: heptap could not reach the upstream.
+        let mut c = TcpStream::connect(listen).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = std::io::Read::read(&mut c, &mut [0u8; 16]);
+    };
+    for _ in 0..30 {
+        refused();
+    }
+    let started = std::time::Instant::now();
+    let mut lines = Vec::new();
+    let counted = loop {
+        assert!(started.elapsed() < WAIT, "no count line in {lines:#?}");
+        refused();
+        while let Ok(l) = logs.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+        if let Some(l) = lines
+            .iter()
+            .find(|l| l.contains("Upstream connect failed for "))
+        {
+            break l.clone();
+        }
+    };
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Upstream connect failed"))
+        .collect();
+    // The first failure, then the count: two lines for 30 and more clients.
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert!(failed[0].contains("WARN"), "{}", failed[0]);
+    let n: u64 = counted
+        .split("Upstream connect failed for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(n >= 30, "{counted}");
+    assert!(
+        counted.contains("connections in the last 10 s or more"),
+        "{counted}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

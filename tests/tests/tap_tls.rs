@@ -382,8 +382,16 @@ async fn an_untrusted_upstream_certificate_is_connected_failure_and_the_client_i
         ]
     );
     let message = part(&got[1], "Message");
+    // In plain words, with what to do (not rustls's debug dump).
     assert!(
-        message.starts_with("Failed to connect... TLS: invalid peer certificate"),
+        message.starts_with("Failed to connect... TLS: the upstream's certificate (SHA-256 "),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "is not signed by a CA heptap trusts (upstream_tls.ca_file, or the system's CAs \
+             when it is unset): set upstream_tls.ca_file to the CA that issued it"
+        ),
         "{message}"
     );
     assert_eq!(part(&got[2], "Message"), "Upstream connect failed");

@@ -438,3 +438,57 @@ fn a_black_holed_upstream_fails_at_connect_timeout_and_the_client_is_reset() {
         heptap.shutdown(Stop::Immediate).await;
     });
 }
+
+/// The proxy is down and a phone registers: the REGISTER it sent is what an operator looks for,
+/// so it is traced (proto 1, as if relayed, joined to the connection's events by the `net`
+/// correlation) before the client is reset; one message's worth, no more.
+#[test]
+fn the_sip_a_client_sent_before_the_upstream_connect_failed_is_traced_with_the_connection() {
+    serial(async || {
+        let dead = closed_port().await;
+        let dir = Scratch::new();
+        let col = UdpCollector::bind().await;
+        let heptap = run(config(
+            &listener("tcp", dead, "sip_trace_id = \"tid\"", None, ""),
+            col.addr,
+            "[tracer]\ntrace_id = \"[tid]uri=hep:col\"",
+            &dir,
+        ))
+        .await;
+        let mut col = col;
+        let register = "REGISTER sip:example.org SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bK1\r\n\
+                        From: <sip:alice@example.org>;tag=1\r\nTo: <sip:alice@example.org>\r\n\
+                        Call-ID: down-1@10.0.0.9\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let mut client = TcpStream::connect(heptap.listen_addrs()[0]).await.unwrap();
+        let me = client.local_addr().unwrap();
+        // Sent at once, as a phone does: heptap is still connecting (or has just failed).
+        let _ = client.write_all(register.as_bytes()).await;
+        assert_eq!(
+            read_outcome(&mut client).await,
+            Err(ErrorKind::ConnectionReset)
+        );
+        let got = closed_connections(&mut col, 1).await;
+        let accepted = got
+            .iter()
+            .find(|p| event_of(p) == "ACCEPTED")
+            .expect("the client leg's ACCEPTED");
+        let sip: Vec<&Packet> = got.iter().filter(|p| p.proto_type == Some(1)).collect();
+        assert_eq!(sip.len(), 1, "{got:#?}");
+        assert_eq!(sip[0].payload.as_deref(), Some(register.as_bytes()));
+        assert_eq!(sip[0].src_port, Some(me.port()));
+        assert_eq!(correlation(sip[0]), "down-1@10.0.0.9");
+        assert_eq!(
+            heptap_tests::events::net_correlation(sip[0]),
+            Some(correlation(accepted)),
+            "joined to the connection's events"
+        );
+        // Traced before the client leg's CLOSED.
+        let at = |f: &dyn Fn(&Packet) -> bool| got.iter().position(f).unwrap();
+        assert!(
+            at(&|p| p.proto_type == Some(1))
+                < at(&|p| event_of(p) == "CLOSED" && p.extra_correlation.is_none())
+        );
+        assert_eq!(stat(&heptap, "sip_traced"), Some(1));
+        heptap.shutdown(Stop::Immediate).await;
+    });
+}

@@ -339,7 +339,7 @@ pub(crate) enum LinkError {
         source: io::Error,
     },
     /// The TLS handshake failed (untrusted certificate, wrong name, refused client cert...).
-    #[error("TLS handshake with {addr} failed: {source}")]
+    #[error("TLS handshake with {addr} failed: {}", crate::tls::explain(source))]
     Tls {
         /// The collector's address.
         addr: SocketAddr,

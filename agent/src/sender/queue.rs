@@ -379,6 +379,21 @@ pub(crate) struct Shared {
     pub(crate) spool_packets: usize,
     /// Held bytes at or above which a lane moves its queue to the spool.
     pub(crate) spool_bytes: usize,
+    /// The outage while no lane is connected, for the reminder; `None` while one is.
+    outage: Mutex<Option<Outage>>,
+    /// How often the reminder is written (`[hep] down_log_interval`); zero: never.
+    down_log_interval: Duration,
+}
+
+/// A destination with no lane connected: since when, and what it had dropped then.
+#[derive(Debug)]
+struct Outage {
+    /// The first failure with no lane up.
+    since: Instant,
+    /// Drops counted before it.
+    dropped_before: u64,
+    /// No reminder before this.
+    next: Instant,
 }
 
 impl Shared {
@@ -409,7 +424,47 @@ impl Shared {
             // Half the queue: the other half takes what arrives while the lane writes.
             spool_packets: (limits.queue_packets / 2).max(1),
             spool_bytes: (limits.queue_bytes / 2).max(1),
+            outage: Mutex::new(None),
+            down_log_interval: limits.down_log_interval,
         }
+    }
+
+    /// A lane could not connect (or lost its link): with no lane up, the outage starts at the
+    /// first such failure, and while it lasts a reminder is logged once per
+    /// `down_log_interval` for the whole destination, however many lanes retry.
+    pub(crate) fn still_down(&self, error: &str) {
+        if self.down_log_interval.is_zero()
+            || *self.lanes_up.lock().unwrap_or_else(|e| e.into_inner()) > 0
+        {
+            return;
+        }
+        let now = Instant::now();
+        let dropped = self.counters.snapshot().dropped();
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        match outage.as_mut() {
+            None => {
+                *outage = Some(Outage {
+                    since: now,
+                    dropped_before: dropped,
+                    next: now + self.down_log_interval,
+                });
+            }
+            Some(o) if now >= o.next => {
+                o.next = now + self.down_log_interval;
+                let secs = now.duration_since(o.since).as_secs();
+                let lost = dropped.saturating_sub(o.dropped_before);
+                tracing::warn!(hep_id = %self.name, destination = %self.destination,
+                    down_for_s = secs, dropped = lost, error = %error,
+                    "HEP destination still disconnected for {secs} s ({lost} dropped)");
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether a connect error seen before is logged again only as a debug line: the reminder
+    /// says the destination is still down.
+    pub(crate) fn reminds(&self) -> bool {
+        !self.down_log_interval.is_zero()
     }
 
     /// The destination's lanes.
@@ -456,6 +511,7 @@ impl Shared {
 
     /// A lane's link came up.
     pub(crate) fn link_up(&self) {
+        *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut up = self.lanes_up.lock().unwrap_or_else(|e| e.into_inner());
         *up += 1;
         self.counters.connected.set(u64::from(*up >= self.lanes));

@@ -31,6 +31,9 @@ pub struct Limits {
     /// sent after the reconnection, so the collector's receive buffer is not overrun; 0: no
     /// limit.
     pub udp_replay_rate: u32,
+    /// While the collector stays unreachable, a "still disconnected" warning this often;
+    /// zero: only the first failure (and changes of error) are warned about.
+    pub down_log_interval: Duration,
 }
 
 impl Limits {
@@ -61,7 +64,7 @@ impl Limits {
 
 impl Default for Limits {
     /// The `[hep]` defaults of docs/configuration.md: 10000 packets or 16 MiB, datagrams up to
-    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s.
+    /// 65507 bytes, 2 s timeouts, backoff from 100 ms to 10 s, a reminder every minute.
     fn default() -> Self {
         Limits {
             queue_packets: 10_000,
@@ -72,6 +75,7 @@ impl Default for Limits {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             udp_replay_rate: 10_000,
+            down_log_interval: Duration::from_secs(60),
         }
     }
 }

@@ -777,10 +777,11 @@ impl Task {
         self.next_attempt = Instant::now() + delay;
         let text = error.to_string();
         let now = Instant::now();
-        let repeat = self
-            .last_warned
-            .as_ref()
-            .is_some_and(|(t, at)| *t == text && now.duration_since(*at) < CONNECT_WARN_INTERVAL);
+        // The same error again: the reminder (or, without one, a warning a minute) says it.
+        let repeat = self.last_warned.as_ref().is_some_and(|(t, at)| {
+            *t == text && (self.shared.reminds() || now.duration_since(*at) < CONNECT_WARN_INTERVAL)
+        });
+        self.shared.still_down(&text);
         if repeat {
             tracing::debug!(hep_id = %self.shared.name, destination = %self.shared.destination,
                 error = %text, retry_in = ?delay, "Cannot connect to HEP destination");
@@ -804,6 +805,7 @@ impl Task {
         tracing::warn!(hep_id = %self.shared.name, destination = %self.shared.destination,
             error = %text, retry_in = ?delay, pending = self.pending.units.len(),
             "Lost connection to HEP destination");
+        self.shared.still_down(&text);
         // The next connect failure is news too.
         self.last_warned = Some((String::new(), Instant::now()));
         self.shared.set_last_error(text);

@@ -1,6 +1,8 @@
 //! The rustls client configuration of a TLS destination (ring provider only).
 //!
-//! Verification is on by default, against `ca_file` or the system's roots; `tls_verify = false`
+//! Verification is on by default, against `ca_file` or the system's roots (refusals said in
+//! plain words, [`Explaining`]), or against one certificate (`tls_pin_sha256`,
+//! [`PinnedCertificate`]); `tls_verify = false`
 //! installs [`AcceptAnyServerCertificate`], which still checks the handshake signatures (so the peer
 //! must hold the key of the certificate it shows) but trusts any certificate and any name.
 
@@ -12,7 +14,10 @@ use heptap_config::HepTls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::tls::{AcceptAnyServerCertificate, Digest, is_key_mismatch, provider, roots_digest};
+use crate::tls::{
+    AcceptAnyServerCertificate, Digest, Explaining, PinnedCertificate, TlsPeer, is_key_mismatch,
+    provider, roots_digest,
+};
 
 use super::error::SenderError;
 
@@ -84,10 +89,20 @@ fn client_config(name: &str, host: &str, settings: &HepTls) -> Result<Loaded, Se
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;
     let mut digest = Digest::default();
-    let builder = if settings.tls_verify {
+    let peer = TlsPeer::Collector(name.to_owned());
+    let builder = if let Some(pin) = settings.pin_sha256 {
+        digest = Digest::of([pin.0.as_slice()]);
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(PinnedCertificate::new(pin, peer))
+    } else if settings.tls_verify {
         let roots = root_store(name, settings.ca_file.as_deref())?;
         digest = roots_digest(&roots);
-        builder.with_root_certificates(roots)
+        let verifier =
+            Explaining::new(roots, peer).map_err(|e| tls_err(rustls::Error::General(e)))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
     } else {
         tracing::warn!(
             hep_id = %name,

@@ -326,7 +326,7 @@ pub enum Unreachable {
     #[error("PROXY header: {0}")]
     ProxyHeader(io::Error),
     /// The TLS handshake with the upstream failed.
-    #[error("TLS: {0}")]
+    #[error("TLS: {}", crate::tls::explain(.0))]
     Tls(io::Error),
     /// The PROXY header or the TLS handshake did not finish within the connect timeout.
     #[error("{0}")]

@@ -25,16 +25,19 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{End, EndKind, Ends, LOCAL_CONNECT_TIMEOUT, Leg, Side, TimedOut, Unreachable};
+use super::events::{
+    Direction, End, EndKind, Ends, LOCAL_CONNECT_TIMEOUT, Leg, Side, TimedOut, Unreachable,
+};
 use super::proxy_protocol;
 use super::pump::{Idle, Tally};
 use super::relay::{Relay, relay_bytes, relay_messages};
-use super::sip::SipConn;
+use super::sip::{Observe as _, SipConn, SipObserver};
 use super::spec::{Active, ListenerStats, Tap, TapContext};
 use super::transparent;
 use super::transport::{Stream, TlsInfo, connect_tcp, tcp_socket_for};
 use super::upgrade::{self, AcceptError, Connected, Upgrade, UpgradeRequest, WsHeads};
 use super::ws_relay::{MessageLimits, websocket};
+use crate::clock::now_micros;
 use crate::stats::Counter;
 
 /// One client connection, from its accept to its close.
@@ -150,7 +153,26 @@ impl Session<'_> {
             Some((leg, Ok(opened))) => (leg, opened),
             Some((_, Err(end))) => {
                 tcp_stats.connect_failed.inc();
-                tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end, "Upstream connect failed");
+                let flood = &self.stats.upstream_failures;
+                match flood.hit() {
+                    Some(1) => {
+                        tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end,
+                            "Upstream connect failed");
+                    }
+                    Some(n) => {
+                        let secs = flood.interval().as_secs();
+                        tracing::warn!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end,
+                            connections = n, "Upstream connect failed for {n} connections in the last {secs} s or more");
+                    }
+                    None => {
+                        tracing::debug!(client.addr = %self.peer, server.addr = %spec.upstream, error = %end,
+                            "Upstream connect failed");
+                    }
+                }
+                let mut accepted = accepted;
+                if accepted.upgrade.is_none() {
+                    client_leg = self.trace_unrelayed(&mut accepted.stream, client_leg).await;
+                }
                 self.end_early(&self.stats.upstream_connect_failed, &mut client_leg, &end);
                 return refuse_client(accepted, spec.message_limits()).await;
             }
@@ -223,6 +245,48 @@ impl Session<'_> {
         upstream_leg.closed(tracer, ends.both());
         client_leg.closed(tracer, ends.both());
         tracing::debug!(client.addr = %self.peer, conn.id = %client_leg.id, "Connection closed");
+    }
+
+    /// The upstream could not be reached: what the client sent meanwhile (a REGISTER, an
+    /// INVITE: what an operator looks for when the proxy is down) is traced as SIP, correlated
+    /// with the connection, as if relayed. At most one message's worth (`max_message_bytes`),
+    /// waited for [`UNRELAYED_WAIT`] at most; nothing is written back.
+    async fn trace_unrelayed(&self, stream: &mut Stream, leg: Leg) -> Leg {
+        use tokio::io::AsyncReadExt as _;
+        let Some(settings) = self.tap.spec.sip.as_ref() else {
+            return leg;
+        };
+        let shared_leg = Mutex::new(leg);
+        let sip = SipConn::new(
+            settings.clone(),
+            self.stats.sip.clone(),
+            self.tap.spec.proto,
+            (self.peer, self.local),
+            shared_leg.lock().unwrap_or_else(PoisonError::into_inner).id,
+            &shared_leg,
+        );
+        let tracer = &self.ctx.tracer;
+        let mut observer = SipObserver::new(&sip, tracer, Direction::ClientToUpstream);
+        let worth = settings.limits.max_message_bytes;
+        let mut buf = vec![0; worth.min(64 * 1024)];
+        let mut left = worth;
+        let deadline = Instant::now() + UNRELAYED_WAIT;
+        while left > 0 {
+            let room = buf.len().min(left);
+            let n = match timeout_at(deadline, stream.read(&mut buf[..room])).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            left -= n;
+            if observer.observe(&buf[..n], now_micros()) > 0 {
+                break;
+            }
+        }
+        drop(observer);
+        drop(sip);
+        shared_leg
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The PROXY header a load balancer sends first (`accept_proxy_protocol`), within
@@ -542,6 +606,10 @@ impl Session<'_> {
         tcp_socket_for(addr).map_err(Unreachable::Connect)
     }
 }
+
+/// How long a client whose upstream could not be reached may take to send its first message,
+/// to be traced: SIP clients speak first, right after connecting.
+const UNRELAYED_WAIT: Duration = Duration::from_millis(200);
 
 /// The upstream could not be reached: a TCP or TLS client gets a reset, as close as we can get
 /// to the "connection refused" it would have seen connecting directly; a WebSocket client,

@@ -19,6 +19,7 @@ use super::transparent::{self, SourceFailures};
 use super::transport::{TlsClient, TlsServer};
 use super::ws_relay::MessageLimits;
 use crate::conn_id::ConnIds;
+use crate::logging::Flood;
 use crate::stats::{Counter, Stats};
 use crate::tls::Digest;
 use crate::tracer::Tracer;
@@ -201,6 +202,9 @@ pub struct ListenerStats {
     pub upstream_source_port_taken: Counter,
     /// SIP framing and tracing.
     pub sip: SipStats,
+    /// The "Upstream connect failed" warning: one line per interval with a count, however
+    /// many clients retry against a dead upstream.
+    pub upstream_failures: Arc<Flood>,
     /// The counters every listener adds to (`tcp:`).
     pub tcp: TcpStats,
 }
@@ -238,6 +242,9 @@ impl TcpStats {
     }
 }
 
+/// The least time between two "Upstream connect failed" warnings of one listener.
+pub const UPSTREAM_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl ListenerStats {
     /// Registers the counters of listener `name`.
     pub fn new(stats: &Stats, name: &str) -> Self {
@@ -259,6 +266,7 @@ impl ListenerStats {
             upstream_source_port_taken: stats.counter(&g, "upstream_source_port_taken"),
             sip: SipStats::new(stats, &g),
             tcp: TcpStats::new(stats),
+            upstream_failures: Arc::new(Flood::new(UPSTREAM_FAILURE_LOG_INTERVAL)),
         }
     }
 }

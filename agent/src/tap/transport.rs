@@ -405,7 +405,11 @@ impl TlsClient {
         let builder = if tls.tls_verify {
             let roots = root_store(name, tls)?;
             digest = roots_digest(&roots);
-            builder.with_root_certificates(roots)
+            let verifier = crate::tls::Explaining::new(roots, crate::tls::TlsPeer::Upstream)
+                .map_err(|e| tls_err(rustls::Error::General(e)))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
         } else {
             tracing::warn!(
                 listener = name,
