@@ -1,5 +1,5 @@
 //! heptap-bench: the load tools behind `bench/run.sh`, which compares heptap (SIP and
-//! connection tracing on, and off), a direct connection and HAProxy on loopback.
+//! connection tracing on, and off), a direct connection, HAProxy and nginx on loopback.
 //!
 //! Modules: [`sip`] (the 600-byte request, 400-byte reply and a Content-Length framer),
 //! [`tls`] (certificate, client and server configs), [`target`] (connecting over TCP or TLS),
@@ -7,7 +7,7 @@
 //! request/response at a fixed rate and at the maximum rate, connection rate, idle
 //! connections), [`floor`] (the kernel's cost per HEP datagram on loopback, with the cheapest
 //! sender), [`sink`] (a UDP HEP receiver that only counts), [`procfs`] (CPU time and
-//! resident memory of the process under test) and [`report`] (the Markdown table in
+//! resident memory of the processes under test) and [`report`] (the Markdown table in
 //! BENCHMARKS.md). It does not start or configure the relays: the script does.
 
 #![forbid(unsafe_code)]

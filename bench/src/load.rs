@@ -2,8 +2,8 @@
 //! maximum rate, connection rate, and memory per idle connection.
 //!
 //! Every loop is bounded in time (and connection counts in number); every measurement reports
-//! the CPU time the process under test used and, with tracing on, how many HEP packets reached
-//! the sink meanwhile.
+//! the CPU time the relay used and, with tracing on, how many HEP packets reached the sink
+//! meanwhile and the CPU time the sink used to take them (kept apart from the relay's).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::Error;
 use crate::echo::BULK_PREAMBLE;
-use crate::procfs::{CpuMeter, rss_kib};
+use crate::procfs::{CpuMeter, rss_kib_sum};
 use crate::sink;
 use crate::sip::{REPLY_SIZE, request};
 use crate::target::{BoxStream, MessageReader, Target};
@@ -29,8 +29,11 @@ const GRACE: Duration = Duration::from_secs(15);
 /// What is watched during a measurement besides the load itself.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
-    /// The relay process, whose CPU time is reported (none for the direct target).
-    pub cpu_pid: Option<u32>,
+    /// The relay's processes (one, or a master and its workers), whose CPU time together is
+    /// reported (none for the direct target).
+    pub cpu_pids: Vec<u32>,
+    /// The HEP sink's process, whose CPU time is reported on its own (tracing-on targets).
+    pub sink_pid: Option<u32>,
     /// The HEP sink's stats file, whose packet count is reported (tracing-on targets).
     pub hep_stats: Option<PathBuf>,
 }
@@ -40,6 +43,9 @@ pub struct Probe {
 pub struct ProbeResult {
     /// CPU seconds (user + system) the relay used during the measurement.
     pub relay_cpu_s: Option<f64>,
+    /// CPU seconds the HEP sink used meanwhile: what receiving the relay's HEP cost, which
+    /// a collector on another host would pay, so not in `relay_cpu_s`.
+    pub sink_cpu_s: Option<f64>,
     /// HEP packets the sink received during the measurement.
     pub hep_packets: Option<u64>,
 }
@@ -47,8 +53,10 @@ pub struct ProbeResult {
 /// A started probe.
 #[derive(Debug)]
 struct Probing {
-    /// CPU time at the start.
+    /// The relay's CPU time at the start.
     cpu: CpuMeter,
+    /// The sink's.
+    sink_cpu: CpuMeter,
     /// HEP packet count at the start.
     hep: Option<u64>,
     /// Where the packet count is read again.
@@ -58,7 +66,8 @@ struct Probing {
 impl Probe {
     fn start(&self) -> Probing {
         Probing {
-            cpu: CpuMeter::start(self.cpu_pid),
+            cpu: CpuMeter::start(&self.cpu_pids),
+            sink_cpu: CpuMeter::start(self.sink_pid.as_slice()),
             hep: self.hep_stats.as_deref().and_then(sink::read_packets),
             hep_stats: self.hep_stats.clone(),
         }
@@ -68,6 +77,7 @@ impl Probe {
 impl Probing {
     async fn finish(self) -> ProbeResult {
         let relay_cpu_s = self.cpu.used();
+        let sink_cpu_s = self.sink_cpu.used();
         let hep_packets = match (&self.hep_stats, self.hep) {
             (Some(path), Some(before)) => {
                 // Packets still in flight, and the sink's next stats write.
@@ -78,6 +88,7 @@ impl Probing {
         };
         ProbeResult {
             relay_cpu_s,
+            sink_cpu_s,
             hep_packets,
         }
     }
@@ -546,7 +557,7 @@ pub async fn idle(
     settle: Duration,
     probe: &Probe,
 ) -> Result<Idle, Error> {
-    let rss = || probe.cpu_pid.and_then(rss_kib);
+    let rss = || rss_kib_sum(&probe.cpu_pids);
     let rss_before_kib = rss();
     let probing = probe.start();
     let t0 = Instant::now();

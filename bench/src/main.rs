@@ -14,7 +14,7 @@ use heptap_bench::report::{self, Record};
 use heptap_bench::target::Target;
 use heptap_bench::{Error, echo, floor, sink, tls};
 
-/// Load tools for comparing heptap, HAProxy and a direct connection on loopback.
+/// Load tools for comparing heptap, HAProxy, nginx and a direct connection on loopback.
 #[derive(Debug, Parser)]
 #[command(name = "heptap-bench", version, about)]
 struct Cli {
@@ -94,7 +94,7 @@ enum Command {
         #[arg(long, default_value_t = 50_000)]
         max_conns: u64,
     },
-    /// Memory per idle connection in the relay (--cpu-pid).
+    /// Memory per idle connection in the relay (--cpu-pid, every one given added up).
     Idle {
         #[command(flatten)]
         common: Common,
@@ -159,9 +159,13 @@ struct Common {
     /// Speak TLS, trusting this certificate.
     #[arg(long, value_name = "CERT")]
     tls: Option<PathBuf>,
-    /// The relay process: its CPU time (and, for idle, memory) is reported.
+    /// The relay process: its CPU time (and, for idle, memory) is reported; repeat for a relay
+    /// of several processes (a master and its workers), whose figures are added up.
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<u32>,
+    /// The HEP sink process: its CPU time is reported on its own, not in the relay's.
     #[arg(long)]
-    cpu_pid: Option<u32>,
+    sink_pid: Option<u32>,
     /// The HEP sink's stats file: packets received are reported.
     #[arg(long)]
     hep_stats: Option<PathBuf>,
@@ -190,7 +194,8 @@ impl Common {
 
     fn probe(&self) -> Probe {
         Probe {
-            cpu_pid: self.cpu_pid,
+            cpu_pids: self.cpu_pids.clone(),
+            sink_pid: self.sink_pid,
             hep_stats: self.hep_stats.clone(),
         }
     }

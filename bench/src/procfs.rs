@@ -1,5 +1,6 @@
-//! What the script and the tools read about the process under test from /proc: CPU time
-//! (user + system) and resident memory.
+//! What the script and the tools read about the processes under test from /proc: CPU time
+//! (user + system) and resident memory, of one process or of several together (a relay with
+//! worker processes).
 
 /// Linux reports CPU times in /proc in units of USER_HZ, fixed at 100 by the ABI.
 const USER_HZ: f64 = 100.0;
@@ -25,27 +26,44 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// CPU time of a process over a measurement: take it before, ask it after.
-#[derive(Debug, Clone, Copy)]
+/// Resident memory of several processes together (a relay with worker processes), KiB;
+/// `None` if there are none or one cannot be read.
+pub fn rss_kib_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// CPU time of a set of processes over a measurement: take it before, ask it after.
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
-    /// The process measured; `None` when there is none (the direct target).
-    pid: Option<u32>,
-    /// Its CPU seconds when the meter started.
+    /// The processes measured (a relay's, or its workers'); empty when there is none (the
+    /// direct target).
+    pids: Vec<u32>,
+    /// Their CPU seconds together when the meter started.
     start: Option<f64>,
 }
 
 impl CpuMeter {
-    /// Starts measuring `pid`.
-    pub fn start(pid: Option<u32>) -> Self {
+    /// Starts measuring `pids` together.
+    pub fn start(pids: &[u32]) -> Self {
         Self {
-            pid,
-            start: pid.and_then(cpu_seconds),
+            pids: pids.to_vec(),
+            start: Self::sum(pids),
         }
+    }
+
+    fn sum(pids: &[u32]) -> Option<f64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&p| cpu_seconds(p)).sum()
     }
 
     /// CPU seconds used since [`CpuMeter::start`].
     pub fn used(&self) -> Option<f64> {
-        Some(cpu_seconds(self.pid?)? - self.start?)
+        Some(Self::sum(&self.pids)? - self.start?)
     }
 }
 
@@ -59,5 +77,14 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn a_meter_adds_up_its_processes_and_has_nothing_to_say_without_one() {
+        let me = std::process::id();
+        assert!(rss_kib_sum(&[me, me]).unwrap() > 0);
+        assert!(CpuMeter::start(&[me, me]).used().unwrap() >= 0.0);
+        assert_eq!(CpuMeter::start(&[]).used(), None);
+        assert_eq!(rss_kib_sum(&[]), None);
     }
 }
