@@ -327,8 +327,9 @@ impl Request {
 enum HeaderLine {
     /// Its end has not arrived.
     Wait,
-    /// Too long to be a header.
-    TooLong,
+    /// Too long to be a header: more than [`MAX_HEADER`] bytes before its newline; `end` is
+    /// where its line ends (after the newline), when the newline was read.
+    TooLong { end: Option<usize> },
     /// Another request begins inside it, here.
     Cut(usize),
     /// The reply FIFO name; the body starts at `body_start`.
@@ -422,7 +423,18 @@ impl FrameParser {
                 }),
                 Some(_) => match self.header_line(sep) {
                     HeaderLine::Wait => return None,
-                    HeaderLine::TooLong => return self.wait_or_too_large(Some(name)),
+                    HeaderLine::TooLong { end: Some(end) } => {
+                        self.finish(end);
+                        return Some(Frame::Bad {
+                            framing: Framing::Text,
+                            reply: None,
+                            command: Some(name),
+                            why: Bad::Garbled("header too long"),
+                        });
+                    }
+                    HeaderLine::TooLong { end: None } => {
+                        return self.wait_or_too_large(Some(name));
+                    }
                     HeaderLine::Cut(at) => {
                         self.finish(at);
                         return Some(Frame::Bad {
@@ -545,8 +557,12 @@ impl FrameParser {
                 Shape::Unknown | Shape::NotHeader => {}
             }
         }
-        if newline.is_none() && self.buf.len() > MAX_HEADER {
-            return HeaderLine::TooLong;
+        // Too long whether or not the newline came in the same read as the bytes before it, so
+        // what is held and how the stream is cut do not depend on how the reads split it.
+        if line_end > MAX_HEADER {
+            return HeaderLine::TooLong {
+                end: newline.map(|n| n + 1),
+            };
         }
         match newline {
             Some(n) => HeaderLine::Line {
@@ -847,6 +863,38 @@ mod tests {
                 json("next", "{}")
             ]
         );
+    }
+
+    /// Found by the fifo_framing fuzz target: a 2.x header line longer than a header may be
+    /// was taken whole (and held) when its newline came in the same read, refused when it came
+    /// later. Refused both ways now, and what follows its newline is read.
+    #[test]
+    fn a_header_line_too_long_is_refused_whether_or_not_its_newline_came_with_it() {
+        let long = format!(":ps:{}\n\n:ps:r\n\n", "r".repeat(MAX_HEADER));
+        let bad = Frame::Bad {
+            framing: Framing::Text,
+            reply: None,
+            command: Some("ps".into()),
+            why: Bad::Garbled("header too long"),
+        };
+        let mut p = FrameParser::new(65536);
+        p.push(long.as_bytes());
+        let mut got = Vec::new();
+        while let Some(f) = p.next_frame() {
+            got.push(f);
+        }
+        assert_eq!(got.first(), Some(&bad));
+        assert!(
+            matches!(got.last(), Some(Frame::Text { command, reply, .. }) if command == "ps" && reply == "r"),
+            "{got:?}"
+        );
+        assert_eq!(p.buffered(), 0);
+        // The same line at exactly the bound is a header.
+        let longest = format!(":ps:{}\n\n", "r".repeat(MAX_HEADER - 5));
+        assert!(matches!(
+            frames(65536, &[longest.as_bytes()]).as_slice(),
+            [Frame::Text { .. }]
+        ));
     }
 
     #[test]
