@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# bench/run.sh: heptap's relay side by side with HAProxy and a direct connection, on loopback.
+# bench/run.sh: heptap's relay side by side with HAProxy, nginx and a direct connection, on
+# loopback, every relay at equal CPU.
 #
 #   bench/run.sh                       # build, run everything once, update BENCHMARKS.md
 #   ROUNDS=5 DURATION=5 bench/run.sh   # more and longer repetitions (medians are reported)
+#   RELAY_THREADS=2 RELAY_CPUS=0-1 LOAD_CPUS=2-5 bench/run.sh
+#                                      # two threads per relay, on a machine with cores to spare
+#
+# CPU layout: every relay runs RELAY_THREADS threads (default 1: heptap `[service] workers`,
+# HAProxy `nbthread`, nginx `worker_processes`) pinned with taskset to RELAY_CPUS (default the
+# first CPU this shell may use, 0); everything else (the responder, the HEP sink, every load
+# tool, the /metrics scraper) is pinned to LOAD_CPUS (default every other CPU this shell may
+# use: `1` on 2 cores). With no CPU left over (one core, or RELAY_CPUS taking them all) the load
+# shares the relay's cores, and the report says so. The relays take turns, never loaded at once.
 #
 # Targets, each on its own port, all relaying to the same SIP responder (heptap-bench
 # echo-server, one thread):
@@ -15,6 +25,10 @@
 #               its port) and the disk spool on ([hep] spool_dir in the work directory): the
 #               relay's max rate while every HEP packet goes to disk, against heptap-tcp's
 #   haproxy     HAProxy from the Debian package, mode tcp, nbthread RELAY_THREADS
+#   nginx       nginx from the Debian package with its stream module (libnginx-mod-stream),
+#               worker_processes RELAY_THREADS; with one, master_process off, so the process
+#               measured is the one doing the work (with more, the master and its workers are
+#               measured together)
 #   direct      the responder itself (no relay)
 # over plain TCP and over TLS (terminated by the relay with a self-signed ECDSA certificate, the
 # upstream leg plain TCP; the client offers TLS 1.3 AES-128-GCM only, no resumption).
@@ -31,11 +45,13 @@
 #   udp-floor (with rr_max, once per round) the cheapest UDP sender there is, 600-byte
 #             datagrams to the same HEP sink at 100,000/s: its CPU per datagram is the floor
 #             under what HEP over UDP costs any sender on this machine
-# Every measurement also records the relay's CPU time (/proc/PID/stat) and, for heptap-on, the
-# HEP packets the sink received. Targets run back to back per measurement (order rotated every
+# Every measurement also records the relay's CPU time (/proc/PID/stat) and, for heptap-on and
+# heptap-tcp, the HEP packets the sink received and the sink's own CPU time (reported apart:
+# relay CPU never includes it). Targets run back to back per measurement (order rotated every
 # round) so they share the machine's noise; compare the ratios rather than absolute figures.
 #
 # Environment: DURATION (s, default 3), ROUNDS (default 3), IDLE_CONNS (default 10000),
+# RELAY_THREADS, RELAY_CPUS and LOAD_CPUS (the CPU layout above; CPU lists as taskset -c takes),
 # NICE (default -10: every process of the benchmark runs at this niceness, so that other jobs
 # on a shared machine, such as compilers at niceness 0, disturb it less; 0 to leave it),
 # PORT_BASE (default 17000), BENCH_MD (default BENCHMARKS.md at the repo root),
@@ -46,7 +62,7 @@
 # [mi] metrics_listen, during the measurements, as Prometheus would; 0: not scraped),
 # SKIP_BUILD=1 (use the binaries already in $CARGO_TARGET_DIR/release), KEEP=1 (keep the work
 # directory with configs, logs and results), POSTSCRIPT (a Markdown file appended to the section).
-# Needs root for apt-get (HAProxy is installed if missing) and for raising `ulimit -n`.
+# Needs root for apt-get (HAProxy and nginx are installed if missing) and for raising `ulimit -n`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,16 +70,40 @@ DURATION=${DURATION:-3}
 ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 NICE=${NICE:--10}
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# --- CPU layout ------------------------------------------------------------------------------
 # Every relay gets the same threads on the same cores, so rates and CPU compare at equal CPU:
-# heptap `[service] workers` and HAProxy `nbthread` are RELAY_THREADS, each relay is pinned to
-# RELAY_CPUS with taskset.
-RELAY_THREADS=${RELAY_THREADS:-$(nproc)}
-RELAY_CPUS=${RELAY_CPUS:-0-$(($(nproc) - 1))}
+# heptap `[service] workers`, HAProxy `nbthread` and nginx `worker_processes` are RELAY_THREADS,
+# each relay is pinned to RELAY_CPUS with taskset; the load side gets the other cores.
+expand_cpus() { # "0-2,5" -> one CPU per line
+    local part
+    for part in ${1//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+ALLOWED_CPUS=$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)
+RELAY_THREADS=${RELAY_THREADS:-1}
+RELAY_CPUS=${RELAY_CPUS:-$(expand_cpus "$ALLOWED_CPUS" | head -n 1)}
+if [[ -z ${LOAD_CPUS:-} ]]; then
+    LOAD_CPUS=$(expand_cpus "$ALLOWED_CPUS" | { grep -vxF -f <(expand_cpus "$RELAY_CPUS") || true; } | paste -sd, -)
+    if [[ -z $LOAD_CPUS ]]; then
+        log "no CPU left for the load beside the relays' ($RELAY_CPUS of $ALLOWED_CPUS, $(nproc) in all): the load shares cores $RELAY_CPUS with the relay"
+        LOAD_CPUS=$RELAY_CPUS
+    fi
+fi
+# The load's cores that are also the relay's (then the report says they shared).
+SHARED_CPUS=$(expand_cpus "$LOAD_CPUS" | { grep -xF -f <(expand_cpus "$RELAY_CPUS") || true; } | paste -sd, -)
+RELAY_NCPUS=$(expand_cpus "$RELAY_CPUS" | wc -l)
+if [[ $RELAY_THREADS -gt $RELAY_NCPUS ]]; then
+    log "RELAY_THREADS=$RELAY_THREADS on $RELAY_NCPUS core(s) ($RELAY_CPUS): the relay's threads take turns on them"
+fi
 PORT_BASE=${PORT_BASE:-17000}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SCRAPE=${SCRAPE:-0}
-COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE SCRAPE; do printf '%s=%s ' "$v" "${!v}"; done)"
+COMMAND="$(for v in DURATION ROUNDS IDLE_CONNS NICE SCRAPE RELAY_THREADS RELAY_CPUS LOAD_CPUS; do printf '%s=%s ' "$v" "${!v}"; done)"
 [[ -n ${MEASURE:-} ]] && COMMAND+="MEASURE=\"$MEASURE\" "
 [[ -n ${PROTOS:-} ]] && COMMAND+="PROTOS=\"$PROTOS\" "
 COMMAND+="bench/run.sh"
@@ -71,8 +111,6 @@ IDLE_ASKED=$IDLE_CONNS
 MEASURE=${MEASURE:-idle bulk rr rr_max connrate}
 PROTOS=${PROTOS:-tcp tls}
 wanted() { [[ " $MEASURE " == *" $1 "* ]]; }
-
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 WORK=$(mktemp -d /tmp/relay-bench.XXXXXX)
 declare -A PID=()
@@ -85,10 +123,18 @@ cleanup() {
 trap cleanup EXIT
 
 # --- prerequisites ---------------------------------------------------------------------------
-if ! command -v haproxy >/dev/null; then
-    log "installing haproxy"
+# Debian builds nginx's stream module as a package of its own (libnginx-mod-stream).
+NGINX_STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+nginx_has_stream() {
+    [[ -e $NGINX_STREAM_MODULE ]] || nginx -V 2>&1 | grep -qE -- '--with-stream( |$)'
+}
+MISSING=()
+command -v haproxy >/dev/null || MISSING+=(haproxy)
+{ command -v nginx >/dev/null && nginx_has_stream; } || MISSING+=(nginx libnginx-mod-stream)
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+    log "installing ${MISSING[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 # 10,000 idle connections: the relay holds two sockets for each, the client and responder one.
 # Without CAP_SYS_RESOURCE (containers) the hard limit stays: then hold as many as fit.
@@ -101,6 +147,10 @@ if [[ $IDLE_CONNS -gt $FIT ]]; then
 fi
 HAPROXY_MAXCONN=$(((NOFILE - 100) / 2))
 [[ $HAPROXY_MAXCONN -gt 40000 ]] && HAPROXY_MAXCONN=40000
+# nginx counts both legs of a relayed connection and allocates its whole table at start (outside
+# the idle test's before/after difference): enough for the idle test, with room for the rest.
+NGINX_CONNS=$((2 * IDLE_CONNS + 1024))
+[[ $NGINX_CONNS -gt $((NOFILE - 100)) ]] && NGINX_CONNS=$((NOFILE - 100))
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building (release)"
@@ -117,14 +167,16 @@ fi
 # --- ports -----------------------------------------------------------------------------------
 declare -A UPSTREAM=([heptap-on]=$((PORT_BASE + 1)) [heptap-off]=$((PORT_BASE + 2))
     [haproxy]=$((PORT_BASE + 3)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 5))
-    [heptap-spool]=$((PORT_BASE + 6)))
+    [heptap-spool]=$((PORT_BASE + 6)) [nginx]=$((PORT_BASE + 7)))
 declare -A PORT_tcp=([heptap-on]=$((PORT_BASE + 101)) [heptap-off]=$((PORT_BASE + 201))
     [haproxy]=$((PORT_BASE + 301)) [direct]=$((PORT_BASE + 4)) [heptap-tcp]=$((PORT_BASE + 501))
-    [heptap-spool]=$((PORT_BASE + 601)))
+    [heptap-spool]=$((PORT_BASE + 601)) [nginx]=$((PORT_BASE + 701)))
 declare -A PORT_tls=([heptap-on]=$((PORT_BASE + 111)) [heptap-off]=$((PORT_BASE + 211))
     [haproxy]=$((PORT_BASE + 311)) [direct]=$((PORT_BASE + 14)) [heptap-tcp]=$((PORT_BASE + 511))
-    [heptap-spool]=$((PORT_BASE + 611)))
-RELAYS=(heptap-on heptap-tcp heptap-off haproxy)
+    [heptap-spool]=$((PORT_BASE + 611)) [nginx]=$((PORT_BASE + 711)))
+RELAYS=(heptap-on heptap-tcp heptap-off haproxy nginx)
+# The processes whose CPU and memory are a relay's (its PID, or nginx's master and workers).
+declare -A RELAY_PIDS=()
 # Each heptap's [mi] metrics_listen (scraped when SCRAPE is set).
 declare -A METRICS_PORT=([heptap-on]=$((PORT_BASE + 951)) [heptap-tcp]=$((PORT_BASE + 952))
     [heptap-off]=$((PORT_BASE + 953)) [heptap-spool]=$((PORT_BASE + 954)))
@@ -228,6 +280,48 @@ backend responder
     server responder 127.0.0.1:${UPSTREAM[haproxy]}
 EOF
 
+# One thread: no master, the single process is the worker the load tool measures. More: a master
+# and RELAY_THREADS workers, measured together.
+if [[ $RELAY_THREADS == 1 ]]; then NGINX_MASTER=off; else NGINX_MASTER=on; fi
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+$([[ -e $NGINX_STREAM_MODULE ]] && echo "load_module $NGINX_STREAM_MODULE;" || true)
+daemon off;
+master_process $NGINX_MASTER;
+worker_processes $RELAY_THREADS;
+worker_rlimit_nofile $NOFILE;
+pid $WORK/nginx/nginx.pid;
+# no access log (stream has none by default): heptap runs at level error and logs nothing either
+error_log stderr error;
+
+events {
+    worker_connections $NGINX_CONNS;
+}
+
+stream {
+    proxy_connect_timeout 5s;
+    proxy_timeout 1h;
+    # Pass a FIN on and keep the other direction open, as HAProxy and heptap do (bulk
+    # half-closes, then reads the responder's byte count); nginx closes both by default.
+    proxy_half_close on;
+
+    server {
+        listen 127.0.0.1:${PORT_tcp[nginx]};
+        proxy_pass 127.0.0.1:${UPSTREAM[nginx]};
+    }
+
+    server {
+        listen 127.0.0.1:${PORT_tls[nginx]} ssl;
+        ssl_certificate $PKI/cert.pem;
+        ssl_certificate_key $PKI/key.pem;
+        ssl_protocols TLSv1.3;
+        proxy_pass 127.0.0.1:${UPSTREAM[nginx]};
+    }
+}
+EOF
+# Prefix and temporary paths in the work directory; start-up errors to stderr (nginx.log).
+NGINX=(nginx -p "$WORK/nginx/" -e stderr -c "$WORK/nginx.conf")
+
 start_relays() {
     taskset -c "$RELAY_CPUS" "$HEPTAP" serve -c "$WORK/heptap-on.toml" >>"$WORK/heptap-on.log" 2>&1 &
     PID[heptap-on]=$!
@@ -237,11 +331,23 @@ start_relays() {
     PID[heptap-off]=$!
     taskset -c "$RELAY_CPUS" haproxy -f "$WORK/haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
     PID[haproxy]=$!
+    taskset -c "$RELAY_CPUS" "${NGINX[@]}" >>"$WORK/nginx.log" 2>&1 &
+    PID[nginx]=$!
     local t
     for t in "${RELAYS[@]}"; do
         wait_port "${PORT_tcp[$t]}"
         wait_port "${PORT_tls[$t]}"
+        RELAY_PIDS[$t]=${PID[$t]}
     done
+    if [[ $NGINX_MASTER == on ]]; then
+        local i workers=
+        for i in $(seq 100); do
+            workers=$(pgrep -P "${PID[nginx]}" | paste -sd' ' -) || true
+            [[ $(wc -w <<<"$workers") -ge $RELAY_THREADS ]] && break
+            sleep 0.1
+        done
+        RELAY_PIDS[nginx]="${PID[nginx]} $workers"
+    fi
 }
 
 start_spool_relay() {
@@ -249,14 +355,17 @@ start_spool_relay() {
     PID[$SPOOL_RELAY]=$!
     wait_port "${PORT_tcp[$SPOOL_RELAY]}"
     wait_port "${PORT_tls[$SPOOL_RELAY]}"
+    RELAY_PIDS[$SPOOL_RELAY]=${PID[$SPOOL_RELAY]}
 }
 
 stop_relays() {
     local t
     for t in "${RELAYS[@]}" "$SPOOL_RELAY"; do
+        # heptap-spool only runs for rr --max.
+        [[ -n ${PID[$t]:-} ]] || continue
         kill "${PID[$t]}" 2>/dev/null || true
         wait "${PID[$t]}" 2>/dev/null || true
-        unset "PID[$t]"
+        unset "PID[$t]" "RELAY_PIDS[$t]"
     done
 }
 
@@ -268,10 +377,14 @@ measure() { # round sub proto target [args...]
     if [[ $proto == tls ]]; then port=${PORT_tls[$target]}; else port=${PORT_tcp[$target]}; fi
     local args=(--target "127.0.0.1:$port" --label "$target" --round "$round" --out "$RESULTS")
     [[ $proto == tls ]] && args+=(--tls "$PKI/cert.pem")
-    [[ $target != direct ]] && args+=(--cpu-pid "${PID[$target]}")
-    [[ $target == heptap-on || $target == heptap-tcp ]] && args+=(--hep-stats "$HEP_STATS")
+    local p
+    if [[ $target != direct ]]; then
+        for p in ${RELAY_PIDS[$target]}; do args+=(--cpu-pid "$p"); done
+    fi
+    [[ $target == heptap-on || $target == heptap-tcp ]] &&
+        args+=(--hep-stats "$HEP_STATS" --sink-pid "${PID[sink]}")
     log "round $round: $sub $* $proto $target"
-    if ! "$B" "$sub" "${args[@]}" "$@" >>"$WORK/measure.log" 2>&1; then
+    if ! taskset -c "$LOAD_CPUS" "$B" "$sub" "${args[@]}" "$@" >>"$WORK/measure.log" 2>&1; then
         log "  FAILED (see $WORK/measure.log): $(tail -n 1 "$WORK/measure.log")"
         KEEP=1
     fi
@@ -287,14 +400,20 @@ heptap_config heptap-off false udp
 heptap_config heptap-spool true tcp "$HEP_DOWN_PORT" \
     "spool_dir = \"$WORK/spool\"
 spool_max_bytes = \"8GiB\""
+if ! "${NGINX[@]}" -t -q >>"$WORK/nginx.log" 2>&1; then
+    log "nginx -t: $(tail -n 3 "$WORK/nginx.log")"
+    KEEP=1
+    exit 1
+fi
 
-"$B" echo-server --cert "$PKI/cert.pem" --key "$PKI/key.pem" \
+taskset -c "$LOAD_CPUS" "$B" echo-server --cert "$PKI/cert.pem" --key "$PKI/key.pem" \
     --listen "127.0.0.1:${UPSTREAM[heptap-on]}" --listen "127.0.0.1:${UPSTREAM[heptap-off]}" \
     --listen "127.0.0.1:${UPSTREAM[heptap-tcp]}" --listen "127.0.0.1:${UPSTREAM[heptap-spool]}" \
-    --listen "127.0.0.1:${UPSTREAM[haproxy]}" --listen "127.0.0.1:${UPSTREAM[direct]}" \
+    --listen "127.0.0.1:${UPSTREAM[haproxy]}" --listen "127.0.0.1:${UPSTREAM[nginx]}" \
+    --listen "127.0.0.1:${UPSTREAM[direct]}" \
     --listen-tls "127.0.0.1:${PORT_tls[direct]}" >>"$WORK/echo.log" 2>&1 &
 PID[echo]=$!
-"$B" hep-sink --listen "127.0.0.1:$HEP_PORT" --stats "$HEP_STATS" >>"$WORK/sink.log" 2>&1 &
+taskset -c "$LOAD_CPUS" "$B" hep-sink --listen "127.0.0.1:$HEP_PORT" --stats "$HEP_STATS" >>"$WORK/sink.log" 2>&1 &
 PID[sink]=$!
 wait_port "${UPSTREAM[direct]}"
 wait_port "${PORT_tls[direct]}"
@@ -314,6 +433,7 @@ wanted rr_max && start_spool_relay
 if [[ $SCRAPE != 0 ]]; then
     # One scrape of every heptap every SCRAPE seconds, each line of scrapes.log one answer.
     (
+        taskset -pc "$LOAD_CPUS" "$BASHPID" >/dev/null
         while :; do
             for t in heptap-on heptap-tcp heptap-off heptap-spool; do
                 curl -s -o /dev/null -w '%{http_code}\n' --max-time 2 \
@@ -324,7 +444,7 @@ if [[ $SCRAPE != 0 ]]; then
     ) >>"$WORK/scrapes.log" 2>&1 &
     PID[scraper]=$!
 fi
-TARGETS=(heptap-on heptap-tcp heptap-off haproxy direct)
+TARGETS=(heptap-on heptap-tcp heptap-off haproxy nginx direct)
 for round in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first (or right after another).
     shift_by=$(((round - 1) % ${#TARGETS[@]}))
@@ -340,7 +460,7 @@ for round in $(seq "$ROUNDS"); do
             for target in "${order[@]}" "$SPOOL_RELAY"; do measure "$round" rr "$proto" "$target" --max --duration "$DURATION"; done
             if [[ $proto == "${PROTOS%% *}" ]]; then
                 log "round $round: udp-floor"
-                "$B" udp-floor --sink "127.0.0.1:$HEP_PORT" --hep-stats "$HEP_STATS" --duration "$DURATION" \
+                taskset -c "$LOAD_CPUS" "$B" udp-floor --sink "127.0.0.1:$HEP_PORT" --hep-stats "$HEP_STATS" --duration "$DURATION" \
                     --round "$round" --out "$RESULTS" >>"$WORK/measure.log" 2>&1 ||
                     { log "  FAILED (see $WORK/measure.log)"; KEEP=1; }
             fi
@@ -399,22 +519,48 @@ if [[ $GIT_REV != unknown ]] && ! (cd "$ROOT" && git diff --quiet HEAD -- agent 
     GIT_REV="$GIT_REV (agent/ with uncommitted changes)"
 fi
 GIT_REV=${REV_NOTE:-$GIT_REV}
+if [[ $RELAY_THREADS == 1 ]]; then
+    NGINX_NOTE="nginx \`worker_processes 1\` with \`master_process off\`, so the process measured is the one doing the work"
+else
+    NGINX_NOTE="nginx \`worker_processes $RELAY_THREADS\`, its master and workers measured together"
+fi
+RELAY_SIDE="$RELAY_THREADS thread(s) each (heptap \`[service] workers = $RELAY_THREADS\`, one runtime per worker; HAProxy \`nbthread $RELAY_THREADS\`; $NGINX_NOTE)"
+LOAD_SIDE="the load tool (2 threads), the responder (1 thread), the HEP sink$([[ $SCRAPE != 0 ]] && echo " and the \`/metrics\` scraper" || true)"
+if [[ -z $SHARED_CPUS ]]; then
+    LAYOUT="**CPU layout: the relay and the load on separate cores.** Every relay was pinned with
+taskset to core(s) $RELAY_CPUS with $RELAY_SIDE; they were all started but loaded one at a
+time. Everything else, $LOAD_SIDE, was pinned to core(s) $LOAD_CPUS: nothing of the benchmark
+but the relay under test worked on core(s) $RELAY_CPUS. The \"relay CPU use\" rows tell whether
+the relay's cores or the load's were the limit."
+else
+    LAYOUT="**CPU layout: the relay and the load shared core(s) $SHARED_CPUS** ($(nproc) CPU(s) here,
+none left to give the load cores of its own). Every relay was pinned with taskset to core(s)
+$RELAY_CPUS with $RELAY_SIDE, and $LOAD_SIDE to core(s) $LOAD_CPUS, so the load took CPU from the
+relay it measured."
+fi
 cat >"$WORK/preamble.md" <<EOF
-## Relay: heptap vs HAProxy vs direct (bench/run.sh)
+## Relay: heptap vs HAProxy vs nginx vs direct (bench/run.sh)
 
 Run on $(date -u '+%Y-%m-%d %H:%M UTC'), heptap $GIT_REV, $("$HEPTAP" --version 2>/dev/null | head -n 1),
-$(haproxy -v 2>/dev/null | head -n 1 | sed 's/ - .*//'), Linux $(uname -r),
+$(haproxy -v 2>/dev/null | head -n 1 | sed 's/ - .*//'), $(nginx -v 2>&1 | sed 's/.*: //'), Linux $(uname -r),
 $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')).
 **The machine is shared with other jobs and noisy** (load average $START_LOAD at the start,
 $END_LOAD at the end): absolute figures move from run to run, the ratios taken within the run
-are what to compare. Everything ran on these $(nproc) cores at once: the load tool (2 threads), the
-responder (1 thread), the relay at equal CPU ($RELAY_THREADS threads pinned to cores $RELAY_CPUS for each:
-heptap \`workers = $RELAY_THREADS\`, one runtime per worker; HAProxy \`nbthread $RELAY_THREADS\`) and, for the heptap targets that trace, the HEP sink, all at niceness $NICE to keep other
-jobs' compilers (niceness 0 and 10) from stealing most of the CPU.
+are what to compare. Every process of the benchmark ran at niceness $NICE to keep other jobs'
+compilers (niceness 0 and 10) from stealing most of the CPU.
+
+$LAYOUT
+
+Relay CPU is the user + system time of the relay's own process(es) (/proc/PID/stat) over each
+measurement, so rates and CPU per message, per connection and per MB compare at equal CPU. It
+excludes the HEP sink's: the sink's CPU over each measurement of heptap-on and heptap-tcp is on
+rows of its own (a collector on another host would pay it; but on loopback the kernel charges
+the receive path of each UDP datagram to its sender, see the UDP floor below).
 
 Memory per idle connection: $IDLE_CONNS connections held$([[ $IDLE_CONNS != "$IDLE_ASKED" ]] && echo " (not $IDLE_ASKED: the open-file hard limit here is $NOFILE, and a relay holds two sockets per connection)" || true), one
-request/response on each first; VmRSS of the relay process with them open minus before, divided
-by the count (kernel socket buffers are not in it).
+request/response on each first; VmRSS of the relay's process(es) with them open minus before,
+divided by the count (kernel socket buffers are not in it; nginx allocates its connection table,
+\`worker_connections $NGINX_CONNS\`, at start, so that part of its cost is not in the difference).
 
 Command: \`$COMMAND\` (from the repository root; see the top of bench/run.sh for what each
 measurement does). heptap-on traces connection events (\`[net.tcp]\`/\`[net.tls]\`) and every
@@ -424,9 +570,10 @@ with a collector on another host); heptap-tcp is the same config sending HEP3 ov
 connection to the same sink (heptap batches frames into each write; on loopback each UDP
 datagram also costs the sender the kernel's receive path up to the sink's socket, which a
 collector on another host would pay itself); heptap-off is the
-same config with every \`trace_on = false\`. TLS is terminated by the relay (TLS 1.3,
-AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct TLS is the
-responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that
+same config with every \`trace_on = false\`. HAProxy (\`mode tcp\`) and nginx (\`stream\`
+\`proxy_pass\`) relay bytes with their packaged defaults and no logging. TLS is terminated by the
+relay (TLS 1.3, AES-128-GCM, ECDSA P-256, no resumption), the upstream leg is plain TCP; direct
+TLS is the responder's own rustls. Bulk sends non-SIP bytes, so heptap-on's SIP framer gives up on that
 connection and only its connection events are traced there.
 $([[ $SCRAPE != 0 ]] && echo "
 Every heptap's \`GET /metrics\` (\`[mi] metrics_listen\`) was scraped every $SCRAPE s during the
