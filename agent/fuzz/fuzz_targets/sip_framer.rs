@@ -2,7 +2,8 @@
 //! another: neither panics, both hand out the same messages and counts (framing never depends on
 //! how reads were split), the buffer never exceeds the limits, every message handed out has a
 //! SIP start line and exactly the body its Content-Length declares, and every head reported lost
-//! is a whole SIP head.
+//! is a whole SIP head; the Call-ID and CSeq a message's index locates are those a walk of the
+//! message alone finds.
 //!
 //! Input layout: byte 0 picks the limits (0xff = the defaults, else small ones that are easy to
 //! hit), bytes 1..9 are the read sizes used in turn, the rest is the stream.
@@ -14,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/sip/mod.rs"]
 mod sip;
 
-use sip::{Framed, HeadError, Limits, SipFramer, parse_head, read_head};
+use sip::{Framed, HeadError, HeadIndex, Limits, SipFramer, parse_head, read_head};
 
 fn limits(sel: u8) -> Limits {
     if sel == 0xff {
@@ -32,7 +33,14 @@ fn limits(sel: u8) -> Limits {
 /// a lost message is a whole SIP head.
 fn check(framed: &Framed) {
     let (bytes, declared) = match framed {
-        Framed::Message(msg) => (msg, None),
+        Framed::Message(msg, index) => {
+            // What the framer's walk found is what a walk of the message alone finds, and the
+            // Call-ID it gives is read_head's.
+            assert_eq!(*index, HeadIndex::of(msg));
+            let call_id = read_head(msg).ok().and_then(|h| h.call_id);
+            assert_eq!(index.call_id(msg), call_id);
+            (msg, None)
+        }
         Framed::Oversize {
             head,
             content_length,

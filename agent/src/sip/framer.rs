@@ -15,7 +15,7 @@ use std::mem;
 use bytes::{Bytes, BytesMut};
 use memchr::memchr;
 
-use super::head::{LengthError, content_length, find_head_end, start_line};
+use super::head::{HeadIndex, LengthError, find_head_end, start_line, stream_head};
 
 /// Framing limits: they bound the memory one direction of one connection can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +89,9 @@ impl FramerCounters {
 /// One thing the framer found in the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Framed {
-    /// A whole SIP message: start line, headers, empty line, Content-Length bytes of body.
-    Message(Bytes),
+    /// A whole SIP message: start line, headers, empty line, Content-Length bytes of body; and
+    /// where its Call-ID and CSeq lie, found while framing it (no second walk of its headers).
+    Message(Bytes, HeadIndex),
     /// A message longer than `max_message_bytes`: only its head (start line to empty line), so
     /// the caller can still count or log it; the body passes without being held.
     Oversize {
@@ -196,6 +197,8 @@ enum State {
     Body {
         /// Head plus Content-Length.
         total: usize,
+        /// What the head's walk found.
+        index: HeadIndex,
     },
     /// Passing the body of an oversize message: this many bytes still to skip.
     Skip {
@@ -243,6 +246,8 @@ enum Decision {
         head_end: usize,
         /// The declared body length.
         content_length: u64,
+        /// Where its Call-ID and CSeq lie.
+        index: HeadIndex,
     },
 }
 
@@ -269,24 +274,27 @@ fn decide(win: &[u8], scan: &mut HeadScan, max_header: usize) -> Decision {
         scan.scanned = lf;
     }
     match find_head_end(view, scan.scanned) {
-        Ok(head_end) => match content_length(&view[scan.start_line_end..head_end]) {
-            Ok(Some(content_length)) => Decision::Frame {
-                head_end,
-                content_length,
-            },
-            Ok(None) => Decision::NoLength {
-                head_end,
-                reason: LostReason::NoContentLength,
-            },
-            Err(LengthError::NotANumber) => Decision::NoLength {
-                head_end,
-                reason: LostReason::BadContentLength,
-            },
-            Err(LengthError::Disagree { first, other }) => Decision::NoLength {
-                head_end,
-                reason: LostReason::ConflictingContentLength { first, other },
-            },
-        },
+        Ok(head_end) => {
+            match stream_head(&view[scan.start_line_end..head_end], scan.start_line_end) {
+                (Ok(Some(content_length)), index) => Decision::Frame {
+                    head_end,
+                    content_length,
+                    index,
+                },
+                (Ok(None), _) => Decision::NoLength {
+                    head_end,
+                    reason: LostReason::NoContentLength,
+                },
+                (Err(LengthError::NotANumber), _) => Decision::NoLength {
+                    head_end,
+                    reason: LostReason::BadContentLength,
+                },
+                (Err(LengthError::Disagree { first, other }), _) => Decision::NoLength {
+                    head_end,
+                    reason: LostReason::ConflictingContentLength { first, other },
+                },
+            }
+        }
         Err(_) if full => Decision::HeadTooLong {
             last_line_end: memchr::memrchr(b'\n', view).map_or(0, |lf| lf + 1),
         },
@@ -361,7 +369,7 @@ impl SipFramer {
     /// heads).
     pub fn push(&mut self, data: &[u8], mut on_msg: impl FnMut(Bytes)) {
         self.push_framed(data, |framed| {
-            if let Framed::Message(msg) = framed {
+            if let Framed::Message(msg, _) = framed {
                 on_msg(msg);
             }
         });
@@ -374,7 +382,9 @@ impl SipFramer {
             let used = match self.state {
                 State::Idle => self.idle(data, &mut on_framed),
                 State::Head(scan) => self.head_buffered(data, scan, &mut on_framed),
-                State::Body { total } => self.body_buffered(data, total, &mut on_framed),
+                State::Body { total, index } => {
+                    self.body_buffered(data, total, index, &mut on_framed)
+                }
                 State::Skip { remaining } => self.skip(data, remaining),
                 State::Resync { skipped } => self.resync(data, skipped, &mut on_framed),
                 State::Stopped => return,
@@ -468,7 +478,8 @@ impl SipFramer {
             Decision::Frame {
                 head_end,
                 content_length,
-            } => self.frame_direct(win, head_end, content_length, on_framed),
+                index,
+            } => self.frame_direct(win, (head_end, content_length, index), on_framed),
         };
         at + used
     }
@@ -478,8 +489,7 @@ impl SipFramer {
     fn frame_direct(
         &mut self,
         win: &[u8],
-        head_end: usize,
-        content_length: u64,
+        (head_end, content_length, index): (usize, u64, HeadIndex),
         on_framed: &mut impl FnMut(Framed),
     ) -> usize {
         let Some(total) = self.message_len(head_end, content_length) else {
@@ -488,12 +498,12 @@ impl SipFramer {
         };
         if let Some(msg) = win.get(..total) {
             self.counts.messages += 1;
-            on_framed(Framed::Message(Bytes::copy_from_slice(msg)));
+            on_framed(Framed::Message(Bytes::copy_from_slice(msg), index));
             total
         } else {
             self.buf = BytesMut::with_capacity(total);
             self.buf.extend_from_slice(win);
-            self.state = State::Body { total };
+            self.state = State::Body { total, index };
             win.len()
         }
     }
@@ -548,6 +558,7 @@ impl SipFramer {
             Decision::Frame {
                 head_end,
                 content_length,
+                index,
             } => {
                 let Some(total) = self.message_len(head_end, content_length) else {
                     let head = Bytes::copy_from_slice(&self.buf[..head_end]);
@@ -561,7 +572,7 @@ impl SipFramer {
                     self.buf.clear();
                     self.state = State::Idle;
                     self.counts.messages += 1;
-                    on_framed(Framed::Message(msg));
+                    on_framed(Framed::Message(msg, index));
                     used_up_to(total)
                 } else {
                     if self.buf.capacity() < total {
@@ -569,7 +580,7 @@ impl SipFramer {
                         exact.extend_from_slice(&self.buf);
                         self.buf = exact;
                     }
-                    self.state = State::Body { total };
+                    self.state = State::Body { total, index };
                     take
                 }
             }
@@ -582,6 +593,7 @@ impl SipFramer {
         &mut self,
         data: &[u8],
         total: usize,
+        index: HeadIndex,
         on_framed: &mut impl FnMut(Framed),
     ) -> usize {
         let take = data.len().min(total.saturating_sub(self.buf.len()));
@@ -589,7 +601,7 @@ impl SipFramer {
         if self.buf.len() >= total {
             self.counts.messages += 1;
             self.state = State::Idle;
-            on_framed(Framed::Message(mem::take(&mut self.buf).freeze()));
+            on_framed(Framed::Message(mem::take(&mut self.buf).freeze(), index));
         }
         take
     }

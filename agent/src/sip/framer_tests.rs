@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{Framed, FramerCounters, Limits, LostReason, SipFramer, parse_head};
+use super::{Framed, FramerCounters, HeadIndex, Limits, LostReason, SipFramer, parse_head};
 
 const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK776asdhds\r\n\
@@ -30,6 +30,11 @@ fn frame(framer: &mut SipFramer, reads: &[&[u8]]) -> Vec<Bytes> {
         framer.push(read, |msg| out.push(msg));
     }
     out
+}
+
+/// A message as the framer hands it out, its index from a walk of its own.
+fn framed_message(msg: &'static [u8]) -> Framed {
+    Framed::Message(Bytes::from_static(msg), HeadIndex::of(msg))
 }
 
 fn framer() -> SipFramer {
@@ -211,7 +216,7 @@ fn a_head_whose_length_is_unknown_is_reported_lost_with_the_head_whatever_the_re
             Some(no_length),
         ),
         lost(LostReason::BadContentLength, bad.len(), Some(bad)),
-        Framed::Message(Bytes::from_static(OK)),
+        framed_message(OK),
     ];
     for step in [1, 5, 33, stream.len()] {
         let mut f = framer();
@@ -229,9 +234,9 @@ fn garbage_is_reported_once_per_loss_then_skipped_quietly() {
         framed(&mut f, &[&stream]),
         [
             lost(LostReason::NotSip, 16, None),
-            Framed::Message(Bytes::from_static(OK)),
+            framed_message(OK),
             lost(LostReason::NotSip, 5, None),
-            Framed::Message(Bytes::from_static(OK)),
+            framed_message(OK),
         ]
     );
 }
@@ -296,7 +301,7 @@ fn an_oversize_message_offers_its_head_and_skips_its_body_without_holding_it() {
                 head: Bytes::from_static(head),
                 content_length: 5000
             },
-            Framed::Message(Bytes::from_static(OK)),
+            framed_message(OK),
         ]
     );
     assert_eq!(f.counters().oversize, 1);

@@ -234,17 +234,101 @@ pub fn is_keepalive(msg: &[u8]) -> bool {
     !msg.is_empty() && msg.iter().all(|&b| b == b'\r' || b == b'\n')
 }
 
-/// The Content-Length a stream message's header section declares: `Ok(None)` if it has none,
-/// `Err` if a value is not a number or two values disagree. `section` is what follows the start
-/// line, up to and including the empty line.
-pub(crate) fn content_length(section: &[u8]) -> Result<Option<u64>, LengthError> {
+/// The Content-Length a stream message's header section declares (`Ok(None)` if it has none,
+/// `Err` if a value is not a number or two values disagree), and, from the same walk, where its
+/// first Call-ID and CSeq values lie. `section` is what follows the start line, up to and
+/// including the empty line; it starts `base` bytes into the message.
+pub(crate) fn stream_head(
+    section: &[u8],
+    base: usize,
+) -> (Result<Option<u64>, LengthError>, HeadIndex) {
     let mut lengths = Lengths::default();
+    let mut index = HeadIndex::default();
+    let span = |field: &Field<'_>| Span::new(base + field.at, field.value.len());
     for field in Fields::new(section) {
         if is_name(field.name, b"content-length", b"l") {
             lengths.add(field.value);
+        } else if is_name(field.name, b"call-id", b"i") {
+            if index.call_id.is_none() {
+                index.call_id = span(&field);
+            }
+        } else if field.name.eq_ignore_ascii_case(b"cseq") && index.cseq.is_none() {
+            index.cseq = span(&field);
         }
     }
-    lengths.agreed()
+    (lengths.agreed(), index)
+}
+
+/// Where a value lies in a message: `start..end` (u32, so an index costs the framer's state
+/// little); `start == 0` means absent, since a start line always comes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The span of `len` bytes at `start`, or absent if either does not fit in a u32 (a head
+    /// is bounded by `max_header_bytes`, far below).
+    fn new(start: usize, len: usize) -> Self {
+        match (u32::try_from(start), u32::try_from(start + len)) {
+            (Ok(start), Ok(end)) => Span { start, end },
+            _ => Span::default(),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.start == 0
+    }
+
+    /// The value in `msg`, if present and UTF-8.
+    fn get<'a>(&self, msg: &'a [u8]) -> Option<&'a str> {
+        if self.is_none() {
+            return None;
+        }
+        let range = usize::try_from(self.start).ok()?..usize::try_from(self.end).ok()?;
+        std::str::from_utf8(msg.get(range)?).ok()
+    }
+}
+
+/// What the framer's one walk of a stream message's headers found, so the tracer and routes
+/// read a framed message's Call-ID and CSeq without walking its headers again: the first
+/// `Call-ID` (or `i`) and the first `CSeq` value, trimmed as [`header`] gives them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadIndex {
+    call_id: Span,
+    cseq: Span,
+}
+
+impl HeadIndex {
+    /// The index of a whole message read on its own (a WS frame; tests): one walk of its
+    /// headers, as the framer's.
+    pub fn of(msg: &[u8]) -> Self {
+        match memchr(b'\n', msg) {
+            Some(lf) => stream_head(&msg[lf + 1..], lf + 1).1,
+            None => HeadIndex::default(),
+        }
+    }
+
+    /// `header(msg, "Call-ID")`, without a walk: `None` when the message has none (or it is not
+    /// UTF-8).
+    pub fn call_id_header<'a>(&self, msg: &'a [u8]) -> Option<&'a str> {
+        self.call_id.get(msg)
+    }
+
+    /// `header(msg, "CSeq")`, without a walk.
+    pub fn cseq_header<'a>(&self, msg: &'a [u8]) -> Option<&'a str> {
+        self.cseq.get(msg)
+    }
+
+    /// The Call-ID for HEP chunk 0x0011 as [`read_head`] reads it (the first non-empty one):
+    /// from the index, unless the first Call-ID header is empty and a later one may not be.
+    pub fn call_id<'a>(&self, msg: &'a [u8]) -> Option<&'a str> {
+        if !self.call_id.is_none() && self.call_id.start == self.call_id.end {
+            return read_head(msg).ok().and_then(|h| h.call_id);
+        }
+        self.call_id.get(msg)
+    }
 }
 
 /// Where the header section of the head starting at `buf[0]` ends (just past its empty line), or
@@ -358,12 +442,20 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 /// Without leading and trailing SP, HT, CR, LF (LWS, including the line ends of folded lines).
 fn trim_lws(bytes: &[u8]) -> &[u8] {
     let is_lws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    let start = bytes.iter().position(|b| !is_lws(b)).unwrap_or(bytes.len());
+    let start = lws_lead(bytes);
     let end = bytes
         .iter()
         .rposition(|b| !is_lws(b))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// How many LWS bytes `bytes` starts with (where [`trim_lws`]'s result begins).
+fn lws_lead(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(bytes.len())
 }
 
 /// One header field: its name (trailing whitespace trimmed) and its value (LWS trimmed, folded
@@ -374,6 +466,8 @@ struct Field<'a> {
     name: &'a [u8],
     /// The value, possibly spanning folded lines.
     value: &'a [u8],
+    /// Where the value starts in the section.
+    at: usize,
 }
 
 /// Iterates the header fields of a header section, stopping after the empty line. Lines without
@@ -431,12 +525,15 @@ impl<'a> Iterator for Fields<'a> {
             while matches!(rest.get(end), Some(b' ' | b'\t')) {
                 end += line_at(&rest[end..]).1;
             }
+            let line_start = self.pos;
             self.pos += end;
             let field = &rest[..end];
             if let Some(colon) = memchr(b':', field) {
+                let after = &field[colon + 1..];
                 return Some(Field {
                     name: trim_lws(&field[..colon]),
-                    value: trim_lws(&field[colon + 1..]),
+                    value: trim_lws(after),
+                    at: line_start + colon + 1 + lws_lead(after),
                 });
             }
         }
@@ -560,6 +657,25 @@ mod tests {
     }
 
     #[test]
+    fn the_index_gives_what_a_walk_of_the_headers_gives() {
+        for msg in [
+            &b"INVITE sip:b@x SIP/2.0\r\ni:  c1@h \r\nCSeq: 1\r\n  INVITE\r\nl: 0\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\r\nCall-ID:\r\nCall-ID: later\r\nCSeq: 2 BYE\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nCall-ID: \xff\r\n\r\n",
+            b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\nCall-ID: body\r\n",
+            b"OPTIONS sip:x SIP/2.0",
+        ] {
+            let index = HeadIndex::of(msg);
+            assert_eq!(index.call_id_header(msg), header(msg, "Call-ID"), "{msg:?}");
+            assert_eq!(index.cseq_header(msg), header(msg, "CSeq"), "{msg:?}");
+            let read = read_head(msg).ok().and_then(|h| h.call_id);
+            assert_eq!(index.call_id(msg), read, "{msg:?}");
+        }
+        let msg = b"SIP/2.0 200 OK\r\nCall-ID:\r\nCall-ID: later\r\n\r\n";
+        assert_eq!(HeadIndex::of(msg).call_id(msg), Some("later"));
+    }
+
+    #[test]
     fn version_is_case_insensitive_and_reason_is_optional() {
         assert_eq!(
             start_line(b"sip/2.0 486"),
@@ -598,14 +714,14 @@ mod tests {
 
     #[test]
     fn content_length_says_why_it_cannot_frame() {
-        assert_eq!(content_length(b"l: 5\r\n\r\n"), Ok(Some(5)));
-        assert_eq!(content_length(b"X: y\r\n\r\n"), Ok(None));
+        assert_eq!(stream_head(b"l: 5\r\n\r\n", 0).0, Ok(Some(5)));
+        assert_eq!(stream_head(b"X: y\r\n\r\n", 0).0, Ok(None));
         assert_eq!(
-            content_length(b"l: 5\r\nContent-Length: 0\r\nl: 7\r\n\r\n"),
+            stream_head(b"l: 5\r\nContent-Length: 0\r\nl: 7\r\n\r\n", 0).0,
             Err(LengthError::Disagree { first: 5, other: 0 })
         );
         assert_eq!(
-            content_length(b"l: 5\r\nl: five\r\n\r\n"),
+            stream_head(b"l: 5\r\nl: five\r\n\r\n", 0).0,
             Err(LengthError::NotANumber)
         );
     }

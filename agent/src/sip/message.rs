@@ -1,21 +1,33 @@
 //! One SIP message as routes and dynamic traces read it: the start line and headers the framer
-//! cut out, looked up only when asked (a route that reads no SIP value parses no header).
+//! cut out, looked up only when asked (a route that reads no SIP value parses no header). The
+//! Call-ID and CSeq come from where the framer's walk found them ([`HeadIndex`]); any other
+//! header is one walk of the headers per lookup.
 
 use heptap_filters::{SipInspect, SipStart};
 
-use super::head::{Kind, header, request_uri, start_kind};
+use super::head::{HeadIndex, Kind, header, request_uri, start_kind};
 
 /// A whole SIP message (a framed stream message or one WS data frame), read lazily.
 #[derive(Clone, Copy, Debug)]
 pub struct SipMessage<'a> {
     /// The message's bytes, start line first.
     bytes: &'a [u8],
+    /// Where its Call-ID and CSeq lie, when known.
+    index: Option<HeadIndex>,
 }
 
 impl<'a> SipMessage<'a> {
-    /// The message in `bytes`.
+    /// The message in `bytes`; every header is looked up by a walk.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes }
+        Self { bytes, index: None }
+    }
+
+    /// The message in `bytes` whose Call-ID and CSeq `index` locates (the framer's).
+    pub fn indexed(bytes: &'a [u8], index: HeadIndex) -> Self {
+        Self {
+            bytes,
+            index: Some(index),
+        }
     }
 }
 
@@ -31,7 +43,11 @@ impl SipInspect for SipMessage<'_> {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        header(self.bytes, name)
+        match self.index {
+            Some(index) if name.eq_ignore_ascii_case("Call-ID") => index.call_id_header(self.bytes),
+            Some(index) if name.eq_ignore_ascii_case("CSeq") => index.cseq_header(self.bytes),
+            _ => header(self.bytes, name),
+        }
     }
 }
 
@@ -68,6 +84,16 @@ mod tests {
         assert_eq!(m.header("Call-ID"), Some("c1@host"));
         assert_eq!(m.header("X-Absent"), None);
         assert_eq!(sip_fields::method(&m), Some("INVITE"));
+    }
+
+    #[test]
+    fn an_indexed_message_reads_as_one_walked() {
+        let indexed = SipMessage::indexed(INVITE, HeadIndex::of(INVITE));
+        let walked = SipMessage::new(INVITE);
+        for name in ["Call-ID", "call-id", "CSeq", "cseq", "From", "i"] {
+            assert_eq!(indexed.header(name), walked.header(name), "{name}");
+        }
+        assert_eq!(sip_fields::method(&indexed), Some("INVITE"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod head;
 mod message;
 
 pub use framer::{Framed, FramerCounters, Limits, LostReason, SipFramer};
-pub use head::{HeadError, Kind, SipHead, is_keepalive, parse_head, read_head};
+pub use head::{HeadError, HeadIndex, Kind, SipHead, is_keepalive, parse_head, read_head};
 pub use message::SipMessage;
 
 #[cfg(test)]

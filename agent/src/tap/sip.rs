@@ -28,7 +28,8 @@ use heptap_hep::{NetProto, TraceMessage, proto_type};
 use super::events::{Direction, Leg};
 use crate::clock::split;
 use crate::sip::{
-    Framed, FramerCounters, Limits, LostReason, SipFramer, SipMessage, is_keepalive, read_head,
+    Framed, FramerCounters, HeadIndex, Limits, LostReason, SipFramer, SipMessage, is_keepalive,
+    read_head,
 };
 use crate::stats::Counter;
 use crate::tracer::{SipEvent, SipTraced, Tracer};
@@ -206,11 +207,18 @@ impl<'a> SipConn<'a> {
         }
     }
 
-    /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so. One too large
-    /// for a HEP packet is reported lost, and its head traced.
-    pub fn message(&self, tracer: &Tracer, dir: Direction, msg: Bytes, read_at: u64) {
+    /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so; `index`
+    /// locates its Call-ID and CSeq. One too large for a HEP packet is reported lost, and its
+    /// head traced.
+    pub fn message(
+        &self,
+        tracer: &Tracer,
+        dir: Direction,
+        (msg, index): (Bytes, HeadIndex),
+        read_at: u64,
+    ) {
         self.stats.count(&msg);
-        let traced = self.trace(tracer, dir, &msg, read_at);
+        let traced = self.trace(tracer, dir, (&msg, index), read_at);
         if traced.is_none() {
             self.stats.switched_off.inc();
         }
@@ -247,15 +255,23 @@ impl<'a> SipConn<'a> {
             .sip_framing_lost(tracer, dir, reason, bytes);
         if let Some(head) = head {
             // A head too large for HEP is counted as oversize there; nothing more to say.
-            let _ = self.trace(tracer, dir, &head, read_at);
+            let index = HeadIndex::of(&head);
+            let _ = self.trace(tracer, dir, (&head, index), read_at);
         }
     }
 
-    /// Hands `msg` to the destinations that want it (None when nothing does).
-    fn trace(&self, tracer: &Tracer, dir: Direction, msg: &Bytes, read_at: u64) -> Option<Traced> {
+    /// Hands `msg` to the destinations that want it (None when nothing does); `index` locates
+    /// its Call-ID and CSeq, so neither the filters nor the packet walk its headers again.
+    fn trace(
+        &self,
+        tracer: &Tracer,
+        dir: Direction,
+        (msg, index): (&Bytes, HeadIndex),
+        read_at: u64,
+    ) -> Option<Traced> {
         let settings = &*self.settings;
         let ev = SipEvent {
-            msg: SipMessage::new(msg),
+            msg: SipMessage::indexed(msg, index),
             conn: ConnInfo {
                 remote: self.client,
                 local: self.listen,
@@ -267,7 +283,7 @@ impl<'a> SipConn<'a> {
         };
         let traced = tracer.sip(&ev, || {
             // Read as the proxy reads it: disagreeing Content-Lengths still give a Call-ID.
-            let call_id = read_head(msg).ok().and_then(|h| h.call_id);
+            let call_id = index.call_id(msg);
             if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
                 return Err(Traced::TooLarge);
             }
@@ -313,7 +329,8 @@ impl<'a> SipConn<'a> {
             self.stats.keepalives.inc();
             return;
         }
-        self.message(tracer, dir, msg, read_at);
+        let index = HeadIndex::of(&msg);
+        self.message(tracer, dir, (msg, index), read_at);
         // Counted once its tracing is decided, as the framer's counters are.
         self.stats.messages.inc();
     }
@@ -363,7 +380,7 @@ impl Observe for SipObserver<'_> {
         let mut messages = 0;
         self.framer.push_framed(data, |framed| {
             match framed {
-                Framed::Message(msg) => conn.message(tracer, dir, msg, read_at),
+                Framed::Message(msg, index) => conn.message(tracer, dir, (msg, index), read_at),
                 Framed::Oversize {
                     head,
                     content_length,
