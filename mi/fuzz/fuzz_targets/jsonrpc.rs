@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use heptap_hep::{NetProto, TraceMessage};
 use heptap_mi::{
-    Control, DestinationInfo, LogLevel, Mi, MiSettings, Origin, ProcessInfo, ReloadRefused,
-    ReloadReport, Statistic, TextParam, TraceIdInfo, UnknownTraceId,
+    ConnLeg, ConnState, Control, DestinationInfo, LogLevel, Mi, MiSettings, Origin, ProcessInfo,
+    ReloadRefused, ReloadReport, Statistic, TcpConnInfo, TcpConnList, TextParam, TraceIdInfo,
+    UnknownTraceId,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
@@ -97,6 +98,30 @@ impl Control for Stub {
         true
     }
     fn trace_mi(&self, _msg: TraceMessage) {}
+    fn tcp_connections(&self, proto: Option<NetProto>, max: usize) -> TcpConnList {
+        let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_765_000_000);
+        let leg = |conn_id, remote: &str| ConnLeg {
+            conn_id,
+            proto: NetProto::Tcp,
+            remote: remote.parse().unwrap(),
+            local: "127.0.0.1:5062".parse().unwrap(),
+        };
+        let conn = TcpConnInfo {
+            listener: "edge".into(),
+            state: ConnState::Relaying,
+            client: leg(7, "10.0.0.9:40000"),
+            upstream: Some(leg(8, "127.0.0.1:5060")),
+            expires: None,
+            since,
+            bytes_in: 10,
+            bytes_out: 20,
+        };
+        let wanted = proto.is_none_or(|p| p == NetProto::Tcp);
+        TcpConnList {
+            listed: [conn].into_iter().filter(|_| wanted).take(max).collect(),
+            total: usize::from(wanted),
+        }
+    }
 }
 
 struct Harness {
