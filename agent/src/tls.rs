@@ -405,8 +405,8 @@ pub struct PinnedCertificate {
     pin: Sha256Fingerprint,
     /// Whose certificate it checks.
     peer: TlsPeer,
-    /// The provider's signature algorithms.
-    provider: Arc<CryptoProvider>,
+    /// Checks the handshake signatures, as for `tls_verify = false`.
+    signatures: AcceptAnyServerCertificate,
 }
 
 impl PinnedCertificate {
@@ -415,7 +415,7 @@ impl PinnedCertificate {
         Arc::new(Self {
             pin,
             peer,
-            provider: provider(),
+            signatures: AcceptAnyServerCertificate(provider()),
         })
     }
 }
@@ -448,12 +448,7 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -462,18 +457,11 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 

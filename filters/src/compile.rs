@@ -428,16 +428,8 @@ impl Compiler<'_> {
         other: Val<'_>,
         other_at: usize,
     ) -> Cond {
-        let equal = match op {
-            CmpOp::Eq => true,
-            CmpOp::Ne => false,
-            _ => {
-                self.report(
-                    op_at,
-                    format!("operator {} does not apply to addresses", op.as_str()),
-                );
-                return Cond::Const(false);
-            }
+        let Some(equal) = self.equality(op, op_at, "addresses") else {
+            return Cond::Const(false);
         };
         match other {
             Val::Str(lit) => {
@@ -527,17 +519,24 @@ impl Compiler<'_> {
         Cond::Int { lhs, op, rhs }
     }
 
-    fn compare_proto(&mut self, op: CmpOp, op_at: usize, other: Val<'_>, other_at: usize) -> Cond {
-        let equal = match op {
-            CmpOp::Eq => true,
-            CmpOp::Ne => false,
+    /// `==` (true) or `!=` (false); any other operator is reported as not applying to `what`.
+    fn equality(&mut self, op: CmpOp, op_at: usize, what: &str) -> Option<bool> {
+        match op {
+            CmpOp::Eq => Some(true),
+            CmpOp::Ne => Some(false),
             _ => {
                 self.report(
                     op_at,
-                    format!("operator {} does not apply to $proto", op.as_str()),
+                    format!("operator {} does not apply to {what}", op.as_str()),
                 );
-                return Cond::Const(false);
+                None
             }
+        }
+    }
+
+    fn compare_proto(&mut self, op: CmpOp, op_at: usize, other: Val<'_>, other_at: usize) -> Cond {
+        let Some(equal) = self.equality(op, op_at, "$proto") else {
+            return Cond::Const(false);
         };
         match other {
             Val::Str(lit) => match ProtoName::find(&lit.value) {
@@ -599,19 +598,8 @@ impl Compiler<'_> {
         other: Val<'_>,
         other_at: usize,
     ) -> Cond {
-        let equal = match op {
-            CmpOp::Eq => true,
-            CmpOp::Ne => false,
-            _ => {
-                self.report(
-                    op_at,
-                    format!(
-                        "operator {} does not apply to SIP text; use ==, !=, =~ or !~",
-                        op.as_str()
-                    ),
-                );
-                return Cond::Const(false);
-            }
+        let Some(equal) = self.equality(op, op_at, "SIP text; use ==, !=, =~ or !~") else {
+            return Cond::Const(false);
         };
         let text = match other {
             Val::Str(lit) => lit.value.clone(),

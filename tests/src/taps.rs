@@ -103,6 +103,16 @@ pub async fn run(config: Config) -> Running {
         .expect("heptap starts")
 }
 
+/// A config written by a test as TOML; a refusal panics showing the error and the text.
+pub fn parse(text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Starts heptap in-process on a config written as TOML.
+pub async fn run_toml(text: &str) -> Running {
+    run(parse(text)).await
+}
+
 /// Starts heptap on [`tap_config`].
 pub async fn run_tap(
     proto: &str,

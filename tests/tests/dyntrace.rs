@@ -10,13 +10,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use heptap::LogHandle;
-use heptap::{Running, Stop, start};
-use heptap_config::Config;
+use heptap::{Running, Stop};
 use heptap_hep::Packet;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation};
 use heptap_tests::mi_cli::opensips_cli as cli;
 use heptap_tests::sip::{MirrorUpstream, is_sip, play_call};
+use heptap_tests::taps::run_toml;
 use tokio::net::TcpStream;
 
 fn toml(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch) -> String {
@@ -38,13 +37,6 @@ sip_trace_id = "tid2"
 "#,
         mi = dir.mi_toml(true)
     )
-}
-
-async fn run(text: &str) -> Running {
-    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    start(config, LogHandle::detached())
-        .await
-        .expect("heptap starts")
 }
 
 fn call_ids(packets: &[Packet]) -> Vec<String> {
@@ -75,7 +67,7 @@ async fn a_dynamic_trace_of_one_caller_reaches_only_its_destination_and_stops() 
     let mut col = UdpCollector::bind().await;
     let mut dynamic = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir)).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir)).await;
 
     let uri = format!("uri=hep:{}; transport=udp", dynamic.addr);
     let (code, out) = cli(
@@ -156,7 +148,7 @@ async fn a_message_scope_trace_by_client_address_to_an_existing_hep_id() {
     let up = MirrorUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir)).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir)).await;
     // To the configured `col`, by name: every message of clients from 127.0.0.1 is traced a
     // second time there.
     let (code, out) = cli(
@@ -192,7 +184,7 @@ async fn bad_trace_start_parameters_get_clear_mi_errors() {
     let up = MirrorUpstream::bind().await;
     let col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir)).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir)).await;
     let start = |args: &'static [&'static str]| {
         let mut all = vec!["mi", "trace_start"];
         all.extend_from_slice(args);

@@ -15,7 +15,7 @@ use heptap_mi::Params;
 use heptap_testkit::{eventually, prometheus_python};
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT};
 use heptap_tests::sip::{SipUpstream, is_sip, play_dialog, sip_packets};
-use heptap_tests::taps::run;
+use heptap_tests::taps::{self, run};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,7 +32,7 @@ fn config(upstream: SocketAddr, collector: SocketAddr, dir: &Scratch) -> Config 
          [net.tcp]\ntrace_on = true\ntrace_destination = \"homer\"\n\
          {mi}metrics_listen = \"127.0.0.1:0\"\n"
     );
-    Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config refused:\n{e}\n{text}"))
+    taps::parse(&text)
 }
 
 /// One HTTP/1.1 request with `Connection: close`: the status and the body.

@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use heptap::LogHandle;
-use heptap::{Running, Stop, start, start_with_source};
+use heptap::{Running, Stop, start_with_source};
 use heptap_config::{Config, Source};
 use heptap_hep::Packet;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation, event_of, payload_json};
 use heptap_tests::heptap_bin;
 use heptap_tests::mi_cli::opensips_cli as cli;
 use heptap_tests::sip::{SipUpstream, options, read_message};
+use heptap_tests::taps::run_toml;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -52,13 +53,6 @@ trace_destination = "col"
     )
 }
 
-async fn run(text: &str) -> Running {
-    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    start(config, LogHandle::detached())
-        .await
-        .expect("heptap starts")
-}
-
 fn is_sip(p: &Packet) -> bool {
     p.proto_type == Some(1)
 }
@@ -84,7 +78,7 @@ async fn opensips_cli_sip_trace_tid2_off_stops_sip_packets_and_on_restarts_them(
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir, "")).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir, "")).await;
     let mut client = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();
     ping(&mut client).await;
     col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 2)
@@ -120,7 +114,7 @@ async fn opensips_cli_which_ps_get_statistics_and_tcp_trace_work_against_heptap(
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir, "")).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir, "")).await;
     let mut client = TcpStream::connect(h.listen_addrs()[0]).await.unwrap();
     ping(&mut client).await;
     col.until(WAIT, |g| g.iter().filter(|p| is_sip(p)).count() >= 2)
@@ -191,7 +185,7 @@ async fn mi_requests_and_replies_are_traced_as_proto_87_with_a_shared_micorr_id(
     let up = SipUpstream::bind().await;
     let mut col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(
+    let h = run_toml(&toml(
         up.addr,
         col.addr,
         &dir,
@@ -283,7 +277,7 @@ async fn heptap_fifo_and_heptap_mi_print_replies_and_exit_nonzero_on_errors() {
     let up = SipUpstream::bind().await;
     let col = UdpCollector::bind().await;
     let dir = Scratch::new();
-    let h = run(&toml(up.addr, col.addr, &dir, "")).await;
+    let h = run_toml(&toml(up.addr, col.addr, &dir, "")).await;
     let fifo = h.mi_fifo().unwrap().clone();
     let url = format!("http://{}/mi", h.mi_http_addr().unwrap());
     let fifo_args = |cmd: &'static [&'static str]| {

@@ -12,14 +12,13 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use futures_util::{SinkExt, StreamExt};
 use heptap::{LogHandle, Running, Stop, start};
-use heptap_config::Config;
 use heptap_hep::{Packet, decode};
 use heptap_testkit::eventually;
 use heptap_tests::collector::{EchoUpstream, Scratch, WAIT, correlation};
 use heptap_tests::events::opensips_net_packet;
 use heptap_tests::mi_cli::opensips_cli as cli;
 use heptap_tests::sip::{SipUpstream, options, read_message};
-use heptap_tests::taps::statistic;
+use heptap_tests::taps::{parse, statistic};
 use heptap_tests::ws::{Behaviour, WsUpstream, client, upgrade_request};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -116,7 +115,7 @@ async fn heptap_with(
          upstream = \"{upstream}\"\n{listener_keys}\n\n{net}\n{}{mi_keys}\n",
         dir.mi_toml(true)
     );
-    let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let config = parse(&text);
     assert!(
         config.hep.homer5_on,
         "homer5_on defaults to 1, as OpenSIPS's"

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use heptap::LogHandle;
 use heptap::{Stop, start};
-use heptap_config::Config;
 use heptap_hep::Packet;
 use heptap_testkit::eventually;
 use heptap_tests::collector::{Scratch, UdpCollector, WAIT, correlation};
 use heptap_tests::sip::{MirrorUpstream, call_request, is_sip, play_call, read_message};
+use heptap_tests::taps::{parse, run_toml};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -82,8 +82,7 @@ async fn a_route_traces_only_one_callers_invite_dialogs_from_one_address() {
     let mut alice_col = UdpCollector::bind().await;
     let dir = Scratch::new();
     let text = toml(&dir, (up.addr, col.addr, alice_col.addr), ONE_CALLER);
-    let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let h = start(config, LogHandle::detached()).await.unwrap();
+    let h = run_toml(&text).await;
     let listen = h.listen_addrs()[0];
 
     // Carol from the right address, alice from another one: nothing is traced.
@@ -118,8 +117,7 @@ async fn a_route_traces_only_one_callers_invite_dialogs_from_one_address() {
 
 /// What `start` says of a config whose routes are wrong.
 async fn refused(text: &str) -> String {
-    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    match start(config, LogHandle::detached()).await {
+    match start(parse(text), LogHandle::detached()).await {
         Ok(h) => {
             h.shutdown(Stop::Immediate).await;
             panic!("started with {text}")

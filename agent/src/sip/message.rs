@@ -5,7 +5,7 @@
 
 use heptap_filters::{SipInspect, SipStart};
 
-use super::head::{HeadIndex, Kind, header, request_uri, start_kind};
+use super::head::{HeadIndex, Kind, header, read_head, request_uri, start_kind};
 
 /// A whole SIP message (a framed stream message or one WS data frame), read lazily.
 #[derive(Clone, Copy, Debug)]
@@ -22,11 +22,17 @@ impl<'a> SipMessage<'a> {
         Self { bytes, index: None }
     }
 
-    /// The message in `bytes` whose Call-ID and CSeq `index` locates (the framer's).
-    pub fn indexed(bytes: &'a [u8], index: HeadIndex) -> Self {
-        Self {
-            bytes,
-            index: Some(index),
+    /// The message in `bytes` whose Call-ID and CSeq `index` locates (the framer's), or, with
+    /// `None` (a WS frame), one whose headers are walked only when asked.
+    pub fn indexed(bytes: &'a [u8], index: Option<HeadIndex>) -> Self {
+        Self { bytes, index }
+    }
+
+    /// The Call-ID for HEP chunk 0x0011, as [`read_head`] reads it (the first non-empty one).
+    pub fn call_id(&self) -> Option<&'a str> {
+        match self.index {
+            Some(index) => index.call_id(self.bytes),
+            None => read_head(self.bytes).ok().and_then(|h| h.call_id),
         }
     }
 }
@@ -88,12 +94,14 @@ mod tests {
 
     #[test]
     fn an_indexed_message_reads_as_one_walked() {
-        let indexed = SipMessage::indexed(INVITE, HeadIndex::of(INVITE));
+        let indexed = SipMessage::indexed(INVITE, Some(HeadIndex::of(INVITE)));
         let walked = SipMessage::new(INVITE);
         for name in ["Call-ID", "call-id", "CSeq", "cseq", "From", "i"] {
             assert_eq!(indexed.header(name), walked.header(name), "{name}");
         }
         assert_eq!(sip_fields::method(&indexed), Some("INVITE"));
+        assert_eq!(indexed.call_id(), Some("c1@host"));
+        assert_eq!(walked.call_id(), Some("c1@host"));
     }
 
     #[test]

@@ -208,13 +208,14 @@ impl<'a> SipConn<'a> {
     }
 
     /// Traces one whole SIP message read at `read_at` (µs), if the tracer says so; `index`
-    /// locates its Call-ID and CSeq. One too large for a HEP packet is reported lost, and its
+    /// (the framer's) locates its Call-ID and CSeq, and without one (a WS frame) its headers are
+    /// read only if it is traced. One too large for a HEP packet is reported lost, and its
     /// head traced.
     pub fn message(
         &self,
         tracer: &Tracer,
         dir: Direction,
-        (msg, index): (Bytes, HeadIndex),
+        (msg, index): (Bytes, Option<HeadIndex>),
         read_at: u64,
     ) {
         self.stats.count(&msg);
@@ -255,23 +256,24 @@ impl<'a> SipConn<'a> {
             .sip_framing_lost(tracer, dir, reason, bytes);
         if let Some(head) = head {
             // A head too large for HEP is counted as oversize there; nothing more to say.
-            let index = HeadIndex::of(&head);
-            let _ = self.trace(tracer, dir, (&head, index), read_at);
+            let _ = self.trace(tracer, dir, (&head, None), read_at);
         }
     }
 
-    /// Hands `msg` to the destinations that want it (None when nothing does); `index` locates
-    /// its Call-ID and CSeq, so neither the filters nor the packet walk its headers again.
+    /// Hands `msg` to the destinations that want it (None when nothing does); `index`, when the
+    /// framer gave one, locates its Call-ID and CSeq, so neither the filters nor the packet walk
+    /// its headers again.
     fn trace(
         &self,
         tracer: &Tracer,
         dir: Direction,
-        (msg, index): (&Bytes, HeadIndex),
+        (msg, index): (&Bytes, Option<HeadIndex>),
         read_at: u64,
     ) -> Option<Traced> {
         let settings = &*self.settings;
+        let sip = SipMessage::indexed(msg, index);
         let ev = SipEvent {
-            msg: SipMessage::indexed(msg, index),
+            msg: sip,
             conn: ConnInfo {
                 remote: self.client,
                 local: self.listen,
@@ -283,7 +285,7 @@ impl<'a> SipConn<'a> {
         };
         let traced = tracer.sip(&ev, || {
             // Read as the proxy reads it: disagreeing Content-Lengths still give a Call-ID.
-            let call_id = index.call_id(msg);
+            let call_id = sip.call_id();
             if msg.len() + call_id.map_or(0, str::len) + HEP_OVERHEAD > heptap_hep::MAX_PACKET_LEN {
                 return Err(Traced::TooLarge);
             }
@@ -329,8 +331,7 @@ impl<'a> SipConn<'a> {
             self.stats.keepalives.inc();
             return;
         }
-        let index = HeadIndex::of(&msg);
-        self.message(tracer, dir, (msg, index), read_at);
+        self.message(tracer, dir, (msg, None), read_at);
         // Counted once its tracing is decided, as the framer's counters are.
         self.stats.messages.inc();
     }
@@ -380,7 +381,9 @@ impl Observe for SipObserver<'_> {
         let mut messages = 0;
         self.framer.push_framed(data, |framed| {
             match framed {
-                Framed::Message(msg, index) => conn.message(tracer, dir, (msg, index), read_at),
+                Framed::Message(msg, index) => {
+                    conn.message(tracer, dir, (msg, Some(index)), read_at);
+                }
                 Framed::Oversize {
                     head,
                     content_length,

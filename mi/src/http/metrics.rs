@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -91,18 +91,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// Binds `metrics_listen` (without `SO_REUSEPORT`: another program, or another heptap, on the
 /// same address is an error, not a silent share of the scrapes).
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    };
-    socket
-        .and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(128)
-        })
-        .map_err(|source| MiError::MetricsBind { addr, source })
+    super::listen(addr, 128).map_err(|source| MiError::MetricsBind { addr, source })
 }
 
 /// Whether a bind failed because the address is taken.

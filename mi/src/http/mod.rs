@@ -338,18 +338,20 @@ async fn respond(
 /// Binds the listener (loopback unless `http_allow_remote`, checked in `Mi::new`) with a
 /// listen backlog of [`LISTEN_BACKLOG`].
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
+    listen(addr, LISTEN_BACKLOG).map_err(|source| MiError::HttpBind { addr, source })
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` (no `SO_REUSEPORT`: an address another
+/// process holds is an error), for the MI's HTTP listener and `metrics_listen`.
+pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
-    };
-    socket
-        .and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(LISTEN_BACKLOG)
-        })
-        .map_err(|source| MiError::HttpBind { addr, source })
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Serves the previous process's listening socket (a hand-over) when it is bound where `addr`
