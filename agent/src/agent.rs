@@ -425,7 +425,7 @@ pub async fn serve(
         pid = std::process::id(),
         "heptap is ready"
     );
-    let _pid_file =
+    let mut pid_file =
         pid_file
             .as_deref()
             .and_then(|path| match crate::pid_file::PidFile::write(path) {
@@ -452,6 +452,11 @@ pub async fn serve(
                 // queued on the sockets are the new process's), stop the MI, move systemd's
                 // main pid, and let the new process report itself ready.
                 let new_pid = new.pid;
+                // The file names the heptap that accepts, which is the new one from here: never
+                // remove it at exit, even before the new process has written its pid.
+                if let Some(file) = pid_file.take() {
+                    file.disown();
+                }
                 running.handed_over();
                 notify.main_pid(new_pid, &format!("Handed over to pid {new_pid}"));
                 new.release().await;

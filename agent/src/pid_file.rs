@@ -1,6 +1,7 @@
 //! `[service] pid_file`: the pid of the heptap that accepts. Written once heptap is ready (by the
 //! new process after a hand-over, replacing the old one's pid), removed at exit only while it
-//! still holds this process's pid, so the old process of a hand-over leaves the new one's.
+//! still holds this process's pid; the old process of a hand-over gives it up when it hands over
+//! (it no longer accepts), so it never removes the new one's, even one not written yet.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct PidFile {
     /// Where.
     path: PathBuf,
+    /// Whether this process still names it (not after a hand-over).
+    owned: bool,
 }
 
 impl PidFile {
@@ -36,14 +39,24 @@ impl PidFile {
         tracing::debug!(path = %path.display(), pid, "Wrote the pid file");
         Ok(Self {
             path: path.to_owned(),
+            owned: true,
         })
+    }
+}
+
+impl PidFile {
+    /// Gives the file up without removing it: another process (the new one of a hand-over)
+    /// accepts now and writes its own pid.
+    pub fn disown(mut self) {
+        self.owned = false;
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let mine = std::fs::read_to_string(&self.path)
-            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        let mine = self.owned
+            && std::fs::read_to_string(&self.path)
+                .is_ok_and(|text| text.trim() == std::process::id().to_string());
         if mine {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -67,6 +80,11 @@ mod tests {
         );
         drop(file);
         assert!(!path.exists());
+
+        // Handed over: the file is left to the new process, whatever it holds yet.
+        let file = PidFile::write(&path).unwrap();
+        file.disown();
+        assert!(path.exists());
 
         // Another process took over (a hand-over): its pid stays.
         let file = PidFile::write(&path).unwrap();
