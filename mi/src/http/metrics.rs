@@ -91,7 +91,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// Binds `metrics_listen` (without `SO_REUSEPORT`: another program, or another heptap, on the
 /// same address is an error, not a silent share of the scrapes).
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
-    super::listen(addr, 128).map_err(|source| MiError::MetricsBind { addr, source })
+    super::socket::listen(addr, 128).map_err(|source| MiError::MetricsBind { addr, source })
 }
 
 /// Whether a bind failed because the address is taken.

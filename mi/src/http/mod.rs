@@ -16,6 +16,7 @@ mod conn;
 mod gate;
 pub(crate) mod metrics;
 mod slots;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -338,20 +339,7 @@ async fn respond(
 /// Binds the listener (loopback unless `http_allow_remote`, checked in `Mi::new`) with a
 /// listen backlog of [`LISTEN_BACKLOG`].
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, MiError> {
-    listen(addr, LISTEN_BACKLOG).map_err(|source| MiError::HttpBind { addr, source })
-}
-
-/// A listening socket on `addr` with `SO_REUSEADDR` (no `SO_REUSEPORT`: an address another
-/// process holds is an error), for the MI's HTTP listener and `metrics_listen`.
-pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
+    socket::listen(addr, LISTEN_BACKLOG).map_err(|source| MiError::HttpBind { addr, source })
 }
 
 /// Serves the previous process's listening socket (a hand-over) when it is bound where `addr`
